@@ -130,3 +130,30 @@ def load_sklearn_digits(test_size: float = 0.3, seed: int = 0) -> tuple[Dataset,
         Dataset(x[tr], y[tr], "digits", "train", names, src, dict(extra)),
         Dataset(x[te], y[te], "digits", "test", names, src, dict(extra)),
     )
+
+
+def read_idx(source: "str | os.PathLike | bytes") -> np.ndarray:
+    """Parse an IDX file (LeCun's MNIST format), gzip-compressed or not.
+
+    ``source`` is a path or the file's bytes. The header is big-endian: two zero
+    bytes, a type code (0x08 = uint8), the number of dimensions, then one uint32 per
+    dimension.
+    """
+    import gzip
+
+    raw = source if isinstance(source, (bytes, bytearray)) else open(source, "rb").read()
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise ValueError("not an IDX file: bad magic number")
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if raw[2] not in dtypes:
+        raise ValueError(f"IDX: unknown type code 0x{raw[2]:02x}")
+    ndim = raw[3]
+    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
+    dtype = np.dtype(dtypes[raw[2]])
+    expected = int(np.prod(dims)) * dtype.itemsize
+    body = raw[4 + 4 * ndim:]
+    if len(body) != expected:
+        raise ValueError(f"IDX: header promises {dims} ({expected} bytes) but {len(body)} bytes follow")
+    return np.frombuffer(body, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
