@@ -8,19 +8,43 @@ Format: one ``.npz`` file per split, with
     bytes, see :func:`content_sha256`).
 
 Files are written atomically and loaded without pickle.
+
+Where the data come from:
+  - bundled with scikit-learn (offline): ``digits`` (8x8 images), and the tabular
+    sets ``iris``, ``wine`` and ``breast_cancer`` (stored as ``(N, 1, 1, F)``);
+  - downloaded (:data:`DOWNLOADS`): ``mnist``, ``fmnist``, ``cifar10``, ``gts``
+    (GTSRB), ``har`` (UCI HAR) and ``tinyimagenet``. Every file is checked against
+    a pinned SHA-256 before it is used (:func:`download_file`), then converted by
+    :func:`prepare_downloaded`.
+
+:func:`prepare_dataset` is the single entry point the workflow calls.
 """
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import importlib
+import io
 import json
+import logging
 import os
-from dataclasses import dataclass, field
-from typing import Any
+import pickle
+import re
+import tarfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import zipfile
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
-from robcurves.atomic import save_npz
+from robcurves.atomic import atomic_path, save_npz
+
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -1,0 +1,33 @@
+# robcurves: robustness curves of classifiers, from data to figures.
+#
+#   snakemake --cores 8 all_figures                        # the offline default
+#   snakemake --cores 8 --configfile config/paper.yaml all_figures
+#
+# The DAG: data (download | bundled) -> models (train | convert .mat) ->
+# per-shard minimal adversarial perturbations -> merged curves -> figures and tables.
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/models.smk"
+include: "rules/attacks.smk"
+include: "rules/curves.smk"
+include: "rules/figures.smk"
+
+
+rule all_figures:
+    default_target: True
+    input:
+        all_figure_files(),
+
+
+rule all_curves:
+    input:
+        all_curve_files(),

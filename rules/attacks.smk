@@ -1,0 +1,24 @@
+# Minimal adversarial perturbations, one job per (data set, model, norm, shard).
+
+
+rule attack_shard:
+    input:
+        model="results/models/{dataset}/{model}/model.keras",
+        sidecar="results/models/{dataset}/{model}/model.json",
+        data="results/data/{dataset}/test.npz",
+    output:
+        "results/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.npz",
+    params:
+        attack=lambda wc: config["attacks"]["norms"][wc.norm],
+        n_points=config["attacks"]["n_points"],
+    log:
+        "logs/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.log",
+    benchmark:
+        "benchmarks/runs/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.tsv"
+    threads: config["attacks"]["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=240,
+        gpu=config["attacks"]["gpu"],
+    script:
+        "../workflow/scripts/attack_shard.py"

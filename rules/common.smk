@@ -1,0 +1,82 @@
+# Config validation and the helpers every rule file uses.
+import sys
+from pathlib import Path
+
+_SRC = Path(workflow.basedir) / "src"
+if _SRC.is_dir() and str(_SRC) not in sys.path:
+    sys.path.insert(0, str(_SRC))
+
+from snakemake.exceptions import WorkflowError
+from robcurves.config import ConfigError, validate_config, missing_model_files
+
+try:
+    _validated = validate_config(config)
+except ConfigError as err:
+    raise WorkflowError(f"invalid configuration:\n{err}") from None
+config.clear()
+config.update(_validated)
+
+_missing = missing_model_files(config)
+if _missing:
+    raise WorkflowError(
+        "model files are missing; put Croce et al.'s .mat files at these paths "
+        "(see README.md, 'The paper's models'):\n" + "\n".join(_missing)
+    )
+
+NORMS = list(config["attacks"]["norms"])
+N_SHARDS = config["attacks"]["shards"]
+
+
+wildcard_constraints:
+    dataset=r"[A-Za-z0-9][A-Za-z0-9_\-]*",
+    model=r"[A-Za-z0-9][A-Za-z0-9_\-]*",
+    norm=r"linf|l2|l1",
+    shard=r"\d+",
+    nshards=r"\d+",
+    name=r"[A-Za-z0-9][A-Za-z0-9_\-]*",
+
+
+def model_spec(wildcards):
+    """The config entry of a model, checked against the data set in the path."""
+    spec = config["models"].get(wildcards.model)
+    if spec is None:
+        raise WorkflowError(f"model {wildcards.model!r} is not in the config")
+    if spec["dataset"] != wildcards.dataset:
+        raise WorkflowError(
+            f"model {wildcards.model!r} belongs to data set {spec['dataset']!r}, not {wildcards.dataset!r}"
+        )
+    return spec
+
+
+def model_files(dataset, model):
+    base = f"results/models/{dataset}/{model}"
+    return {"model": f"{base}/model.keras", "sidecar": f"{base}/model.json"}
+
+
+def shard_files(dataset, model, norm):
+    return [
+        f"results/attacks/{dataset}/{model}/{norm}/shard{i}of{N_SHARDS}.npz"
+        for i in range(N_SHARDS)
+    ]
+
+
+def curve_file(model, norm):
+    return f"results/curves/{config['models'][model]['dataset']}/{model}/{norm}.json"
+
+
+def all_curve_files():
+    return [curve_file(m, n) for m in config["models"] for n in NORMS]
+
+
+def figure_curve_files(name):
+    spec = config["figures"]["robustness_curves"][name]
+    return [curve_file(m, n) for m in spec["models"] for n in spec.get("norms", NORMS)]
+
+
+def robustness_figure_files():
+    names = config["figures"].get("robustness_curves", {})
+    return expand("results/figures/curves_{name}.{ext}", name=names, ext=["pdf", "png"])
+
+
+def all_figure_files():
+    return robustness_figure_files()

@@ -1,0 +1,22 @@
+# Gather the shards of one (data set, model, norm) into a robustness curve.
+
+
+rule merge_curve:
+    input:
+        shards=lambda wc: shard_files(wc.dataset, wc.model, wc.norm),
+        data="results/data/{dataset}/test.npz",
+    output:
+        "results/curves/{dataset}/{model}/{norm}.json",
+    params:
+        n_points=config["attacks"]["n_points"],
+        label=lambda wc: config["models"][wc.model].get("label", wc.model),
+        model=lambda wc: config["models"][wc.model],
+        attack=lambda wc: config["attacks"]["norms"][wc.norm],
+    log:
+        "logs/curves/{dataset}/{model}/{norm}.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../workflow/scripts/merge_curve.py"

@@ -1,0 +1,126 @@
+"""Configuration checks: one clear line per problem, before any job runs.
+
+The workflow's config is checked against ``config/schema.yaml`` (JSON Schema,
+draft 7). Errors name the key by its dotted path, say what was expected and what
+arrived. Cross-references (a model's data set, a figure's models) are checked too.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "config" / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message says where and why."""
+
+
+def load_schema(path: str | os.PathLike | None = None) -> dict:
+    with open(path or DEFAULT_SCHEMA, encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _where(path) -> str:
+    return ".".join(str(p) for p in path) or "the top level"
+
+
+def _type_name(v: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
+            float: "a number", type(None): "null"}.get(type(v), type(v).__name__)
+
+
+def _message(err) -> str:
+    where = _where(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = sorted(err.schema.get("properties", {}))
+        extra = sorted(k for k in err.instance if k not in err.schema.get("properties", {}))
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"config: unknown key {', '.join(repr(k) for k in extra)} at {where}{hint}"
+    if err.validator == "type":
+        want = err.validator_value if isinstance(err.validator_value, str) else " or ".join(err.validator_value)
+        return f"config: {where} must be of type {want}, got {_type_name(err.instance)} {err.instance!r}"
+    if err.validator == "required":
+        return f"config: {where} is missing a required key: {err.message.split(' is a required')[0]}"
+    if err.validator == "enum":
+        return f"config: {where} must be one of {err.validator_value}, got {err.instance!r}"
+    return f"config: {where}: {err.message}"
+
+
+def apply_defaults(instance: Any, schema: dict, root: dict) -> None:
+    """Fill ``default`` values of object properties, recursively, in place."""
+    if "$ref" in schema:
+        ref = schema["$ref"].lstrip("#/").split("/")
+        target = root
+        for part in ref:
+            target = target[part]
+        schema = target
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        for key, sub in props.items():
+            if key not in instance and isinstance(sub, dict) and "default" in sub:
+                instance[key] = copy.deepcopy(sub["default"])
+            if key in instance:
+                apply_defaults(instance[key], sub, root)
+        extra = schema.get("additionalProperties")
+        if isinstance(extra, dict):
+            for key in instance:
+                if key not in props:
+                    apply_defaults(instance[key], extra, root)
+    elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        for item in instance:
+            apply_defaults(item, schema["items"], root)
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike | None = None) -> dict:
+    """Check ``config``; return a copy with defaults filled in. Raises :class:`ConfigError`."""
+    import jsonschema
+
+    schema = load_schema(schema_path)
+    if not isinstance(config, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {_type_name(config)}")
+    validator = jsonschema.Draft7Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
+    if errors:
+        lines = sorted({_message(e) for e in errors})
+        raise ConfigError("\n".join(lines))
+    cfg = copy.deepcopy(config)
+    apply_defaults(cfg, schema, schema)
+    problems = cross_check(cfg)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg
+
+
+def cross_check(cfg: dict) -> list[str]:
+    """References between sections: every name used must be defined."""
+    problems = []
+    datasets = cfg.get("datasets", {})
+    models = cfg.get("models", {})
+    for name, m in models.items():
+        if m["dataset"] not in datasets:
+            problems.append(f"config: models.{name}.dataset names {m['dataset']!r}, which is not under datasets")
+        if m["source"] == "convert" and "path" not in m:
+            problems.append(f"config: models.{name} has source: convert but no path to a .mat file")
+    for fig, spec in cfg.get("figures", {}).get("robustness_curves", {}).items():
+        for m in spec["models"]:
+            if m not in models:
+                problems.append(f"config: figures.robustness_curves.{fig}.models names {m!r}, which is not under models")
+        for n in spec.get("norms", []):
+            if n not in cfg["attacks"]["norms"]:
+                problems.append(f"config: figures.robustness_curves.{fig}.norms has {n!r}, which is not under attacks.norms")
+    return problems
+
+
+def missing_model_files(cfg: dict, root: str | os.PathLike = ".") -> list[str]:
+    """The ``.mat`` files that converted models need but that are not on disk."""
+    out = []
+    for name, m in cfg.get("models", {}).items():
+        if m["source"] == "convert" and not (Path(root) / m["path"]).is_file():
+            out.append(f"  models.{name}: {m['path']}")
+    return out

@@ -1,0 +1,89 @@
+"""Figures of robustness curves (matplotlib, Agg backend, no LaTeX needed).
+
+Colours are the Okabe-Ito palette, which stays distinguishable with colour-vision
+deficiencies; line styles vary too, so curves survive black-and-white printing.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from robcurves.atomic import atomic_path  # noqa: E402
+from robcurves.curves import RobustnessCurve, dkw_band  # noqa: E402
+from robcurves.norms import NORMS, parse_norm  # noqa: E402
+
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+LINESTYLES = ["-", "--", "-.", ":"]
+
+
+def style(i: int) -> dict:
+    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": LINESTYLES[(i // 2) % len(LINESTYLES)]}
+
+
+def draw_curve(ax, curve: RobustnessCurve, x_max: float, band: bool = True, **kw) -> None:
+    """Draw one right-continuous step curve from eps = 0 to ``x_max``, with its DKW band."""
+    eps, r = curve.steps()
+    r0 = float(curve.robust_error_at(0.0))
+    xs = np.concatenate([[0.0], eps[eps > 0], [x_max]])
+    ys = np.concatenate([[r0], r[eps > 0], [r[-1] if len(r) else r0]])
+    ax.step(xs, ys, where="post", linewidth=1.6, label=curve.label or None, **kw)
+    if band and curve.n_points > 0:
+        grid = np.unique(np.concatenate([xs, np.linspace(0, x_max, 200)]))
+        lo, hi = dkw_band(curve, grid)
+        ax.fill_between(grid, lo, hi, step="post", alpha=0.15, color=kw.get("color"), linewidth=0)
+
+
+def plot_robustness_curves(
+    curves: Sequence[RobustnessCurve],
+    out_paths: Sequence[str | os.PathLike],
+    title: str = "",
+    thresholds: Mapping[str, Sequence[float]] | None = None,
+    band: bool = True,
+) -> None:
+    """One panel per norm present in ``curves``; one line per model.
+
+    ``thresholds`` maps a norm name to eps values drawn as dashed vertical lines.
+    Writes every path in ``out_paths`` (format from the suffix) atomically.
+    """
+    norms = [n for n in NORMS if any(c.norm == n for c in curves)]
+    if not norms:
+        raise ValueError("plot_robustness_curves: no curves to plot")
+    labels = sorted({c.label for c in curves})
+    fig, axes = plt.subplots(1, len(norms), figsize=(3.4 * len(norms), 3.0), squeeze=False)
+    for ax, norm_name in zip(axes[0], norms):
+        norm = parse_norm(norm_name)
+        sel = [c for c in curves if c.norm == norm_name]
+        finite = np.concatenate([c.distances[np.isfinite(c.distances)] for c in sel] + [np.zeros(1)])
+        x_max = float(np.quantile(finite, 0.995)) * 1.05 if finite.max() > 0 else 1.0
+        x_max = max(x_max, max((t for t in (thresholds or {}).get(norm_name, [])), default=0.0) * 1.1)
+        for c in sel:
+            draw_curve(ax, c, x_max, band=band, **style(labels.index(c.label)))
+        for t in (thresholds or {}).get(norm_name, []):
+            ax.axvline(t, color="0.4", linestyle="--", linewidth=0.8)
+        ax.set_xlim(0, x_max)
+        ax.set_ylim(0, 1.0)
+        ax.set_xlabel(f"perturbation size $\\varepsilon$ ({norm.label} norm)")
+        ax.set_ylabel(f"robust error $R(\\varepsilon)$")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(loc="lower right", fontsize=8, frameon=True)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, out_paths)
+
+
+def save_figure(fig, out_paths: Sequence[str | os.PathLike]) -> None:
+    """Save ``fig`` to every path atomically, then close it."""
+    try:
+        for p in out_paths:
+            with atomic_path(p) as tmp:
+                fig.savefig(tmp, format=os.path.splitext(str(p))[1].lstrip(".") or None, dpi=200)
+    finally:
+        plt.close(fig)

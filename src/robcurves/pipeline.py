@@ -1,0 +1,135 @@
+"""The workflow's stages as plain functions: build a model, attack a shard, merge a curve.
+
+Snakemake scripts call these; so can anyone without Snakemake.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+
+from robcurves.curves import RobustnessCurve
+from robcurves.data import load_dataset
+from robcurves.norms import parse_norm
+from robcurves.shards import merge_attack_shards, save_attack_shard, settings_digest, shard_indices
+
+_log = logging.getLogger("robcurves")
+
+
+def test_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    from robcurves.models import predict_logits
+
+    return float(np.mean(np.argmax(predict_logits(model, x), axis=1) == y)) if len(y) else float("nan")
+
+
+def build_model(spec: dict, name: str, out_path: str, train_path: str | None = None,
+                test_path: str | None = None, mat_path: str | None = None,
+                log: logging.Logger = _log) -> dict:
+    """Train (``source: train``) or convert (``source: convert``) the model ``spec`` describes.
+
+    Writes ``out_path`` (Keras) and its JSON sidecar; returns the sidecar.
+    """
+    from robcurves import models
+
+    test = load_dataset(test_path) if test_path else None
+    if spec["source"] == "convert":
+        model = models.convert_mat(mat_path, layout=spec.get("layout", "auto"),
+                                   input_shape=test.input_shape if test is not None else None)
+        made_by = models.mat_sidecar(mat_path, layout=spec.get("layout", "auto"))
+        dataset = spec["dataset"]
+        n_classes = int(model.output_shape[-1])
+    else:
+        from robcurves.training import train_model
+
+        train = load_dataset(train_path)
+        builder = {"lenet_small": models.lenet_small, "fc1": models.fc1}[spec.get("arch", "lenet_small")]
+        model = builder(train.input_shape, train.n_classes, seed=spec.get("seed", 0))
+        t0 = time.perf_counter()
+        history = train_model(
+            model, train, spec.get("method", "st"), epochs=spec["epochs"], batch_size=spec["batch_size"],
+            learning_rate=spec["learning_rate"], seed=spec.get("seed", 0), eps=spec.get("eps"),
+            **spec.get("options", {}),
+        )
+        made_by = {"kind": "train", "arch": spec.get("arch", "lenet_small"), **history,
+                   "wall_s": round(time.perf_counter() - t0, 2)}
+        dataset = train.name
+        n_classes = train.n_classes
+    sidecar = {
+        "name": name,
+        "input_shape": [int(s) for s in model.input_shape[1:]],
+        "n_classes": n_classes,
+        "bounds": [0.0, 1.0],
+        "dataset": dataset,
+        "made_by": made_by,
+    }
+    if test is not None:
+        models.check_model_fits(model, sidecar, test.x)
+        sidecar["test_accuracy"] = test_accuracy(model, test.x, test.y)
+        log.info("%s: test accuracy %.4f on %d points", name, sidecar["test_accuracy"], len(test))
+    models.save_model(model, out_path, sidecar)
+    return sidecar
+
+
+def attack_settings(norm: str, attack: dict, n_points: int | None, model_sidecar: dict, data_sha: str) -> dict:
+    """Everything that determines an attack shard's numbers; shards must agree on it."""
+    return {"norm": norm, "attack": attack, "n_points": n_points,
+            "model": model_sidecar.get("name"), "model_made_by": model_sidecar.get("made_by"),
+            "data_sha256": data_sha}
+
+
+def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shard: int, n_shards: int,
+                 n_points: int | None, attack: dict, log: logging.Logger = _log) -> None:
+    """Minimal perturbations in ``norm`` for shard ``shard`` of the first ``n_points`` test points."""
+    from robcurves import attacks, models
+
+    norm = parse_norm(norm).name
+    model, sidecar = models.load_model(model_path)
+    test = load_dataset(data_path)
+    models.check_model_fits(model, sidecar, test.x)
+    n = len(test) if n_points is None else min(int(n_points), len(test))
+    idx = shard_indices(n, n_shards, shard)
+    methods = attack.get("methods") or attacks.default_methods(norm)
+    settings = attack_settings(norm, attack, n_points, sidecar, test.meta["sha256"])
+    log.info("shard %d/%d: %d points, norm %s, methods %s", shard, n_shards, len(idx), norm,
+             [m["name"] for m in methods])
+    t0 = time.perf_counter()
+    result = attacks.minimal_perturbations(
+        model, test.x[idx], test.y[idx], norm, methods=methods,
+        batch_size=attack.get("batch_size", 500), seed=attack.get("seed", 0), progress=True,
+    )
+    dt = time.perf_counter() - t0
+    log.info("shard %d/%d done in %.1f s (%.1f points/s); statuses %s", shard, n_shards, dt,
+             len(idx) / dt if dt > 0 else float("nan"),
+             dict(zip(*np.unique(result.status, return_counts=True))) if len(idx) else {})
+    save_attack_shard(out_path, result, idx, shard, n_shards, settings)
+
+
+def merge_curve(shard_paths: list[str], data_path: str, out_path: str, n_points: int | None, label: str,
+                provenance: dict[str, Any], log: logging.Logger = _log) -> RobustnessCurve:
+    """Gather checked shards into the robustness curve of one (data set, model, norm)."""
+    test = load_dataset(data_path, verify=False)
+    n = len(test) if n_points is None else min(int(n_points), len(test))
+    merged = merge_attack_shards(shard_paths, n)
+    if len(merged["indices"]) != n:
+        raise ValueError(f"merged shards hold {len(merged['indices'])} points, expected {n}")
+    errors = merged["status"] == "error"
+    if errors.any():
+        # A point whose search failed has no valid upper bound: it counts as not broken
+        # (+inf), and the curve says how many such points there were.
+        log.warning("%d points had search errors: %s", int(errors.sum()),
+                    sorted(set(merged["reason"][errors].tolist())))
+    d = np.where(errors, np.inf, merged["distances"].astype(np.float64))
+    curve = RobustnessCurve(
+        norm=merged["meta"]["norm"], distances=d, indices=merged["indices"], label=label,
+        status=merged["status"], method=merged["method"],
+        config={**provenance, "n_shards": len(shard_paths), "settings_digest": merged["meta"]["settings_digest"],
+                "n_errors": int(errors.sum())},
+    )
+    curve.save(out_path)
+    log.info("%s %s: %d points, %d misclassified, %d not broken, median distance %s", label, curve.norm,
+             curve.n_points, int((d == 0).sum()), int(np.isinf(d).sum()),
+             float(np.median(d)) if len(d) else None)
+    return curve

@@ -1,0 +1,16 @@
+"""Snakemake: train a model on a prepared data set, or convert a .mat file."""
+from robcurves.jobs import log_to, snakemake_threads
+
+with log_to(snakemake.log[0]) as log:
+    snakemake_threads(snakemake.threads)
+    from robcurves.pipeline import build_model
+
+    build_model(
+        dict(snakemake.params.spec),
+        name=snakemake.wildcards.model,
+        out_path=snakemake.output.model,
+        train_path=snakemake.input.get("train"),
+        test_path=snakemake.input.get("test"),
+        mat_path=snakemake.input.get("mat"),
+        log=log,
+    )

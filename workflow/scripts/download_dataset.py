@@ -1,0 +1,13 @@
+"""Snakemake: download a published data set, verify checksums, write a manifest."""
+from pathlib import Path
+
+from robcurves.atomic import write_json
+from robcurves.jobs import log_to
+
+with log_to(snakemake.log[0]) as log:
+    from robcurves.data import download_dataset
+
+    raw_dir = Path(snakemake.output[0]).parent
+    files = download_dataset(snakemake.params.name, raw_dir)
+    log.info("downloaded %s into %s", snakemake.params.name, raw_dir)
+    write_json(snakemake.output[0], {"dataset": snakemake.params.name, "files": files})

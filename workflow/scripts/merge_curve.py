@@ -1,0 +1,16 @@
+"""Snakemake: gather attack shards into one robustness curve."""
+from robcurves.jobs import log_to
+
+with log_to(snakemake.log[0]) as log:
+    from robcurves.pipeline import merge_curve
+
+    merge_curve(
+        shard_paths=list(snakemake.input.shards),
+        data_path=snakemake.input.data,
+        out_path=snakemake.output[0],
+        n_points=snakemake.params.n_points,
+        label=snakemake.params.label,
+        provenance={"model": dict(snakemake.params.model), "attack": dict(snakemake.params.attack),
+                    "model_name": snakemake.wildcards.model, "dataset": snakemake.wildcards.dataset},
+        log=log,
+    )
