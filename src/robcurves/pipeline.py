@@ -36,41 +36,33 @@ def build_model(spec: dict, name: str, out_path: str, train_path: str | None = N
 
     test = load_dataset(test_path) if test_path else None
     if spec["source"] == "convert":
-        model = models.convert_mat(mat_path, layout=spec.get("layout", "auto"),
+        layout = spec.get("layout", "auto")
+        model = models.convert_mat(mat_path, layout=layout,
                                    input_shape=test.input_shape if test is not None else None)
-        made_by = models.mat_sidecar(mat_path, layout=spec.get("layout", "auto"))
-        dataset = spec["dataset"]
-        n_classes = int(model.output_shape[-1])
+        sidecar = models.mat_sidecar(mat_path, model, spec["dataset"], layout=layout, name=name)
     else:
         from robcurves.training import train_model
 
         train = load_dataset(train_path)
-        builder = {"lenet_small": models.lenet_small, "fc1": models.fc1}[spec.get("arch", "lenet_small")]
-        model = builder(train.input_shape, train.n_classes, seed=spec.get("seed", 0))
+        model = models.build_model(spec.get("arch", "lenet_small"), train.input_shape, train.n_classes,
+                                   seed=spec.get("seed", 0))
         t0 = time.perf_counter()
         history = train_model(
             model, train, spec.get("method", "st"), epochs=spec["epochs"], batch_size=spec["batch_size"],
             learning_rate=spec["learning_rate"], seed=spec.get("seed", 0), eps=spec.get("eps"),
             **spec.get("options", {}),
         )
-        made_by = {"kind": "train", "arch": spec.get("arch", "lenet_small"), **history,
-                   "wall_s": round(time.perf_counter() - t0, 2)}
-        dataset = train.name
-        n_classes = train.n_classes
-    sidecar = {
-        "name": name,
-        "input_shape": [int(s) for s in model.input_shape[1:]],
-        "n_classes": n_classes,
-        "bounds": [0.0, 1.0],
-        "dataset": dataset,
-        "made_by": made_by,
-    }
+        sidecar = {
+            "name": name,
+            "dataset": train.name,
+            "made_by": {"kind": "train", "arch": spec.get("arch", "lenet_small"), **history,
+                        "wall_s": round(time.perf_counter() - t0, 2)},
+        }
     if test is not None:
         models.check_model_fits(model, sidecar, test.x)
         sidecar["test_accuracy"] = test_accuracy(model, test.x, test.y)
         log.info("%s: test accuracy %.4f on %d points", name, sidecar["test_accuracy"], len(test))
-    models.save_model(model, out_path, sidecar)
-    return sidecar
+    return models.save_model(model, out_path, sidecar)
 
 
 def attack_settings(norm: str, attack: dict, n_points: int | None, model_sidecar: dict, data_sha: str) -> dict:

@@ -1,0 +1,5 @@
+import sys
+
+from robcurves.cli import main
+
+sys.exit(main())

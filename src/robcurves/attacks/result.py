@@ -1,0 +1,151 @@
+"""The record of a minimal-perturbation search and the independent check behind it."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from robcurves.atomic import save_npz
+from robcurves.norms import Norm, parse_norm
+
+STATUSES = ("misclassified", "adversarial", "not_found", "error")
+_FORMAT = "robcurves.attacks/1"
+
+
+@dataclass
+class AttackResult:
+    """Per point: the smallest verified perturbation found, in one norm.
+
+    - ``distances`` float32 ``(N,)``: the ``norm`` distance of ``x_adv`` from ``x``,
+      recomputed in float32; 0.0 for misclassified points, +inf where no adversarial
+      example was found (status ``not_found`` or ``error``); never NaN.
+    - ``x_adv`` float32, same shape as the inputs (the input itself where there is no
+      adversarial example).
+    - ``status``: ``misclassified`` | ``adversarial`` | ``not_found`` | ``error``;
+      ``reason``: "" or why (for example non-finite logits during the search);
+      ``method``: the method whose candidate won ("" where none did).
+    - ``per_method``: method name -> its own verified distances (+inf where it failed).
+    - ``config``: the methods and settings used, the seed and the bounds.
+    """
+
+    norm: str
+    distances: np.ndarray
+    x_adv: np.ndarray
+    status: np.ndarray
+    reason: np.ndarray
+    method: np.ndarray
+    per_method: dict[str, np.ndarray] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.norm = parse_norm(self.norm).name
+        self.distances = np.asarray(self.distances, dtype=np.float32)
+        self.x_adv = np.asarray(self.x_adv, dtype=np.float32)
+        self.status = np.asarray(self.status, dtype=str)
+        self.reason = np.asarray(self.reason, dtype=str)
+        self.method = np.asarray(self.method, dtype=str)
+        self.per_method = {k: np.asarray(v, dtype=np.float32) for k, v in self.per_method.items()}
+        n = len(self.distances)
+        for name, arr in [("x_adv", self.x_adv), ("status", self.status), ("reason", self.reason),
+                          ("method", self.method), *[(f"per_method[{k}]", v) for k, v in self.per_method.items()]]:
+            if len(arr) != n:
+                raise ValueError(f"AttackResult: {name} has {len(arr)} rows, distances has {n}")
+        if np.isnan(self.distances).any():
+            raise ValueError("AttackResult: distances must never be NaN")
+        bad = sorted(set(self.status.tolist()) - set(STATUSES))
+        if bad:
+            raise ValueError(f"AttackResult: unknown status values {bad}; expected {list(STATUSES)}")
+
+    def __len__(self) -> int:
+        return len(self.distances)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically as ``.npz`` (no pickle) with a JSON ``meta`` entry."""
+        meta = {"format": _FORMAT, "norm": self.norm, "config": self.config,
+                "per_method": list(self.per_method), "n": len(self)}
+        arrays = {
+            "distances": self.distances, "x_adv": self.x_adv, "status": self.status,
+            "reason": self.reason, "method": self.method,
+            "meta": np.array(json.dumps(meta, sort_keys=True, allow_nan=False)),
+        }
+        for i, v in enumerate(self.per_method.values()):
+            arrays[f"per_method_{i}"] = v
+        save_npz(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "AttackResult":
+        with np.load(path, allow_pickle=False) as f:
+            if "meta" not in f.files:
+                raise ValueError(f"{path}: not a robcurves attack result (no meta)")
+            meta = json.loads(str(f["meta"]))
+            if meta.get("format") != _FORMAT:
+                raise ValueError(f"{path}: unknown attack result format {meta.get('format')!r}")
+            per = {name: f[f"per_method_{i}"] for i, name in enumerate(meta["per_method"])}
+            return cls(norm=meta["norm"], distances=f["distances"], x_adv=f["x_adv"], status=f["status"],
+                       reason=f["reason"], method=f["method"], per_method=per, config=meta["config"])
+
+    @classmethod
+    def concatenate(cls, results: "list[AttackResult]") -> "AttackResult":
+        """Join shards in the given order. They must share the norm; the config of the
+        first is kept (shards of one run share it). Methods missing from a shard count
+        as +inf there."""
+        if not results:
+            raise ValueError("AttackResult.concatenate: no results given")
+        norms = {r.norm for r in results}
+        if len(norms) != 1:
+            raise ValueError(f"AttackResult.concatenate: shards have different norms {sorted(norms)}")
+        names: list[str] = []
+        for r in results:
+            names += [k for k in r.per_method if k not in names]
+        per = {k: np.concatenate([r.per_method.get(k, np.full(len(r), np.inf, np.float32)) for r in results])
+               for k in names}
+        return cls(
+            norm=results[0].norm,
+            distances=np.concatenate([r.distances for r in results]),
+            x_adv=np.concatenate([r.x_adv for r in results]),
+            status=np.concatenate([r.status for r in results]),
+            reason=np.concatenate([r.reason for r in results]),
+            method=np.concatenate([r.method for r in results]),
+            per_method=per,
+            config=dict(results[0].config),
+        )
+
+
+def predict_logits(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Logits of ``model`` on ``x`` in batches (float32, eval mode)."""
+    out = []
+    for i in range(0, len(x), max(1, int(batch_size))):
+        out.append(np.asarray(model(tf.constant(x[i:i + batch_size], tf.float32), training=False), np.float32))
+    if not out:
+        n_out = int(model.output_shape[-1]) if hasattr(model, "output_shape") else 0
+        return np.zeros((0, n_out), np.float32)
+    return np.concatenate(out)
+
+
+def verify_candidates(model, x, x_adv, y, norm: "Norm | str", bounds=(0.0, 1.0), batch_size: int = 512):
+    """Clip ``x_adv`` into the box, re-run the model, recompute the distance.
+
+    Returns ``(is_adv, distances, x_clipped)``: ``is_adv`` is True where the clipped
+    candidate's logits are finite and its predicted label differs from ``y``;
+    ``distances`` is the float32 ``norm`` distance of the clipped candidate from ``x``.
+    """
+    norm = parse_norm(norm)
+    x = np.asarray(x, np.float32)
+    xc = np.clip(np.asarray(x_adv, np.float32).reshape(x.shape), np.float32(bounds[0]), np.float32(bounds[1]))
+    z = predict_logits(model, xc, batch_size)
+    finite = np.all(np.isfinite(z), axis=1)
+    pred = np.argmax(np.where(np.isfinite(z), z, -np.inf), axis=1) if len(z) else np.zeros(0, np.int64)
+    is_adv = finite & (pred != np.asarray(y).astype(np.int64))
+    return is_adv, norm.distance(xc, x), xc
+
+
+def verify_adversarial(model, x, x_adv, y, norm: "Norm | str", bounds=(0.0, 1.0), batch_size: int = 512):
+    """``(is_adv, distances)``: is each clipped ``x_adv`` misclassified by ``model``, and
+    its float32 distance from ``x`` in ``norm``."""
+    is_adv, dist, _ = verify_candidates(model, x, x_adv, y, norm, bounds, batch_size)
+    return is_adv, dist

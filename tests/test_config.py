@@ -1,0 +1,65 @@
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robcurves.config import ConfigError, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def default_config():
+    return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+def test_default_config_is_valid_and_gets_defaults(default_config):
+    cfg = validate_config(default_config)
+    assert cfg["attacks"]["threads"] >= 1
+    assert cfg["datasets"]["digits"]["source"] == "sklearn_digits"
+
+
+def test_unknown_key_is_named(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["attacks"]["shard"] = 3  # typo for "shards"
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    msg = str(err.value)
+    assert msg.count("\n") == 0
+    assert "'shard'" in msg and "attacks" in msg and "shards" in msg  # names the key and what is allowed
+
+
+def test_wrong_type_is_named(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["attacks"]["norms"]["linf"]["batch_size"] = "large"
+    with pytest.raises(ConfigError) as err:
+        validate_config(bad)
+    msg = str(err.value)
+    assert msg.count("\n") == 0
+    assert "attacks.norms.linf.batch_size" in msg and "integer" in msg and "'large'" in msg
+
+
+def test_dangling_reference_is_named(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["figures"]["robustness_curves"]["digits"]["models"] = ["nope"]
+    with pytest.raises(ConfigError, match="'nope'"):
+        validate_config(bad)
+
+
+def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path, default_config):
+    bad = copy.deepcopy(default_config)
+    bad["atacks"] = bad.pop("attacks")
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(bad))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--configfile", str(cfg),
+         "--directory", str(tmp_path), "-s", str(ROOT / "Snakefile")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "unknown key 'atacks'" in out
+    assert not (tmp_path / "results").exists()
