@@ -20,6 +20,7 @@ include: "rules/models.smk"
 include: "rules/attacks.smk"
 include: "rules/curves.smk"
 include: "rules/figures.smk"
+include: "rules/cluster.smk"
 
 
 rule all_figures:

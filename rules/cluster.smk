@@ -1,0 +1,1 @@
+# Rules that stay on the submitting machine when a cluster executor is used.
