@@ -19,6 +19,7 @@ rule download_dataset:
         "results/raw/{dataset}/manifest.json",
     params:
         name=lambda wc: _dataset_spec(wc).get("download", wc.dataset),
+        spec=_dataset_spec,
     log:
         "logs/download/{dataset}.log",
     threads: 1
@@ -41,7 +42,7 @@ rule prepare_dataset:
         "logs/data/{dataset}.log",
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=60,
+        mem_mb=lambda wc: _dataset_spec(wc)["mem_mb"],
+        runtime=180,
     script:
         "../workflow/scripts/prepare_dataset.py"

@@ -11,7 +11,6 @@ import dataclasses
 import gzip
 import hashlib
 import io
-import json
 import pickle
 import struct
 import tarfile
@@ -136,6 +135,7 @@ def gtsrb_like_files() -> dict[str, bytes]:
         test_imgs[f"GTSRB/Final_Test/Images/{fn}"] = ppm(border, (w, h), sign, margin=5)
         gt_rows.append(f"{fn};{w};{h};5;5;{w - 6};{h - 6};{cls}\n")
     # The test-images zip carries a CSV without ClassId; the labels come in a separate zip.
+    test_imgs["__MACOSX/GTSRB/Final_Test/Images/._00000.ppm"] = b"resource fork"  # must be ignored
     test_imgs["GTSRB/Final_Test/Images/GT-final_test.test.csv"] = b"Filename;Width;Height;Roi.X1;Roi.Y1;Roi.X2;Roi.Y2\n"
     return {
         "GTSRB_Final_Training_Images.zip": zip_bytes(train),
@@ -181,6 +181,9 @@ def test_registry_entries_are_well_formed():
             assert f.sha256 is not None or f.md5, f"{name}/{f.filename}: unpinned files must give the published MD5"
     assert D.DOWNLOADS["mnist"].file("t10k-labels-idx1-ubyte.gz").sha256.startswith("f7ae60f9")
     assert D.DOWNLOADS["har"].files[0].filename == "human+activity+recognition+using+smartphones.zip"
+    assert D.raw_filenames("gts")[0] == "GTSRB_Final_Training_Images.zip"
+    with pytest.raises(ValueError, match="unknown downloadable data set 'svhn'; known: cifar10, fmnist, gts"):
+        D.raw_filenames("svhn")
 
 
 def test_mirror_replaces_scheme_host_and_folder():
@@ -193,8 +196,8 @@ def test_mnist_download_and_conversion(tmp_path, served, monkeypatch):
     files, arrays = mnist_like_files(np.random.default_rng(0))
     pin_registry(monkeypatch, "mnist", files)
     raw = tmp_path / "raw" / "mnist"
-    paths = D.download_dataset("mnist", raw, mirror=served(files))
-    assert sorted(p.name for p in paths.values()) == sorted(files)
+    sums = D.download_dataset("mnist", raw, mirror=served(files))
+    assert sums == {name: sha(content) for name, content in files.items()}
     assert sorted(p.name for p in raw.iterdir()) == sorted(files)  # no temporary files left
     for name, content in files.items():
         assert (raw / name).read_bytes() == content
@@ -206,6 +209,9 @@ def test_mnist_download_and_conversion(tmp_path, served, monkeypatch):
     np.testing.assert_allclose(test.x[..., 0] * 255.0, arrays["test_x"], atol=1e-4)
     assert train.class_names == [str(i) for i in range(10)]
     assert train.extra["raw_sha256"]["t10k-labels-idx1-ubyte.gz"] == sha(files["t10k-labels-idx1-ubyte.gz"])
+    D.save_dataset(tmp_path / "test.npz", test)  # the metadata round-trips through JSON
+    back = D.load_dataset(tmp_path / "test.npz")
+    assert back.extra["raw_sha256"] == test.extra["raw_sha256"] and back.extra["urls"][0].endswith(".gz")
 
     # Present and verified files are not fetched again: a dead mirror does no harm.
     D.download_dataset("mnist", raw, mirror="http://127.0.0.1:9/")
@@ -277,6 +283,11 @@ def test_cifar_unpickler_refuses_foreign_globals(tmp_path):
 
     with pytest.raises(pickle.UnpicklingError, match="refusing"):
         D._unpickle(pickle.dumps({b"data": Evil()}, protocol=2))
+    # The published batches were pickled by Python 2 with numpy 1 (numpy.core...).
+    legacy = pickle.dumps({b"data": np.arange(6, dtype=np.uint8).reshape(2, 3)}, protocol=2)
+    legacy = legacy.replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
+    assert b"numpy.core.multiarray" in legacy
+    np.testing.assert_array_equal(D._unpickle(legacy)[b"data"], np.arange(6).reshape(2, 3))
 
 
 def test_gtsrb_download_and_conversion(tmp_path, served, monkeypatch):
@@ -314,9 +325,11 @@ def test_har_conversion_scales_features_and_shifts_labels(tmp_path, monkeypatch)
         "UCI HAR Dataset/train/y_train.txt": b"1\n6\n3\n",
         "UCI HAR Dataset/test/X_test.txt": txt(x_te),
         "UCI HAR Dataset/test/y_test.txt": b"5\n5\n4\n1\n",
+        "__MACOSX/UCI HAR Dataset/test/._X_test.txt": b"resource fork",
     })
     (f,) = D.DOWNLOADS["har"].files
-    files = {f.filename: zip_bytes({"UCI HAR Dataset.zip": inner, "UCI HAR Dataset.names": b"..."})}  # UCI's nesting
+    files = {f.filename: zip_bytes({"__MACOSX/._UCI HAR Dataset.zip": b"fork", "UCI HAR Dataset.zip": inner,
+                                      "UCI HAR Dataset.names": b"..."})}  # UCI's nesting
     pin_registry(monkeypatch, "har", files)
     (tmp_path / f.filename).write_bytes(files[f.filename])
     train, test = D.prepare_downloaded("har", tmp_path)
@@ -375,7 +388,7 @@ def test_prepare_dataset_download_dispatch(tmp_path, served, monkeypatch):
     files, _ = mnist_like_files(np.random.default_rng(5))
     pin_registry(monkeypatch, "fmnist", files)
     raw = tmp_path / "raw" / "fashion"
-    train, test = D.prepare_dataset("fashion", {"source": "download", "dataset": "fmnist", "mirror": served(files)}, raw)
+    train, test = D.prepare_dataset("fashion", {"source": "download", "download": "fmnist", "mirror": served(files)}, raw)
     assert train.name == test.name == "fashion" and test.class_names[-1] == "Ankle boot"
     assert len(train) == 12 and len(test) == 5
 
@@ -421,6 +434,10 @@ def test_prepare_dataset_sklearn_dispatch_and_errors(tmp_path):
         D.prepare_dataset("x", {"source": "sklearn_mnist"}, tmp_path)
     with pytest.raises(ValueError, match="unknown download 'svhn'.*mnist"):
         D.prepare_dataset("svhn", {"source": "download"}, tmp_path)
+    with pytest.raises(ValueError, match="unknown source 'iris'"):
+        D.prepare_dataset("iris", {"source": "iris"}, tmp_path)
+    with pytest.raises(ValueError, match="needs a raw_dir"):
+        D.prepare_dataset("mnist", {"source": "download"}, None)
     with pytest.raises(ValueError, match="test_size"):
         D.load_sklearn_tabular("iris", test_size=1.5)
     with pytest.raises(ValueError, match="known: iris, wine, breast_cancer"):
@@ -488,3 +505,18 @@ def test_real_mnist_test_set_conforms():
     assert x.shape == (10000, 28, 28, 1) and x.dtype == np.float32 and x.min() == 0.0 and x.max() == 1.0
     ds = D.Dataset(x, y, "mnist", "test", [str(i) for i in range(10)], "reference")
     assert np.bincount(ds.y).tolist()[:3] == [980, 1135, 1032]
+
+
+def test_user_pins_make_unpinned_sets_usable(tmp_path, served):
+    """GTSRB has no published SHA-256: the user's pins in the source config are used."""
+    files = gtsrb_like_files()
+    cfg = {"source": "download", "mirror": served(files), "sha256": {n: sha(b) for n, b in files.items()},
+           "options": {"size": 8}}
+    train, test = D.prepare_dataset("gts", cfg, tmp_path / "gts")
+    assert train.x.shape == (4, 8, 8, 3) and len(test) == 3
+    assert train.extra["raw_sha256"] == cfg["sha256"] and train.extra["options"] == {"size": 8}
+    cfg["sha256"]["GTSRB_Final_Test_GT.zip"] = "0" * 64
+    with pytest.raises(D.ChecksumError, match="GTSRB_Final_Test_GT.zip"):
+        D.prepare_dataset("gts", cfg, tmp_path / "gts2")
+    assert sorted(p.name for p in (tmp_path / "gts2").iterdir()) == ["GTSRB_Final_Test_Images.zip",
+                                                                       "GTSRB_Final_Training_Images.zip"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import http.client
 import importlib
 import io
 import json
@@ -165,7 +166,7 @@ def read_idx(source: "str | os.PathLike | bytes") -> np.ndarray:
     """
     import gzip
 
-    raw = source if isinstance(source, (bytes, bytearray)) else open(source, "rb").read()
+    raw = bytes(source) if isinstance(source, (bytes, bytearray)) else Path(source).read_bytes()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
@@ -304,6 +305,8 @@ _UNPINNED = "no SHA-256 published by the data set's authors or by a well-known l
 
 # Checksums are of the files exactly as published (the compressed archives).
 DOWNLOADS: dict[str, DatasetSource] = {
+    # MNIST: LeCun's own server now often refuses downloads; this is the CVDF copy
+    # that tensorflow_datasets downloads and pins.
     "mnist": DatasetSource(
         "mnist", "MNIST (LeCun, Cortes, Burges)", "http://yann.lecun.com/exdb/mnist/",
         tuple(
@@ -393,6 +396,11 @@ def dataset_source(name: str) -> DatasetSource:
         raise ValueError(f"unknown downloadable data set {name!r}; known: {_known(DOWNLOADS)}") from None
 
 
+def raw_filenames(name: str) -> list[str]:
+    """The local file names of data set ``name``'s downloads (for workflow outputs)."""
+    return [f.filename for f in dataset_source(name).files]
+
+
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
     """SHA-256 (hex) of a file's bytes, read in chunks."""
     h = hashlib.sha256()
@@ -440,7 +448,7 @@ def download_file(url: str, dest: str | os.PathLike, sha256: str, timeout: float
             raise DownloadError(f"{dest.name}: HTTP {e.code} {e.reason} from {url}") from e
         except urllib.error.URLError as e:
             raise DownloadError(f"{dest.name}: cannot fetch {url}: {e.reason}") from e
-        except (TimeoutError, ConnectionError) as e:
+        except (TimeoutError, ConnectionError, http.client.HTTPException) as e:
             raise DownloadError(f"{dest.name}: connection to {url} failed: {e}") from e
         if length is not None and length.isdigit() and int(length) != n:
             raise DownloadError(f"{dest.name}: download from {url} truncated: {n} of {length} bytes")
@@ -474,29 +482,28 @@ def _unknown_overrides(src: DatasetSource, overrides: dict[str, str] | None) -> 
 
 
 def download_dataset(name: str, raw_dir: str | os.PathLike, mirror: str | None = None,
-                     sha256: dict[str, str] | None = None, timeout: float = 60.0) -> dict[str, Path]:
+                     sha256: dict[str, str] | None = None, timeout: float = 60.0) -> dict[str, str]:
     """Fetch every file of data set ``name`` into ``raw_dir`` (its own folder).
 
     ``mirror`` replaces each URL's scheme, host and folder (``http://127.0.0.1:8000/``
     fetches ``.../train-images-idx3-ubyte.gz`` from there). ``sha256`` maps file
     names to SHA-256 pins that override (or supply) the registry's. Files already
-    present with the right checksum are not fetched again. Returns file name -> path.
+    present with the right checksum are not fetched again. Returns file name ->
+    verified SHA-256 (JSON-ready, for a manifest); the files are ``raw_dir / name``.
     """
     src = dataset_source(name)
     _unknown_overrides(src, sha256)
     pins = {f.filename: _pinned_sha256(src, f, sha256) for f in src.files}  # fail before fetching anything
     raw_dir = Path(raw_dir)
-    paths = {}
     for f in src.files:
         dest = raw_dir / f.filename
         if dest.is_file():
             if file_sha256(dest) == pins[f.filename]:
                 log.info("%s: %s present and verified", name, dest)
-                paths[f.filename] = dest
                 continue
             log.warning("%s: %s has the wrong checksum; fetching it again", name, dest)
-        paths[f.filename] = download_file(f.url_at(mirror), dest, pins[f.filename], timeout=timeout)
-    return paths
+        download_file(f.url_at(mirror), dest, pins[f.filename], timeout=timeout)
+    return pins
 
 
 def verify_downloaded(name: str, raw_dir: str | os.PathLike, sha256: dict[str, str] | None = None) -> dict[str, str]:
@@ -623,6 +630,11 @@ def _prepare_cifar10(raw: Path) -> tuple[Dataset, Dataset]:
     return (Dataset(x_tr, y_tr, "cifar10", "train", names, src), Dataset(x_te, y_te, "cifar10", "test", names, src))
 
 
+def _members(zf: zipfile.ZipFile) -> list[str]:
+    """File names in a zip, without folders and macOS resource forks (``__MACOSX/``)."""
+    return [n for n in zf.namelist() if not n.endswith("/") and not n.startswith("__MACOSX/")]
+
+
 def _gtsrb_rows(text: str, where: str) -> list[dict[str, str]]:
     rows = list(csv.DictReader(io.StringIO(text), delimiter=";"))
     need = {"Filename", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId"}
@@ -647,7 +659,7 @@ def _gtsrb_read(zf: zipfile.ZipFile, items: list[tuple[str, dict[str, str]]], cr
                 where: str) -> tuple[np.ndarray, np.ndarray]:
     x = np.empty((len(items), size, size, 3), dtype=np.float32)
     y = np.empty(len(items), dtype=np.int64)
-    names = set(zf.namelist())
+    names = set(_members(zf))
     for i, (member, row) in enumerate(items):
         if member not in names:
             raise ValueError(f"{where}: labelled image {member} is not in the archive")
@@ -667,30 +679,29 @@ def _prepare_gts(raw: Path, crop_roi: bool = False, size: int = 32) -> tuple[Dat
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"gts: size must be a positive integer, got {size!r}")
-    urls = {f.filename: f.url for f in DOWNLOADS["gts"].files}
     src = f"GTSRB (Stallkamp et al. 2012), {'ROI-cropped, ' if crop_roi else ''}resized to {size}x{size} (bilinear)"
     with zipfile.ZipFile(raw / "GTSRB_Final_Training_Images.zip") as zf:
         items = []
-        csvs = sorted(n for n in zf.namelist() if re.search(r"/GT-\d{5}\.csv$", n))
+        csvs = sorted(n for n in _members(zf) if re.search(r"(^|/)GT-\d{5}\.csv$", n))
         if not csvs:
             raise ValueError("GTSRB_Final_Training_Images.zip: no per-class GT-xxxxx.csv label files")
         for c in csvs:
-            folder = c.rsplit("/", 1)[0]
-            items += [(f"{folder}/{r['Filename']}", r) for r in _gtsrb_rows(zf.read(c).decode("utf-8"), c)]
+            folder = PurePosixPath(c).parent
+            items += [(str(folder / r["Filename"]), r) for r in _gtsrb_rows(zf.read(c).decode("utf-8"), c)]
         x_tr, y_tr = _gtsrb_read(zf, items, crop_roi, size, "GTSRB_Final_Training_Images.zip")
     with zipfile.ZipFile(raw / "GTSRB_Final_Test_GT.zip") as zf:
-        gt = [n for n in zf.namelist() if n.endswith("GT-final_test.csv")]
+        gt = [n for n in _members(zf) if PurePosixPath(n).name == "GT-final_test.csv"]
         if len(gt) != 1:
             raise ValueError("GTSRB_Final_Test_GT.zip: expected exactly one GT-final_test.csv")
         rows = _gtsrb_rows(zf.read(gt[0]).decode("utf-8"), gt[0])
     with zipfile.ZipFile(raw / "GTSRB_Final_Test_Images.zip") as zf:
-        folders = {n.rsplit("/", 1)[0] for n in zf.namelist() if n.lower().endswith(".ppm")}
+        folders = {str(PurePosixPath(n).parent) for n in _members(zf) if n.lower().endswith(".ppm")}
         if len(folders) != 1:
             raise ValueError(f"GTSRB_Final_Test_Images.zip: expected the images in one folder, found {sorted(folders)}")
-        folder = folders.pop()
-        x_te, y_te = _gtsrb_read(zf, [(f"{folder}/{r['Filename']}", r) for r in rows], crop_roi, size,
+        folder = PurePosixPath(folders.pop())
+        x_te, y_te = _gtsrb_read(zf, [(str(folder / r["Filename"]), r) for r in rows], crop_roi, size,
                                  "GTSRB_Final_Test_Images.zip")
-    extra = {"crop_roi": bool(crop_roi), "urls": urls}
+    extra = {"crop_roi": bool(crop_roi)}
     return (Dataset(x_tr, y_tr, "gts", "train", GTSRB_CLASSES, src, dict(extra)),
             Dataset(x_te, y_te, "gts", "test", GTSRB_CLASSES, src, dict(extra)))
 
@@ -698,7 +709,7 @@ def _prepare_gts(raw: Path, crop_roi: bool = False, size: int = 32) -> tuple[Dat
 def _har_inner_zip(path: Path) -> zipfile.ZipFile:
     """The zip holding ``UCI HAR Dataset/``: UCI's current archive nests it in another zip."""
     outer = zipfile.ZipFile(path)
-    nested = [n for n in outer.namelist() if n.endswith("UCI HAR Dataset.zip")]
+    nested = [n for n in _members(outer) if PurePosixPath(n).name == "UCI HAR Dataset.zip"]
     if nested:
         data = outer.read(nested[0])
         outer.close()
@@ -711,7 +722,7 @@ def _prepare_har(raw: Path) -> tuple[Dataset, Dataset]:
     (f,) = DOWNLOADS["har"].files
     with _har_inner_zip(raw / f.filename) as zf:
         def member(suffix: str) -> str:
-            hits = [n for n in zf.namelist() if n.endswith("UCI HAR Dataset/" + suffix)]
+            hits = [n for n in _members(zf) if n.endswith("UCI HAR Dataset/" + suffix)]
             if len(hits) != 1:
                 raise ValueError(f"{f.filename}: expected one 'UCI HAR Dataset/{suffix}', found {len(hits)}")
             return hits[0]
@@ -748,7 +759,7 @@ def _prepare_tinyimagenet(raw: Path, grayscale: str = "drop") -> tuple[Dataset, 
     if grayscale not in ("drop", "replicate"):
         raise ValueError(f"tinyimagenet: grayscale must be 'drop' or 'replicate', got {grayscale!r}")
     with zipfile.ZipFile(raw / "tiny-imagenet-200.zip") as zf:
-        all_names = zf.namelist()
+        all_names = _members(zf)
         roots = [n[: -len("wnids.txt")] for n in all_names if n.endswith("wnids.txt")]
         if len(roots) != 1:
             raise ValueError("tiny-imagenet-200.zip: expected exactly one wnids.txt")
@@ -831,6 +842,7 @@ def prepare_downloaded(name: str, raw_dir: str | os.PathLike, *, sha256: dict[st
     for ds in (train, test):
         ds.extra.setdefault("raw_sha256", sums)
         ds.extra.setdefault("homepage", DOWNLOADS[name].homepage)
+        ds.extra.setdefault("urls", [f.url for f in DOWNLOADS[name].files])
         if options:
             ds.extra.setdefault("options", options)
     return train, test
@@ -843,7 +855,8 @@ def prepare_downloaded(name: str, raw_dir: str | os.PathLike, *, sha256: dict[st
 SOURCES = ("sklearn_digits", "sklearn_iris", "sklearn_wine", "sklearn_breast_cancer", "download")
 
 
-def prepare_dataset(name: str, source_cfg: dict[str, Any], raw_dir: str | os.PathLike) -> tuple[Dataset, Dataset]:
+def prepare_dataset(name: str, source_cfg: dict[str, Any],
+                    raw_dir: str | os.PathLike | None) -> tuple[Dataset, Dataset]:
     """Train and test splits of data set ``name`` as its config describes them.
 
     ``source_cfg["source"]`` is one of :data:`SOURCES`:
@@ -851,21 +864,23 @@ def prepare_dataset(name: str, source_cfg: dict[str, Any], raw_dir: str | os.Pat
         bundled with scikit-learn; keys ``test_size`` (default 0.3) and ``split_seed``
         (default 0);
       - ``download``: fetched into ``raw_dir`` (only files missing or with a wrong
-        checksum) and converted. Keys: ``dataset`` (the :data:`DOWNLOADS` entry,
+        checksum) and converted. Keys: ``download`` (the :data:`DOWNLOADS` entry,
         default ``name``), ``mirror``, ``sha256`` (file name -> pinned SHA-256),
         ``options`` (see :func:`prepare_downloaded`).
-    Both splits are named ``name``.
+    Both splits are named ``name``. ``raw_dir`` is only used by ``download``.
     """
     cfg = dict(source_cfg or {})
     source = cfg.get("source")
-    if source == "sklearn_digits" or (isinstance(source, str) and source.removeprefix("sklearn_") in SKLEARN_TABULAR):
+    if source == "sklearn_digits" or source in {f"sklearn_{n}" for n in SKLEARN_TABULAR}:
         test_size, seed = cfg.get("test_size", 0.3), cfg.get("split_seed", 0)
         if source == "sklearn_digits":
             train, test = load_sklearn_digits(test_size=test_size, seed=seed)
         else:
             train, test = load_sklearn_tabular(source.removeprefix("sklearn_"), test_size=test_size, seed=seed)
     elif source == "download":
-        key = cfg.get("dataset", name)
+        key = cfg.get("download", name)
+        if raw_dir is None:
+            raise ValueError(f"data set {name!r}: source 'download' needs a raw_dir for the downloaded files")
         if key not in DOWNLOADS:
             raise ValueError(f"data set {name!r}: unknown download {key!r}; known: {_known(DOWNLOADS)}")
         download_dataset(key, raw_dir, mirror=cfg.get("mirror"), sha256=cfg.get("sha256"))

@@ -28,15 +28,24 @@ def log_to(path: str | os.PathLike | None) -> Iterator[logging.Logger]:
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        old_out, old_err = sys.stdout, sys.stderr
-        sys.stdout = sys.stderr = fh
+        # Redirect the file descriptors too: TensorFlow's C++ logging writes to fd 2.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = os.dup(1), os.dup(2)
+        os.dup2(fh.fileno(), 1)
+        os.dup2(fh.fileno(), 2)
         try:
             yield logger
         except BaseException:
             logger.exception("job failed")
             raise
         finally:
-            sys.stdout, sys.stderr = old_out, old_err
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
             logger.removeHandler(handler)
 
 

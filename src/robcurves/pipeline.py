@@ -59,7 +59,7 @@ def build_model(spec: dict, name: str, out_path: str, train_path: str | None = N
                         "wall_s": round(time.perf_counter() - t0, 2)},
         }
     if test is not None:
-        models.check_model_fits(model, sidecar, test.x)
+        models.check_model_fits(model, None, test.x)
         sidecar["test_accuracy"] = test_accuracy(model, test.x, test.y)
         log.info("%s: test accuracy %.4f on %d points", name, sidecar["test_accuracy"], len(test))
     return models.save_model(model, out_path, sidecar)

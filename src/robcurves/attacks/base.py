@@ -80,12 +80,46 @@ def validate_method_config(norm: "Norm | str", method_cfg: "dict | str") -> dict
     return out
 
 
-def margin_of(logits: tf.Tensor, y: tf.Tensor) -> tf.Tensor:
-    """``z_y - max_{k != y} z_k`` per row: negative exactly when the label flips."""
-    onehot = tf.one_hot(y, tf.shape(logits)[1], dtype=tf.bool)
+def margin_of(logits: tf.Tensor, y: tf.Tensor, target: tf.Tensor | None = None) -> tf.Tensor:
+    """``z_y - max_{k != y} z_k`` per row: negative exactly when the label flips.
+
+    With ``target`` (int per row), rows with ``target >= 0`` use ``z_y - z_target``
+    instead; that is negative only when the label flips too.
+    """
+    onehot = tf.one_hot(y, tf.shape(logits)[1], dtype=tf.float32) > 0.5
     z_true = tf.reduce_sum(tf.where(onehot, logits, tf.zeros_like(logits)), axis=1)
     z_other = tf.reduce_max(tf.where(onehot, tf.fill(tf.shape(logits), -np.inf), logits), axis=1)
-    return z_true - z_other
+    if target is None:
+        return z_true - z_other
+    z_target = tf.gather(logits, tf.maximum(target, 0), axis=1, batch_dims=1)
+    return z_true - tf.where(target >= 0, z_target, z_other)
+
+
+def first_order_targets(logits_fn, x: tf.Tensor, y: tf.Tensor, k: int, dual_norm) -> tuple:
+    """The ``k`` classes whose decision boundary is closest to first order.
+
+    For every class c != y the linearised distance is ``(z_y - z_c) / ||grad(z_y -
+    z_c)||_q`` (exact for an affine model). Returns ``(targets (B, k) int32,
+    estimates (B, k) float32, finite (B,) bool)``, closest first.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z = logits_fn(x)
+    jac = tape.batch_jacobian(z, x)  # (B, C, D)
+    n_classes = tf.shape(z)[1]
+    onehot = tf.one_hot(y, n_classes, dtype=tf.float32)
+    j_true = tf.einsum("bc,bcd->bd", onehot, jac)
+    z_true = tf.reduce_sum(onehot * z, axis=1)
+    diff = j_true[:, None, :] - jac  # (B, C, D)
+    b, c = tf.shape(diff)[0], tf.shape(diff)[1]
+    q = tf.reshape(dual_norm(tf.reshape(diff, (b * c, -1))), (b, c))
+    est = tf.maximum(z_true[:, None] - z, 0.0) / (q + 1e-12)
+    est = tf.where(onehot > 0.5, tf.fill(tf.shape(est), np.float32(np.inf)), est)
+    est = tf.where(tf.math.is_finite(est), est, tf.fill(tf.shape(est), np.float32(np.inf)))
+    neg, idx = tf.math.top_k(-est, k=k)
+    finite = tf.reduce_all(tf.math.is_finite(z), axis=1) & tf.reduce_all(
+        tf.math.is_finite(tf.reshape(jac, (b, -1))), axis=1)
+    return tf.cast(idx, tf.int32), -neg, finite
 
 
 class MinimalNormAttack:
@@ -106,10 +140,11 @@ class MinimalNormAttack:
         self.options = {k: v for k, v in cfg.items() if k != "name"}
         self._bound: tuple | None = None
 
-    def bind(self, model, input_shape: tuple[int, ...], bounds: tuple[float, float]) -> None:
+    def bind(self, model, input_shape: tuple[int, ...], bounds: tuple[float, float], n_classes: int) -> None:
         """Build the batched search for ``model``; idempotent for the same model."""
         if self._bound is not None and self._bound[0] is model:
             return
+        self._n_classes = int(n_classes)
         shape = tuple(int(s) for s in input_shape)
         dim = int(np.prod(shape))
 
@@ -122,12 +157,12 @@ class MinimalNormAttack:
         self._search = self._build(logits_fn, dim)
         self._bound = (model,)
 
-    def margin_and_grad(self, logits_fn, xf, y):
+    def margin_and_grad(self, logits_fn, xf, y, target=None):
         """Margin, its gradient and a finite-ness flag per row; non-finite rows zeroed."""
         with tf.GradientTape() as tape:
             tape.watch(xf)
             z = logits_fn(xf)
-            m = margin_of(z, y)
+            m = margin_of(z, y, target)
         g = tape.gradient(m, xf)
         finite = tf.reduce_all(tf.math.is_finite(z), axis=1) & tf.reduce_all(tf.math.is_finite(g), axis=1)
         g = tf.where(finite[:, None], g, tf.zeros_like(g))

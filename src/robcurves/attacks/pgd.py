@@ -17,7 +17,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from robcurves.attacks.base import MinimalNormAttack, register
+from robcurves.attacks.base import MinimalNormAttack, first_order_targets, register
 from robcurves.attacks.geometry import max_distance, norm_ops
 
 
@@ -31,6 +31,9 @@ class PGDBisection(MinimalNormAttack):
         "restarts": 1,  # PGD runs per eps; runs after the first start at random points
         "step_size": 0.25,  # first step, as a fraction of eps (cosine-decayed to 5%)
         "l1_sparsity": 0.01,  # l1 only: fraction of coordinates moved per step
+        # 0: untargeted margin loss; k >= 1: one bisection per each of the k classes
+        # whose boundary is closest to first order (exact for affine models).
+        "targets": 1,
     }
 
     def _build(self, logits_fn, dim):
@@ -39,38 +42,43 @@ class PGDBisection(MinimalNormAttack):
         steps = int(opt["steps"])
         lo_b, hi_b = self._bounds
         step_size = float(opt["step_size"])
+        n_targets = int(opt["targets"])
+        eps_max = np.float32(max_distance(self.norm, dim, self._bounds))
 
-        spec = [
-            tf.TensorSpec([None, dim], tf.float32),
-            tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None, dim], tf.float32),
-        ]
+        @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32)])
+        def estimates(x, y):
+            """Targets (B, K) and first-order distance estimates (B, K); K >= 1."""
+            if n_targets > 0:
+                k = min(n_targets, int(self._n_classes) - 1)
+                t, est, finite = first_order_targets(logits_fn, x, y, k, ops.dual_norm)
+            else:
+                m, g, finite = self.margin_and_grad(logits_fn, x, y)
+                est = (tf.maximum(m, 0.0) / (ops.dual_norm(g) + 1e-12))[:, None]
+                t = -tf.ones_like(est, dtype=tf.int32)
+            est = tf.where(tf.math.is_finite(est), est, tf.fill(tf.shape(est), eps_max))
+            return t, tf.clip_by_value(est, 1e-6 * eps_max, eps_max), ~finite
 
-        @tf.function(input_signature=spec)
-        def first_order_estimate(x, y, eps_cap, _unused):
-            m, g, finite = self.margin_and_grad(logits_fn, x, y)
-            est = tf.maximum(m, 0.0) / (ops.dual_norm(g) + 1e-12)
-            est = tf.where(tf.math.is_finite(est) & finite, est, eps_cap)
-            return tf.clip_by_value(est, 1e-6 * eps_cap, eps_cap), ~finite
-
-        @tf.function(input_signature=spec + [tf.TensorSpec([None, dim], tf.float32)])
-        def pgd(x, y, eps, delta0, active):
+        @tf.function(input_signature=[
+            tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32),
+            tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.bool),
+        ])
+        def pgd(x, y, target, eps, delta0, active):
             """PGD at per-row radius eps from delta0; returns (delta, found, nonfinite)."""
             lo = lo_b - x
             hi = hi_b - x
             delta = ops.project(delta0, eps, lo, hi)
-            found = tf.zeros_like(eps, dtype=tf.bool)
+            found = tf.zeros_like(active)
             best = delta
-            bad = tf.zeros_like(found)
-            still = active[:, 0] > 0
+            bad = tf.zeros_like(active)
+            still = active
             for t in tf.range(steps + 1):
-                m, g, finite = self.margin_and_grad(logits_fn, x + delta, y)
+                m, g, finite = self.margin_and_grad(logits_fn, x + delta, y, target)
                 bad = bad | (~finite & still)
-                adv = (m < 0.0) & finite & still & ~found
+                adv = (m < 0.0) & finite & still
                 best = tf.where(adv[:, None], delta, best)
                 found = found | adv
-                still = still & ~found & finite
+                still = still & ~adv & finite
                 if tf.logical_or(tf.logical_not(tf.reduce_any(still)), t == steps):
                     break
                 tf_t = tf.cast(t, tf.float32)
@@ -81,7 +89,6 @@ class PGDBisection(MinimalNormAttack):
             return best, found, bad
 
         norm_np = self.norm
-        eps_max = max_distance(self.norm, dim, self._bounds)
         n_bisect = int(opt["bisection_steps"])
         n_bracket = int(opt["max_bracket_steps"])
         restarts = max(1, int(opt["restarts"]))
@@ -89,33 +96,30 @@ class PGDBisection(MinimalNormAttack):
         def search(x, y, seed):
             n = int(x.shape[0])
             xn = x.numpy()
-            cap = tf.fill([n], np.float32(eps_max))
-            eps0, bad0 = first_order_estimate(x, y, cap, x)
-            eps0 = eps0.numpy()
-            nonfinite = bad0.numpy().copy()
-            lo = np.zeros(n, np.float32)
-            hi = np.full(n, np.inf, np.float32)
-            best = np.zeros_like(xn)  # best delta
-            exhausted = np.zeros(n, bool)
-            eps = eps0.copy()
-            ones = np.ones((n, 1), np.float32)
+            targets, est, bad0 = (v.numpy() for v in estimates(x, y))
+            nonfinite = bad0.copy()
+            hi = np.full(n, np.inf, np.float32)  # norm of the best adversarial so far
+            best = np.zeros_like(xn)  # its perturbation
+            seed_base = [int(v) for v in seed.numpy()]
+            calls = [0]
 
-            def attempt(eps, active_mask, it):
-                nonlocal best, lo, hi, nonfinite
+            def attempt(eps, active, target):
+                """PGD at eps on the active rows; updates best/hi; returns success mask."""
+                nonlocal best, hi, nonfinite
                 eps_t = tf.constant(eps.astype(np.float32))
-                # Warm start: the best adversarial so far, scaled into the new ball.
                 have = np.isfinite(hi)
-                scale = np.where(have, eps / np.where(have, np.maximum(hi, 1e-30), 1.0), 0.0)
+                # Warm start: the best adversarial so far, scaled into the new ball.
+                scale = np.where(have, eps / np.where(have, hi, 1.0), 0.0)
                 start = best * np.minimum(scale, 1.0)[:, None]
                 succeeded = np.zeros(n, bool)
                 for r in range(restarts):
                     if r == 0:
                         d0 = tf.constant(start.astype(np.float32))
                     else:
-                        s = tf.constant(np.array([seed[0].numpy(), (int(seed[1].numpy()) + 7919 * (it * restarts + r)) % (2**31 - 1)], np.int32))
+                        s = tf.constant([seed_base[0], (seed_base[1] + 7919 * calls[0]) % (2**31 - 1)], tf.int32)
                         d0 = ops.random_in_ball((n, dim), eps_t, s)
-                    act_r = tf.constant((active_mask & ~succeeded).astype(np.float32)[:, None] * ones)
-                    d, found, bad = pgd(x, y, eps_t, d0, act_r)
+                    calls[0] += 1
+                    d, found, bad = pgd(x, y, tf.constant(target), eps_t, d0, tf.constant(active & ~succeeded))
                     d, found, bad = d.numpy(), found.numpy(), bad.numpy()
                     nonfinite |= bad
                     dist = norm_np.norm_of(d)
@@ -123,28 +127,32 @@ class PGDBisection(MinimalNormAttack):
                     best = np.where(better[:, None], d, best)
                     hi = np.where(better, dist, hi)
                     succeeded |= found
-                failed = active_mask & ~succeeded
-                lo = np.where(failed, np.maximum(lo, eps), lo)
-                return succeeded, failed
+                return succeeded
 
-            it = 0
-            # Bracketing: grow eps until PGD succeeds or the whole box was tried.
-            for _ in range(n_bracket):
-                todo = ~np.isfinite(hi) & ~exhausted & ~nonfinite
-                if not todo.any():
-                    break
-                eps_try = np.where(lo > 0, np.minimum(2.0 * lo, eps_max), eps)
-                _, failed = attempt(eps_try.astype(np.float32), todo, it)
-                exhausted |= failed & (eps_try >= eps_max)
-                it += 1
-            # Bisection on the points that have a bracket.
-            for _ in range(n_bisect):
-                todo = np.isfinite(hi) & ((hi - lo) > 1e-4 * hi)
-                if not todo.any():
-                    break
-                mid = (0.5 * (lo + np.where(np.isfinite(hi), hi, 0.0))).astype(np.float32)
-                attempt(mid, todo, it)
-                it += 1
+            for j in range(targets.shape[1]):
+                target = targets[:, j].astype(np.int32)
+                e0 = est[:, j]
+                lo = np.zeros(n, np.float32)
+                # A later target is tried only where it promises (to first order) a
+                # shorter perturbation than the best one already found.
+                cand = ~nonfinite & (e0 < hi)
+                exhausted = np.zeros(n, bool)
+                for _ in range(n_bracket):
+                    todo = cand & ~np.isfinite(hi) & ~exhausted
+                    if not todo.any():
+                        break
+                    eps_try = np.where(lo > 0, np.minimum(2.0 * lo, eps_max), e0).astype(np.float32)
+                    ok = attempt(eps_try, todo, target)
+                    failed = todo & ~ok
+                    lo = np.where(failed, eps_try, lo)
+                    exhausted |= failed & (eps_try >= eps_max)
+                for _ in range(n_bisect):
+                    todo = cand & np.isfinite(hi) & ((hi - lo) > 1e-4 * hi)
+                    if not todo.any():
+                        break
+                    mid = (0.5 * (lo + np.where(np.isfinite(hi), hi, 0.0))).astype(np.float32)
+                    ok = attempt(mid, todo, target)
+                    lo = np.where(todo & ~ok, mid, lo)
             x_adv = np.clip(xn + best, lo_b, hi_b).astype(np.float32)
             return x_adv, nonfinite
 

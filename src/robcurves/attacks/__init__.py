@@ -1,0 +1,29 @@
+"""Minimal adversarial perturbations in linf, l2 and l1: batched TensorFlow searches.
+
+Public API::
+
+    from robcurves.attacks import minimal_perturbations, AttackResult, verify_adversarial, METHODS
+    res = minimal_perturbations(model, x, y, "l2", methods=[{"name": "fmn", "steps": 100}])
+
+Every method is a small class registered in :data:`METHODS`; every candidate is
+re-verified on the model before it can count (:func:`verify_adversarial`).
+"""
+
+from robcurves.attacks.base import METHODS, MinimalNormAttack, validate_method_config
+from robcurves.attacks.engine import Progress, default_methods, minimal_perturbations
+from robcurves.attacks.result import AttackResult, predict_logits, verify_adversarial
+
+# Importing the method modules registers them in METHODS.
+from robcurves.attacks import pgd as _pgd  # noqa: F401,E402
+
+__all__ = [
+    "METHODS",
+    "AttackResult",
+    "MinimalNormAttack",
+    "Progress",
+    "default_methods",
+    "minimal_perturbations",
+    "predict_logits",
+    "validate_method_config",
+    "verify_adversarial",
+]

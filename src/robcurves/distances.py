@@ -1,0 +1,613 @@
+"""Exact nearest-neighbour distances within and between classes, in linf, l2 and l1.
+
+For every point ``x_i`` of a labelled set this module finds
+
+- the nearest point of *another* class (the inter-class distance, Table 2 and Figure 5
+  of Risse et al., ICLR 2021), and
+- the nearest *other* point of the *same* class (the intra-class distance),
+
+in each requested norm, together with the index of that neighbour.
+
+Exactness. Every reported distance is computed directly from the two points in float64
+(``max |x_i - x_j|``, ``sqrt(sum (x_i - x_j)^2)`` or ``sum |x_i - x_j|``), so it is exact up
+to float64 rounding. The linf and l1 scans compute all pairs directly in float64. The l2
+scan ranks pairs by a float64 GEMM (``|a|^2 + |b|^2 - 2 a.b``) and recomputes, directly,
+every pair that a rigorous bound on the GEMM's rounding error cannot rule out; so the
+neighbour is the true nearest one, not merely a near one.
+
+Ties. Among neighbours at exactly the same (floating-point) distance the one with the
+smallest index wins. Exact duplicates of ``x_i`` are neighbours at distance 0; duplicates
+with a *different* label are also listed in :attr:`NearestNeighbours.duplicate_pairs`.
+
+Edge cases. A point whose class has no other member has intra-class distance ``+inf``
+and index ``-1``; if the set has a single class, every inter-class distance is ``+inf``
+with index ``-1``. ``N = 1`` is allowed (both are ``+inf``). ``N = 0`` is an error.
+
+Cost and memory. Work is done in tiles of at most ``block_size`` points on each side;
+no ``N x N`` matrix is ever built. Memory beyond the input is O(threads x block_size x d)
+and O(N) for the results, so N = 98,179 points of 12,288 dimensions (Tiny-ImageNet) fit.
+The linf and l1 scans share one pass over the pairs, use the symmetry ``d(i, j) = d(j, i)``
+and skip, per tile, the dimensions that are constant over the tile's rows (for images:
+the blank border), with ``threads`` worker threads (NumPy releases the GIL). The l2 scan
+uses BLAS with ``threads`` threads. With a visible GPU the tiles are computed by
+TensorFlow instead (float64; TF32 is switched off).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from robcurves.atomic import save_npz
+from robcurves.norms import parse_norm
+
+KINDS = ("inter", "intra")
+_NO_INDEX = np.iinfo(np.int64).max  # placeholder while merging; becomes -1 at the end
+_EPS64 = np.finfo(np.float64).eps / 2  # unit roundoff u = 2^-53
+_TILE_BYTES = 64 * 2**20  # target size of one float64 column tile (block_size x d)
+
+
+@dataclass
+class NearestNeighbours:
+    """Per-point nearest inter- and intra-class neighbours, per norm.
+
+    ``distance[kind][norm]`` is a float64 array of shape ``(N,)`` (``kind`` is ``"inter"``
+    or ``"intra"``, ``norm`` is ``"linf"``, ``"l2"`` or ``"l1"``), measured in that norm
+    on the flattened inputs; ``+inf`` where no such neighbour exists.
+    ``index[kind][norm]`` is the int64 index of the neighbour, ``-1`` where none exists.
+    ``duplicate_pairs`` is an ``(K, 2)`` int64 array of index pairs ``i < j`` whose
+    features are identical but whose labels differ.
+    """
+
+    y: np.ndarray
+    norms: tuple[str, ...]
+    distance: dict[str, dict[str, np.ndarray]]
+    index: dict[str, dict[str, np.ndarray]]
+    duplicate_pairs: np.ndarray
+    input_shape: tuple[int, ...]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    @property
+    def n_classes(self) -> int:
+        return int(len(np.unique(self.y)))
+
+    def inter(self, norm: str) -> np.ndarray:
+        """Nearest other-class distance of every point, in ``norm``."""
+        return self.distance["inter"][parse_norm(norm).name]
+
+    def intra(self, norm: str) -> np.ndarray:
+        """Nearest same-class distance of every point (itself excluded), in ``norm``."""
+        return self.distance["intra"][parse_norm(norm).name]
+
+    @property
+    def n_duplicate_points(self) -> int:
+        """Number of points that have an exact duplicate with another label."""
+        return int(len(np.unique(self.duplicate_pairs))) if self.duplicate_pairs.size else 0
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def validate_inputs(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """Flatten ``x`` to ``(N, d)`` float32 and check ``y``; raise ``ValueError`` if bad.
+
+    ``x`` is an NHWC array (as in :class:`robcurves.data.Dataset`) or any ``(N, ...)``
+    array; ``y`` holds one integer label per point.
+    """
+    x = np.asarray(x)
+    y = np.asarray(y)
+    if x.ndim < 1:
+        raise ValueError(f"x must have a leading point axis, got a scalar of shape {x.shape}")
+    n = x.shape[0]
+    if n == 0:
+        raise ValueError("x holds no points (N = 0)")
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"labels y must have shape ({n},) to match x {x.shape}, got {y.shape}")
+    if not (np.issubdtype(y.dtype, np.integer) or np.issubdtype(y.dtype, np.bool_)):
+        if not np.issubdtype(y.dtype, np.floating) or not np.all(np.isfinite(y)) or np.any(y != np.round(y)):
+            raise ValueError(f"labels y must be integers, got dtype {y.dtype}")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)):
+        raise ValueError(f"x must be numeric, got dtype {x.dtype}")
+    x2 = np.ascontiguousarray(x.reshape(n, -1), dtype=np.float32)
+    if x2.shape[1] == 0:
+        raise ValueError(f"x has no features: shape {x.shape}")
+    bad = ~np.isfinite(x2)
+    if bad.any():
+        rows = np.flatnonzero(bad.any(axis=1))
+        raise ValueError(
+            f"x contains NaN or infinite values in {len(rows)} point(s), first at index {int(rows[0])}"
+        )
+    return x2 + np.float32(0.0), y.astype(np.int64), tuple(int(s) for s in x.shape[1:])  # +0 turns -0.0 into 0.0
+
+
+def cross_class_duplicates(x2: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Index pairs ``(i, j)``, ``i < j``, of identical feature vectors with different labels.
+
+    ``x2`` is ``(N, d)``; comparison is bitwise on float32 (with -0.0 == 0.0).
+    """
+    x2 = np.ascontiguousarray(x2, dtype=np.float32) + np.float32(0.0)
+    rows = x2.view(np.dtype((np.void, x2.dtype.itemsize * x2.shape[1]))).ravel()
+    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    pairs = []
+    for g in np.flatnonzero(counts > 1):
+        members = np.flatnonzero(inverse == g)
+        labels = y[members]
+        if np.all(labels == labels[0]):
+            continue
+        i, j = np.triu_indices(len(members), k=1)
+        keep = labels[i] != labels[j]
+        pairs.append(np.stack([members[i][keep], members[j][keep]], axis=1))
+    if not pairs:
+        return np.zeros((0, 2), dtype=np.int64)
+    out = np.concatenate(pairs).astype(np.int64)
+    return out[np.lexsort((out[:, 1], out[:, 0]))]
+
+
+# ----------------------------------------------------------------------------- merging
+
+
+class _Best:
+    """Running nearest neighbour (value, index) per point, for one norm and one kind.
+
+    Updates are lexicographic in (distance, index), so the result does not depend on the
+    order in which tiles arrive.
+    """
+
+    def __init__(self, n: int):
+        self.value = np.full(n, np.inf)
+        self.index = np.full(n, _NO_INDEX, dtype=np.int64)
+
+    def update(self, at: np.ndarray | slice, value: np.ndarray, index: np.ndarray) -> None:
+        cur_v, cur_i = self.value[at], self.index[at]
+        better = (value < cur_v) | ((value == cur_v) & (index < cur_i))
+        if better.any():
+            cur_v[better] = value[better]
+            cur_i[better] = index[better]
+            self.value[at], self.index[at] = cur_v, cur_i
+
+    def merge(self, other: "_Best") -> None:
+        self.update(slice(None), other.value, other.index)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        idx = np.where(np.isinf(self.value), -1, self.index)
+        return self.value.copy(), idx.astype(np.int64)
+
+
+def _row_min(d: np.ndarray, col_index: np.ndarray, axis: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Minimum along ``axis`` and the smallest ``col_index`` that attains it."""
+    m = d.min(axis=axis)
+    hit = d == (m[:, None] if axis == 1 else m[None, :])
+    ci = col_index[None, :] if axis == 1 else col_index[:, None]
+    idx = np.where(hit, ci, _NO_INDEX).min(axis=axis)
+    return m, idx
+
+
+def _kind_masks(ya: np.ndarray, yb: np.ndarray, ia: np.ndarray, ib: np.ndarray, overlap: bool):
+    """Masks of the inter and intra pairs of a tile: an array, or True (all) / False (none).
+
+    ``overlap`` says whether the row and column tiles may share points (self pairs).
+    """
+    same = ya[:, None] == yb[None, :]
+    n_same = int(same.sum())
+    if n_same == 0:
+        return {"inter": True, "intra": False}
+    if overlap:
+        intra = same & (ia[:, None] != ib[None, :])
+    else:
+        intra = True if n_same == same.size else same
+    inter = False if n_same == same.size else ~same
+    return {"inter": inter, "intra": intra}
+
+
+def _masked(d: np.ndarray, mask) -> np.ndarray | None:
+    if mask is False:
+        return None
+    if mask is True:
+        return d
+    return np.where(mask, d, np.inf)
+
+
+# ----------------------------------------------------------------------------- exact pair distances
+
+
+def pair_distances(x2: np.ndarray, rows: np.ndarray, cols: np.ndarray, norm: str) -> np.ndarray:
+    """Direct float64 distances ``||x2[rows] - x2[cols]||`` in ``norm``, in bounded chunks."""
+    p = parse_norm(norm)
+    out = np.empty(len(rows), dtype=np.float64)
+    step = max(1, (8 * 2**20) // max(1, x2.shape[1]))
+    for s in range(0, len(rows), step):
+        diff = x2[rows[s:s + step]].astype(np.float64) - x2[cols[s:s + step]].astype(np.float64)
+        np.abs(diff, out=diff)
+        if math.isinf(p.p):
+            out[s:s + step] = diff.max(axis=1)
+        elif p.p == 1.0:
+            out[s:s + step] = diff.sum(axis=1)
+        else:
+            out[s:s + step] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    return out
+
+
+# ----------------------------------------------------------------------------- CPU: linf and l1
+
+
+def _elementwise_scan(
+    x2: np.ndarray, y: np.ndarray, norms: Sequence[str], block_size: int, threads: int,
+) -> dict[str, dict[str, _Best]]:
+    """All pairs in float64 for linf and/or l1, symmetric, in tiles, with worker threads.
+
+    Points are reordered by label (stable) so that a tile's rows tend to share their
+    blank dimensions; results carry original indices, and merging is order-free.
+    """
+    n, d = x2.shape
+    order = np.argsort(y, kind="stable")
+    xs = x2[order]
+    ys = y[order]
+    row_block = 32
+    col_block = max(row_block, block_size)
+    starts = list(range(0, n, row_block))
+    lock = threading.Lock()
+    next_block = iter(starts)
+    per_thread: list[dict[str, dict[str, _Best]]] = []
+
+    def work() -> None:
+        best = {k: {nm: _Best(n) for nm in norms} for k in KINDS}
+        with lock:
+            per_thread.append(best)
+        tmp = np.empty((row_block, col_block))
+        while True:
+            with lock:
+                r0 = next(next_block, None)
+            if r0 is None:
+                return
+            r1 = min(n, r0 + row_block)
+            a = xs[r0:r1].astype(np.float64)
+            const = np.all(a == a[0], axis=0)
+            var = np.flatnonzero(~const)
+            cdims = np.flatnonzero(const)
+            a_t = np.ascontiguousarray(a[:, var].T)
+            ia = order[r0:r1]
+            for c0 in range(r0, n, col_block):
+                c1 = min(n, c0 + col_block)
+                b = xs[c0:c1]
+                ib = order[c0:c1]
+                tiles = _tile_elementwise(a_t, a[0, cdims], b, var, cdims, norms, tmp)
+                masks = _kind_masks(ys[r0:r1], ys[c0:c1], ia, ib, c0 < r1)
+                for nm, dist in tiles.items():
+                    for kind in KINDS:
+                        dm = _masked(dist, masks[kind])
+                        if dm is None:
+                            continue
+                        v, i = _row_min(dm, ib, axis=1)  # rows: neighbours among columns
+                        best[kind][nm].update(ia, v, i)
+                        v, i = _row_min(dm, ia, axis=0)  # columns: neighbours among rows
+                        best[kind][nm].update(ib, v, i)
+
+    workers = [threading.Thread(target=work, daemon=True) for _ in range(max(1, threads))]
+    for t in workers:
+        t.start()
+    for t in workers:
+        t.join()
+    out = per_thread[0]
+    for other in per_thread[1:]:
+        for kind in KINDS:
+            for nm in norms:
+                out[kind][nm].merge(other[kind][nm])
+    return out
+
+
+def _tile_elementwise(a_t, a_const, b, var, cdims, norms, tmp) -> dict[str, np.ndarray]:
+    """linf and/or l1 distances of a row tile (given as ``a_t``: var-dims x rows) to ``b``.
+
+    Dimensions constant over the row tile contribute ``|c_k - b_jk|`` independently of
+    the row, so they are reduced once per column instead of once per pair.
+    """
+    nr, nc = a_t.shape[1], len(b)
+    want_inf, want_1 = "linf" in norms, "l1" in norms
+    base_inf = np.zeros(nc)
+    base_1 = np.zeros(nc)
+    if len(cdims):
+        step = max(1, (8 * 2**20) // max(1, nc))
+        for s in range(0, len(cdims), step):
+            diff = np.abs(b[:, cdims[s:s + step]].astype(np.float64) - a_const[s:s + step])
+            if want_inf:
+                np.maximum(base_inf, diff.max(axis=1), out=base_inf)
+            if want_1:
+                base_1 += diff.sum(axis=1)
+    d_inf = np.repeat(base_inf[None, :], nr, axis=0) if want_inf else None
+    d_1 = np.repeat(base_1[None, :], nr, axis=0) if want_1 else None
+    if len(var):
+        b_t = np.ascontiguousarray(b[:, var].T, dtype=np.float64)
+        t = tmp[:nr, :nc]
+        for k in range(len(var)):
+            np.subtract(a_t[k][:, None], b_t[k][None, :], out=t)
+            np.abs(t, out=t)
+            if want_inf:
+                np.maximum(d_inf, t, out=d_inf)
+            if want_1:
+                np.add(d_1, t, out=d_1)
+    out = {}
+    if want_inf:
+        out["linf"] = d_inf
+    if want_1:
+        out["l1"] = d_1
+    return out
+
+
+# ----------------------------------------------------------------------------- l2 (and GPU tiles)
+
+
+def _ranked_scan(
+    x2: np.ndarray,
+    y: np.ndarray,
+    norm: str,
+    tile_fn: Callable[[int, int, int, int], np.ndarray],
+    slack_fn: Callable[[int, int], np.ndarray] | None,
+    row_block: int,
+    col_block: int,
+) -> dict[str, _Best]:
+    """Scan all (row tile, column tile) pairs; ``tile_fn`` gives a ranking value per pair.
+
+    If ``slack_fn`` is None the ranking value *is* the exact distance. Otherwise it is an
+    approximation of a monotone function of the distance (for l2: the squared distance)
+    with absolute error at most ``slack_fn(r0, r1)`` per row; every pair whose
+    approximation lies within twice that of the row's running minimum is recomputed
+    directly, so no pair that might be the nearest one is passed over.
+    """
+    n = len(y)
+    best = {k: _Best(n) for k in KINDS}
+    approx_min = {k: np.full(n, np.inf) for k in KINDS}
+    idx_all = np.arange(n)
+    for r0 in range(0, n, row_block):
+        r1 = min(n, r0 + row_block)
+        ia = idx_all[r0:r1]
+        slack = None if slack_fn is None else 2.0 * slack_fn(r0, r1)
+        for c0 in range(0, n, col_block):
+            c1 = min(n, c0 + col_block)
+            ib = idx_all[c0:c1]
+            rank = tile_fn(r0, r1, c0, c1)
+            masks = _kind_masks(y[r0:r1], y[c0:c1], ia, ib, c0 < r1 and r0 < c1)
+            for kind in KINDS:
+                dm = _masked(rank, masks[kind])
+                if dm is None:
+                    continue
+                if slack is None:
+                    v, i = _row_min(dm, ib)
+                    best[kind].update(ia, v, i)
+                    continue
+                am = approx_min[kind][r0:r1]
+                np.minimum(am, dm.min(axis=1), out=am)
+                thr = np.where(np.isinf(am), -np.inf, am + slack)  # no finite pair yet: none
+                rr, cc = np.nonzero(dm <= thr[:, None])
+                if len(rr) == 0:
+                    continue
+                rows, cols = ia[rr], ib[cc]
+                exact = pair_distances(x2, rows, cols, norm)
+                o = np.lexsort((cols, exact, rows))
+                rows, cols, exact = rows[o], cols[o], exact[o]
+                first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+                best[kind].update(rows[first], exact[first], cols[first])
+    return best
+
+
+def _l2_scan_numpy(x2: np.ndarray, y: np.ndarray, block_size: int) -> dict[str, _Best]:
+    n, d = x2.shape
+    sq = np.einsum("ij,ij->i", x2.astype(np.float64), x2.astype(np.float64))
+    norms_ = np.sqrt(sq)
+    # |fl(|a|^2 + |b|^2 - 2 a.b) - |a - b|^2| <= gamma * (|a| + |b|)^2, gamma ~ (d + 3) u;
+    # doubled for safety (blocked/FMA summation orders stay within this bound).
+    gamma = 2.0 * (d + 3) * _EPS64 / (1.0 - (d + 3) * _EPS64)
+    nmax = float(norms_.max())
+    cache: dict[str, Any] = {}
+
+    def tile(r0, r1, c0, c1):
+        if cache.get("rows") != (r0, r1):
+            cache["rows"] = (r0, r1)
+            cache["a"] = x2[r0:r1].astype(np.float64)
+        b = x2[c0:c1].astype(np.float64)
+        g = cache["a"] @ b.T
+        g *= -2.0
+        g += sq[r0:r1, None]
+        g += sq[None, c0:c1]
+        return g
+
+    def slack(r0, r1):
+        return gamma * (norms_[r0:r1] + nmax) ** 2 + 4 * _EPS64 * np.finfo(np.float64).tiny
+
+    row_block = max(64, min(1024, block_size))
+    return _ranked_scan(x2, y, "l2", tile, slack, row_block, block_size)
+
+
+def _tf_scan(x2: np.ndarray, y: np.ndarray, norms: Sequence[str], block_size: int, device: str) -> dict[str, dict[str, _Best]]:
+    """Tiles computed by TensorFlow (float64) on ``device``; merging on the host."""
+    import tensorflow as tf
+
+    try:
+        tf.config.experimental.enable_tensor_float_32_execution(False)
+    except Exception:  # pragma: no cover - older TF
+        pass
+    n, d = x2.shape
+    dev = "/GPU:0" if device == "gpu" else "/CPU:0"
+    with tf.device(dev):
+        xt = tf.constant(x2)
+        sq = tf.reduce_sum(tf.square(tf.cast(xt, tf.float64)), axis=1)
+    sq_np = sq.numpy()
+    gamma = 2.0 * (d + 3) * _EPS64 / (1.0 - (d + 3) * _EPS64)
+    nmax = float(np.sqrt(sq_np.max()))
+    elem_rows = max(1, min(block_size, 256))
+    # keep the broadcast (rows x cols x dims) float64 intermediate of linf/l1 below 256 MiB
+    dchunk = max(1, min(d, (32 * 2**20) // max(1, block_size * elem_rows)))
+
+    mat = tf.TensorSpec([None, d], tf.float64)
+    vec = tf.TensorSpec([None], tf.float64)
+
+    @tf.function(input_signature=[mat, mat, vec, vec])
+    def tile_l2(a, b, sa, sb):
+        g = tf.matmul(a, b, transpose_b=True)
+        return sa[:, None] + sb[None, :] - 2.0 * g
+
+    def elementwise(p_inf: bool):
+        @tf.function(input_signature=[mat, mat])
+        def tile_elem(a, b):
+            acc = tf.zeros((tf.shape(a)[0], tf.shape(b)[0]), tf.float64)
+            for s in range(0, d, dchunk):  # unrolled at trace time; d is fixed
+                diff = tf.abs(a[:, None, s:s + dchunk] - b[None, :, s:s + dchunk])
+                acc = tf.maximum(acc, tf.reduce_max(diff, axis=2)) if p_inf else acc + tf.reduce_sum(diff, axis=2)
+            return acc
+
+        return tile_elem
+
+    tile_fns = {"linf": elementwise(True), "l1": elementwise(False)}
+
+    out = {}
+    for nm in norms:
+        def tile(r0, r1, c0, c1, nm=nm):
+            with tf.device(dev):
+                a = tf.cast(xt[r0:r1], tf.float64)
+                b = tf.cast(xt[c0:c1], tf.float64)
+                if nm == "l2":
+                    return tile_l2(a, b, sq[r0:r1], sq[c0:c1]).numpy()
+                return tile_fns[nm](a, b).numpy()
+
+        if nm == "l2":
+            slack = lambda r0, r1: gamma * (np.sqrt(sq_np[r0:r1]) + nmax) ** 2  # noqa: E731
+            out[nm] = _ranked_scan(x2, y, nm, tile, slack, min(block_size, 4096), block_size)
+        else:
+            out[nm] = _ranked_scan(x2, y, nm, tile, None, elem_rows, block_size)
+    return {kind: {nm: out[nm][kind] for nm in norms} for kind in KINDS}
+
+
+# ----------------------------------------------------------------------------- public entry point
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def gpu_visible() -> bool:
+    """True if TensorFlow is installed and sees a GPU (imports TensorFlow)."""
+    try:
+        import tensorflow as tf
+    except ImportError:  # pragma: no cover
+        return False
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def nearest_neighbour_distances(
+    x: Any,
+    y: Any,
+    norms: Iterable[str] = ("linf", "l2", "l1"),
+    block_size: int | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    backend: str | None = None,
+) -> NearestNeighbours:
+    """Exact nearest inter-class and intra-class neighbour of every point, per norm.
+
+    Parameters
+    ----------
+    x : array ``(N, ...)``, e.g. NHWC images in [0, 1]; flattened to ``(N, d)`` float32.
+    y : int array ``(N,)`` of labels.
+    norms : norm names (``linf``/``l2``/``l1`` or ``inf``/``2``/``1``).
+    block_size : points per column tile; default: as many as fit 64 MiB of float64
+        (at most 4096).
+    threads : worker / BLAS threads; default: the CPUs this process may use.
+    device : ``"cpu"`` (NumPy), ``"gpu"`` (TensorFlow on the first GPU) or None (GPU if
+        TensorFlow sees one, else CPU).
+    backend : ``"numpy"`` or ``"tensorflow"`` to override the choice made from ``device``
+        (``backend="tensorflow", device="cpu"`` runs the TensorFlow code on the CPU).
+
+    Returns a :class:`NearestNeighbours`; distances are float64 in the norm they are
+    labelled with, measured on the flattened float32 inputs.
+    """
+    x2, yy, shape = validate_inputs(x, y)
+    names = tuple(dict.fromkeys(parse_norm(nm).name for nm in norms))
+    if not names:
+        raise ValueError("norms must name at least one of linf, l2, l1")
+    n, d = x2.shape
+    if block_size is None:
+        block_size = int(min(4096, max(256, _TILE_BYTES // (8 * d))))
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
+    threads = default_threads() if threads is None else int(threads)
+    if threads < 1:
+        raise ValueError(f"threads must be positive, got {threads}")
+    if device not in (None, "cpu", "gpu"):
+        raise ValueError(f"device must be 'cpu', 'gpu' or None, got {device!r}")
+    if backend not in (None, "numpy", "tensorflow"):
+        raise ValueError(f"backend must be 'numpy', 'tensorflow' or None, got {backend!r}")
+    if device is None:
+        device = "gpu" if backend != "numpy" and gpu_visible() else "cpu"
+    if device == "gpu" and not gpu_visible():
+        raise ValueError("device='gpu' but TensorFlow sees no GPU")
+    if backend is None:
+        backend = "tensorflow" if device == "gpu" else "numpy"
+
+    if backend == "tensorflow":
+        best = _tf_scan(x2, yy, names, block_size, device)
+    else:
+        best = {k: {} for k in KINDS}
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=threads):
+            elem = [nm for nm in names if nm in ("linf", "l1")]
+            if elem:
+                got = _elementwise_scan(x2, yy, elem, block_size, threads)
+                for k in KINDS:
+                    best[k].update(got[k])
+            if "l2" in names:
+                got = _l2_scan_numpy(x2, yy, block_size)
+                for k in KINDS:
+                    best[k]["l2"] = got[k]
+    distance: dict[str, dict[str, np.ndarray]] = {k: {} for k in KINDS}
+    index: dict[str, dict[str, np.ndarray]] = {k: {} for k in KINDS}
+    for k in KINDS:
+        for nm in names:
+            distance[k][nm], index[k][nm] = best[k][nm].result()
+    return NearestNeighbours(
+        y=yy, norms=names, distance=distance, index=index,
+        duplicate_pairs=cross_class_duplicates(x2, yy), input_shape=shape,
+        meta={"device": device, "backend": backend, "threads": threads, "block_size": block_size},
+    )
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def save_nearest(path: str | os.PathLike, nn: NearestNeighbours, meta: dict[str, Any] | None = None) -> None:
+    """Write ``nn`` atomically as ``.npz`` (arrays ``{kind}_{norm}_distance`` / ``_index``)."""
+    arrays: dict[str, np.ndarray] = {"y": nn.y, "duplicate_pairs": nn.duplicate_pairs}
+    for k in KINDS:
+        for nm in nn.norms:
+            arrays[f"{k}_{nm}_distance"] = nn.distance[k][nm]
+            arrays[f"{k}_{nm}_index"] = nn.index[k][nm]
+    info = {**nn.meta, **(meta or {}), "norms": list(nn.norms), "input_shape": list(nn.input_shape)}
+    arrays["meta"] = np.array(json.dumps(info, sort_keys=True))
+    save_npz(path, **arrays)
+
+
+def load_nearest(path: str | os.PathLike) -> NearestNeighbours:
+    """Read a file written by :func:`save_nearest`."""
+    with np.load(path, allow_pickle=False) as f:
+        if "meta" not in f.files or "y" not in f.files:
+            raise ValueError(f"{path}: not a robcurves nearest-distance file")
+        info = json.loads(str(f["meta"]))
+        norms = tuple(info["norms"])
+        distance = {k: {nm: f[f"{k}_{nm}_distance"] for nm in norms} for k in KINDS}
+        index = {k: {nm: f[f"{k}_{nm}_index"] for nm in norms} for k in KINDS}
+        y, dup = f["y"], f["duplicate_pairs"]
+    shape = tuple(int(s) for s in info.pop("input_shape"))
+    info.pop("norms")
+    return NearestNeighbours(y=y, norms=norms, distance=distance, index=index,
+                             duplicate_pairs=dup, input_shape=shape, meta=info)

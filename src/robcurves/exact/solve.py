@@ -1,0 +1,385 @@
+"""Minimal adversarial perturbations by MILP: per-class queries, witnesses, brackets.
+
+For a point ``x0`` with label ``y`` the minimal distance is ``min_k d_k`` over the other
+classes ``k``, where ``d_k`` is the smallest ``||x - x0||`` (x in [0, 1]) with
+``logit_k(x) >= logit_y(x)``. Two query types are implemented (``method``):
+
+- ``"minimize"`` (default): one MILP per class, ``min t`` subject to the network and the
+  margin row ``z_k - z_y >= 0``, with the best distance found so far as the cutoff
+  (the attack's distance enters here: it is the first incumbent).
+- ``"bisect"``: bisection over the radius; at radius ``r`` one margin problem per class,
+  ``max z_k - z_y`` over the ball, stopped at the first positive margin (a witness) or
+  when its bound drops below 0 (robust for that class). Bounds are recomputed at every
+  radius, so they are as tight as the radius allows.
+
+The domain is the ball whose radius is the attack's (verified) distance, intersected
+with [0, 1]; without an attack it is ``max_radius`` from the configuration.
+
+A witness is reported only after the TensorFlow model (float32) misclassifies it, it is
+in [0, 1] and its distance is measured in float32. When solver tolerances make it fail,
+it is first pushed a hair further from ``x0``; if that fails, the class is solved again
+with a positive margin, as MIPVerify's ``margin`` does. A witness that never passes is
+dropped, so it cannot turn a bracket into a fake optimum.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from robcurves.exact.bounds import Bounds, InputDomain, add_input, compute_bounds
+from robcurves.exact.layers import Affine, Network, network_from_keras
+from robcurves.exact.milp import MilpBuilder, MilpResult, VarVector, run_highs
+from robcurves.exact.records import ExactResult, ExactResults
+from robcurves.norms import Norm, parse_norm
+
+METHODS = ("minimize", "bisect")
+
+
+@dataclass
+class ExactConfig:
+    """Settings of the exact stage (the ``exact:`` section of the workflow config).
+
+    ``time_limit``: seconds per point, bounds included. ``tightening``: list of bound
+    methods (interval, lp). ``tightening_share``: at most this share of the time limit
+    goes to LP tightening. ``max_radius``: domain radius (in the norm) where no attack
+    distance is available. ``rel_gap``/``abs_gap``: when lower and upper agree to this,
+    the point counts as solved ("optimal").
+    """
+
+    time_limit: float = 30.0
+    tightening: Sequence[str] = ("interval", "lp")
+    method: str = "minimize"
+    tightening_share: float = 0.5
+    max_radius: float | None = None
+    rel_gap: float = 1e-4
+    abs_gap: float = 1e-6
+    bisect_rel_tol: float = 1e-3
+    threads: int = 1
+    margin: float = 1e-4  # positive margin for the re-solve when a witness fails the float32 check
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"exact: method must be one of {METHODS}, got {self.method!r}")
+        if not self.time_limit > 0:
+            raise ValueError(f"exact: time_limit must be positive seconds, got {self.time_limit}")
+        self.tightening = tuple(self.tightening)
+
+
+# --------------------------------------------------------------------------- checks
+
+def _strictly_misclassified(logits: np.ndarray, y: int) -> np.ndarray:
+    other = np.delete(logits, y, axis=1)
+    return other.max(axis=1) > logits[:, y]
+
+
+@dataclass
+class Checker:
+    """Re-checks candidate witnesses on the reference model in float32."""
+
+    logits_fn: Callable[[np.ndarray], np.ndarray]
+    input_shape: tuple[int, ...]
+    norm: Norm
+
+    def check(self, x_cand: np.ndarray, x0: np.ndarray, y: int) -> tuple[np.ndarray, float, int] | None:
+        """Return ``(witness, float32 distance, predicted class)`` or None if it fails.
+
+        Tries ``x0 + s (x - x0)`` for s = 1 and a few values a hair above 1 (the solver's
+        tolerance can leave the point exactly on the decision boundary), clipped to [0, 1].
+        """
+        x0f = np.asarray(x0, dtype=np.float64).reshape(-1)
+        delta = np.asarray(x_cand, dtype=np.float64).reshape(-1) - x0f
+        scales = np.array([1.0, 1 + 1e-6, 1 + 1e-5, 1 + 1e-4, 1 + 1e-3])
+        cands = np.clip(x0f[None] + scales[:, None] * delta[None], 0.0, 1.0).astype(np.float32)
+        logits = np.asarray(self.logits_fn(cands.reshape(len(cands), *self.input_shape)), dtype=np.float32)
+        ok = _strictly_misclassified(logits, y)
+        if not ok.any():
+            return None
+        i = int(np.argmax(ok))
+        w = cands[i].reshape(self.input_shape)
+        dist = float(self.norm.distance(w[None], np.asarray(x0, dtype=np.float32).reshape(1, *self.input_shape))[0])
+        return w, dist, int(np.argmax(logits[i]))
+
+
+# ------------------------------------------------------------------------ the MILPs
+
+def _build_network(milp: MilpBuilder, net: Network, dom: InputDomain, bounds: Bounds) -> tuple[VarVector, VarVector]:
+    x = add_input(milp, dom)
+    h = x
+    for i, layer in enumerate(net.layers):
+        if isinstance(layer, Affine):
+            h = layer.emit(milp, h, *bounds.pre[i])
+        else:
+            h = layer.emit(milp, h, *bounds.pre[i - 1])
+    return x, h
+
+
+def _margin_bound(net: Network, bounds: Bounds, dom: InputDomain, y: int) -> np.ndarray:
+    """Upper bound of ``z_k - z_y`` per class ``k``, by interval arithmetic on the last layer."""
+    last, i = net.layers[-1], len(net.layers) - 1
+    if i == 0:
+        lo, hi = dom.lo, dom.hi
+    elif isinstance(net.layers[i - 1], Affine):
+        lo, hi = bounds.pre[i - 1]
+    else:
+        lo, hi = net.layers[i - 1].interval(*bounds.pre[i - 2])
+    W = last.W.toarray()
+    D = W - W[y]  # row k: w_k - w_y (dense: only n_classes rows)
+    return np.maximum(D, 0) @ hi + np.minimum(D, 0) @ lo + (last.b - last.b[y])
+
+
+def _distance_milp(net: Network, dom: InputDomain, bounds: Bounds, y: int, k: int, margin: float,
+                   threads: int) -> tuple[Any, VarVector]:
+    """``min ||x - x0||`` over the domain subject to ``z_k - z_y >= margin``."""
+    milp = MilpBuilder()
+    x, z = _build_network(milp, net, dom, bounds)
+    _add_margin_row(milp, z, y, k, margin)
+    n = len(x)
+    if math.isinf(dom.norm.p):
+        t = milp.add_vars(0.0, dom.radius)
+        kk = np.arange(n)
+        # x - t <= x0 ; x + t >= x0
+        milp.add_rows(np.concatenate([kk, kk, n + kk, n + kk]),
+                      np.concatenate([x.idx, np.repeat(t, n), x.idx, np.repeat(t, n)]),
+                      np.concatenate([np.ones(n), -np.ones(n), np.ones(n), np.ones(n)]),
+                      np.concatenate([np.full(n, -np.inf), dom.x0]), np.concatenate([dom.x0, np.full(n, np.inf)]))
+        milp.set_cost(t, [1.0])
+    else:  # l1: add_input made d >= |x - x0| right after x
+        d = x.idx + n
+        milp.set_cost(d, np.ones(n))
+    return milp.to_highs(threads=threads), x
+
+
+def _add_margin_row(milp: MilpBuilder, z: VarVector, y: int, k: int, margin: float) -> None:
+    cols, vals, rhs = [], [], margin
+    for j, s in ((k, 1.0), (y, -1.0)):
+        if z.idx[j] >= 0:
+            cols.append(z.idx[j])
+            vals.append(s)
+        else:
+            rhs -= s * z.const[j]
+    milp.add_rows(np.zeros(len(cols), dtype=np.int64), cols, vals, rhs, np.inf, n=1)
+
+
+def _margin_milp(net: Network, dom: InputDomain, bounds: Bounds, y: int, k: int, threads: int):
+    """``min z_y - z_k`` over the domain (negative optimum: an adversarial example of class k)."""
+    milp = MilpBuilder()
+    x, z = _build_network(milp, net, dom, bounds)
+    milp.set_cost([z.idx[y], z.idx[k]], [1.0, -1.0])
+    return milp.to_highs(threads=threads), x
+
+
+# ---------------------------------------------------------------------- per point
+
+@dataclass
+class _State:
+    x0: np.ndarray
+    y: int
+    upper: float = math.inf
+    witness: np.ndarray | None = None
+    witness_class: int = -1
+    log: list = field(default_factory=list)
+
+    def offer(self, found: tuple[np.ndarray, float, int] | None) -> bool:
+        if found is not None and found[1] < self.upper:
+            self.witness, self.upper, self.witness_class = found
+            return True
+        return False
+
+
+def _solve_minimize(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, deadline: float,
+                    info: dict) -> float:
+    """Per-class distance MILPs; returns the certified lower bound."""
+    t0 = time.perf_counter()
+    bounds = compute_bounds(net, dom, cfg.tightening, time_budget=cfg.tightening_share * cfg.time_limit,
+                            threads=cfg.threads)
+    info["bounds_s"] = round(time.perf_counter() - t0, 3)
+    info["lp_solves"] = bounds.lp_solves
+    info["binaries"] = bounds.unstable(net)
+    mb = _margin_bound(net, bounds, dom, st.y)
+    classes = [k for k in range(net.n_classes) if k != st.y and mb[k] >= 0]
+    # The attack's class first (its incumbent is the cutoff), then the most threatening.
+    classes.sort(key=lambda k: (k != st.witness_class, -mb[k]))
+    lb = {k: 0.0 for k in classes}  # classes outside ``classes`` are robust on the whole domain
+    settled: set[int] = set()
+    info["classes"] = {}
+    gap = lambda u: cfg.rel_gap * u + cfg.abs_gap  # noqa: E731
+    for sweep in range(2):
+        todo = [k for k in classes if k not in settled]
+        if sweep == 1:
+            todo.sort(key=lambda k: lb[k])
+        for n_left, k in zip(range(len(todo), 0, -1), todo):
+            now = time.perf_counter()
+            if now >= deadline:
+                break
+            if lb[k] >= st.upper - gap(st.upper):
+                settled.add(k)
+                continue
+            share = (deadline - now) / n_left if sweep == 0 else deadline - now
+            h, _ = _distance_milp(net, dom, bounds, st.y, k, 0.0, cfg.threads)
+            cutoff = st.upper if math.isfinite(st.upper) else None
+            res = run_highs(h, share, cutoff=cutoff, rel_gap=cfg.rel_gap, abs_gap=cfg.abs_gap)
+            rec = {"status": res.status, "s": round(res.seconds, 3), "nodes": res.nodes}
+            if res.x is not None:
+                found = checker.check(res.x[: net.n_inputs], st.x0, st.y)
+                if found is None and time.perf_counter() < deadline:
+                    # MIPVerify's remedy: demand a positive margin and solve again.
+                    h2, _ = _distance_milp(net, dom, bounds, st.y, k, cfg.margin, cfg.threads)
+                    res2 = run_highs(h2, deadline - time.perf_counter(), cutoff=cutoff,
+                                     rel_gap=cfg.rel_gap, abs_gap=cfg.abs_gap)
+                    if res2.x is not None:
+                        found = checker.check(res2.x[: net.n_inputs], st.x0, st.y)
+                    rec["margin_resolve"] = found is not None
+                st.offer(found)
+            if res.status == "infeasible":
+                # Nothing better than the cutoff (or nothing at all inside the domain).
+                lb[k] = max(lb[k], (cutoff - gap(cutoff)) if cutoff is not None else dom.radius)
+                settled.add(k)
+            elif res.status == "optimal":
+                lb[k] = max(lb[k], res.dual_bound if math.isfinite(res.dual_bound) else res.objective)
+                settled.add(k)
+            elif math.isfinite(res.dual_bound):
+                lb[k] = max(lb[k], res.dual_bound)
+            rec["lower"] = lb[k]
+            info["classes"][str(k)] = rec
+    lower = min([dom.radius] + [lb[k] for k in classes])
+    return min(lower, st.upper)
+
+
+def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, deadline: float,
+                  info: dict) -> float:
+    """Bisection over the radius with per-class margin queries; returns the lower bound."""
+    lower, hi_r = 0.0, dom.radius
+    info["steps"] = []
+    first = True
+    while time.perf_counter() < deadline:
+        ub = min(st.upper, dom.radius)
+        if math.isfinite(st.upper) and ub - lower <= cfg.bisect_rel_tol * ub + cfg.abs_gap:
+            break
+        r = dom.radius if first and not math.isfinite(st.upper) else 0.5 * (lower + ub)
+        first = False
+        sub = InputDomain.ball(st.x0, dom.norm, r)
+        sub.lo, sub.hi = np.maximum(sub.lo, dom.lo), np.minimum(sub.hi, dom.hi)
+        budget = cfg.tightening_share * (deadline - time.perf_counter())
+        bounds = compute_bounds(net, sub, cfg.tightening, time_budget=budget, threads=cfg.threads)
+        mb = _margin_bound(net, bounds, sub, st.y)
+        classes = sorted((k for k in range(net.n_classes) if k != st.y and mb[k] >= 0), key=lambda k: -mb[k])
+        robust, attacked = True, False
+        for k in classes:
+            left = deadline - time.perf_counter()
+            if left <= 0:
+                robust = False
+                break
+            h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads)
+            res = run_highs(h, left, cutoff=0.0, stop_at_first=True, rel_gap=0.0, abs_gap=0.0)
+            if res.x is not None and res.objective < 0:
+                if st.offer(checker.check(res.x[: net.n_inputs], st.x0, st.y)):
+                    attacked = True
+                    break
+            if res.status != "infeasible" and not (res.status == "optimal" and res.objective >= 0):
+                robust = False
+                if res.x is None:
+                    break
+        info["steps"].append({"r": r, "robust": robust, "attacked": attacked, "binaries": bounds.unstable(net)})
+        if robust:
+            lower = r
+            if not math.isfinite(st.upper) and r >= dom.radius:
+                break
+        elif not attacked:
+            break  # time is up inside this radius: keep the bracket
+    return min(lower, st.upper)
+
+
+def minimal_perturbation(net: Network, checker: Checker, x0: np.ndarray, y: int, norm: "str | Norm",
+                         config: ExactConfig, attack_distance: float | None = None,
+                         x_adv: np.ndarray | None = None, index: int = 0) -> ExactResult:
+    """The exact minimal adversarial perturbation of one point (distance in ``norm``).
+
+    ``attack_distance``/``x_adv`` (optional) are an attack's result for this point: a
+    verified ``x_adv`` sets the domain radius and the first upper bound.
+    """
+    norm = parse_norm(norm)
+    if math.isfinite(norm.p) and norm.p != 1.0:
+        raise ValueError(
+            f"exact: the {norm.name} norm needs a quadratic objective (MIQP), which HiGHS cannot solve; "
+            "the Python backend supports linf and l1")
+    t_start = time.perf_counter()
+    deadline = t_start + float(config.time_limit)
+    x0 = np.asarray(x0, dtype=np.float32).reshape(checker.input_shape)
+    y = int(y)
+    st = _State(x0=x0, y=y)
+    info: dict[str, Any] = {"method": config.method}
+    logits = np.asarray(checker.logits_fn(x0[None]), dtype=np.float32)
+    if _strictly_misclassified(logits, y)[0] or int(np.argmax(logits[0])) != y:
+        return ExactResult(index, y, norm.name, "optimal", 0.0, 0.0, x0.copy(), int(np.argmax(logits[0])),
+                           time.perf_counter() - t_start, 0.0, {"misclassified": True})
+    if x_adv is not None and attack_distance is not None and np.isfinite(attack_distance):
+        if st.offer(checker.check(x_adv, x0, y)):
+            info["attack_upper"] = st.upper
+    if math.isfinite(st.upper):
+        radius = st.upper * (1 + 1e-6) + 1e-7  # a hair above, so rounding cannot exclude the witness
+    elif config.max_radius is not None:
+        radius = float(config.max_radius)
+    else:
+        radius = 1.0 if math.isinf(norm.p) else float(np.prod(checker.input_shape))
+    dom = InputDomain.ball(x0, norm, radius)
+    solver = _solve_minimize if config.method == "minimize" else _solve_bisect
+    lower = solver(net, checker, st, dom, config, deadline, info)
+    lower = max(0.0, float(lower))
+    upper = float(st.upper)
+    if math.isfinite(upper) and upper - lower <= config.rel_gap * upper + config.abs_gap + (
+            config.bisect_rel_tol * upper if config.method == "bisect" else 0.0):
+        status = "optimal"
+    elif not math.isfinite(upper) and lower >= radius:
+        status = "no_adversarial_in_domain"
+        lower = radius
+    else:
+        status = "time_limit"
+    return ExactResult(index, y, norm.name, status, lower, upper, st.witness, st.witness_class,
+                       time.perf_counter() - t_start, radius, info)
+
+
+def keras_checker(model, norm: "str | Norm") -> Checker:
+    """A :class:`Checker` that evaluates ``model`` (Keras) in float32."""
+    shape = tuple(int(s) for s in model.inputs[0].shape[1:])
+
+    def logits_fn(x: np.ndarray) -> np.ndarray:
+        return np.asarray(model(np.asarray(x, dtype=np.float32), training=False), dtype=np.float32)
+
+    return Checker(logits_fn, shape, parse_norm(norm))
+
+
+def minimal_perturbations(model, x: np.ndarray, y: np.ndarray, norm: "str | Norm", config: ExactConfig | None = None,
+                          attack_distances: np.ndarray | None = None, x_adv: np.ndarray | None = None,
+                          indices: Sequence[int] | None = None, progress: Callable[[str], None] | None = None
+                          ) -> ExactResults:
+    """Exact minimal perturbations (in ``norm``) of a Keras ``model`` at the points ``x`` (NHWC).
+
+    ``attack_distances``/``x_adv`` optionally warm-start every point. Returns the records
+    as arrays (:class:`ExactResults`).
+    """
+    config = config or ExactConfig()
+    norm = parse_norm(norm)
+    x = np.asarray(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
+    if x.ndim != 4 or len(x) != len(y):
+        raise ValueError(f"exact: x must be NHWC with one label per point, got {x.shape} and {y.shape}")
+    net = network_from_keras(model)
+    checker = keras_checker(model, norm)
+    indices = np.arange(len(x)) if indices is None else np.asarray(indices, dtype=np.int64)
+    records = []
+    for i in range(len(x)):
+        ad = None if attack_distances is None else float(attack_distances[i])
+        xa = None if x_adv is None or ad is None or not np.isfinite(ad) else x_adv[i]
+        rec = minimal_perturbation(net, checker, x[i], int(y[i]), norm, config, ad, xa, int(indices[i]))
+        records.append(rec)
+        if progress is not None:
+            progress(f"point {rec.index}: {rec.status} [{rec.lower:.6g}, {rec.upper:.6g}] "
+                     f"({norm.name}) in {rec.solve_time:.1f}s")
+    meta = {"backend": "highs", "config": {k: (list(v) if isinstance(v, tuple) else v)
+                                           for k, v in asdict(config).items()}}
+    return ExactResults.from_records(records, x.shape[1:], norm.name, meta)

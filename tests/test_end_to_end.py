@@ -1,0 +1,109 @@
+"""The whole DAG through Snakemake on a tiny config, offline; then the CLI on its outputs."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from robcurves.curves import RobustnessCurve
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "configs" / "tiny.yaml"
+
+
+def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(TINY), "--cores", "2", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("tiny")
+    proc = snakemake(work, "all_figures")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return work
+
+
+@pytest.mark.slow
+def test_curves_are_complete_and_sane(tiny_run):
+    for norm in ("linf", "l2", "l1"):
+        curve = RobustnessCurve.load(tiny_run / f"results/curves/digits/tiny_st/{norm}.json")
+        assert curve.norm == norm
+        assert curve.n_points == 12
+        np.testing.assert_array_equal(curve.indices, np.arange(12))
+        d = curve.distances
+        assert np.all(d >= 0)
+        assert np.isfinite(d).sum() >= 10, f"{norm}: the attack should break almost every point: {d}"
+        # R is a non-decreasing step function that reaches the share of broken points.
+        eps, r = curve.steps()
+        assert np.all(np.diff(r) > 0)
+        assert r[-1] == pytest.approx(np.isfinite(d).mean())
+        # Every reported example was re-checked: misclassified points only at distance 0.
+        status = np.asarray(curve.status)
+        assert set(status) <= {"misclassified", "adversarial", "not_found", "error"}
+        assert np.all((d == 0) == (status == "misclassified"))
+    linf = RobustnessCurve.load(tiny_run / "results/curves/digits/tiny_st/linf.json").distances
+    l2 = RobustnessCurve.load(tiny_run / "results/curves/digits/tiny_st/l2.json").distances
+    ok = np.isfinite(linf) & np.isfinite(l2) & (linf > 0)
+    # ||d||_inf <= ||d||_2 holds for the minimal perturbations themselves; an attack's
+    # linf estimate can only be a little above the l2 one (each is an upper bound).
+    assert np.median(l2[ok] / linf[ok]) >= 1.0
+
+
+@pytest.mark.slow
+def test_figures_exist(tiny_run):
+    png = tiny_run / "results/figures/curves_tiny.png"
+    pdf = tiny_run / "results/figures/curves_tiny.pdf"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+
+
+@pytest.mark.slow
+def test_model_sidecar_and_nothing_left_to_do(tiny_run):
+    side = json.loads((tiny_run / "results/models/digits/tiny_st/model.json").read_text())
+    assert side["input_shape"] == [8, 8, 1] and side["n_classes"] == 10
+    assert side["test_accuracy"] > 0.5
+    proc = snakemake(tiny_run, "-n", "all_figures")
+    assert proc.returncode == 0
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+    leftovers = [p for p in (tiny_run / "results").rglob("*") if ".tmp" in p.name]
+    assert leftovers == []
+
+
+@pytest.mark.slow
+def test_cli_on_the_workflow_outputs(tiny_run, tmp_path):
+    out = tmp_path / "cli"
+    proc = subprocess.run(
+        [sys.executable, "-m", "robcurves", "--dataset", str(tiny_run / "results/data/digits/test.npz"),
+         "--model_path", str(tiny_run / "results/models/digits/tiny_st/model.keras"),
+         "--n_points", "6", "--norms", "2", "inf", "--save", "--plot", "--out", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    assert [s["norm"] for s in lines] == ["l2", "linf"]
+    assert (out / "test_model_l2.json").exists() and (out / "test_model_linf.json").exists()
+    assert (out / "test_model.png").exists() and (out / "test_model.pdf").exists()
+    curve = RobustnessCurve.load(out / "test_model_l2.json")
+    assert curve.n_points == 6 and curve.norm == "l2"
+
+
+def test_cli_rejects_a_model_that_does_not_fit_the_data(tmp_path):
+    import keras
+
+    from robcurves.models import lenet_small
+
+    x = np.random.default_rng(0).random((4, 10, 10, 1)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.zeros(4, np.int64))
+    lenet_small((8, 8, 1), 10).save(tmp_path / "m.keras")
+    proc = subprocess.run(
+        [sys.executable, "-m", "robcurves", "--dataset", str(tmp_path / "d.npz"),
+         "--model_path", str(tmp_path / "m.keras"), "--norms", "inf"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "(10, 10, 1)" in proc.stderr and "(8, 8, 1)" in proc.stderr
+    del keras
