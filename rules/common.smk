@@ -78,5 +78,13 @@ def robustness_figure_files():
     return expand("results/figures/curves_{name}.{ext}", name=names, ext=["pdf", "png"])
 
 
+def table_files():
+    stems = ["results/tables/table1_robust_error", "results/tables/crossings"]
+    return [f"{s}.{ext}" for s in stems for ext in ("csv", "md", "tex")]
+
+
 def all_figure_files():
-    return robustness_figure_files()
+    files = robustness_figure_files() + table_files()
+    if config["figures"]["toy"]:
+        files += ["results/figures/fig1_toy.pdf", "results/figures/fig1_toy.png"]
+    return files

@@ -206,8 +206,36 @@ def _solve_minimize(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig
     classes.sort(key=lambda k: (k != st.witness_class, -mb[k]))
     lb = {k: 0.0 for k in classes}  # classes outside ``classes`` are robust on the whole domain
     settled: set[int] = set()
+    unverified: set[int] = set()  # a solution whose witness failed the float32 check
     info["classes"] = {}
     gap = lambda u: cfg.rel_gap * u + cfg.abs_gap  # noqa: E731
+
+    def solve_class(k: int, seconds: float, margin: float) -> None:
+        h, _ = _distance_milp(net, dom, bounds, st.y, k, margin, cfg.threads)
+        cutoff = st.upper if math.isfinite(st.upper) else None
+        res = run_highs(h, seconds, cutoff=cutoff, rel_gap=cfg.rel_gap, abs_gap=cfg.abs_gap)
+        rec = info["classes"].setdefault(str(k), {"runs": []})
+        rec["runs"].append({"status": res.status, "margin": margin, "s": round(res.seconds, 3), "nodes": res.nodes})
+        if res.x is not None:
+            found = checker.check(res.x[: net.n_inputs], st.x0, st.y)
+            if found is None:
+                unverified.add(k)
+            else:
+                st.offer(found)
+                unverified.discard(k)
+        if margin > 0:
+            return  # a positive margin gives a witness, never a lower bound for margin 0
+        if res.status == "infeasible":
+            # Nothing better than the cutoff (or nothing at all inside the domain).
+            lb[k] = max(lb[k], (cutoff - gap(cutoff)) if cutoff is not None else dom.radius)
+            settled.add(k)
+        elif res.status == "optimal":
+            lb[k] = max(lb[k], res.dual_bound if math.isfinite(res.dual_bound) else res.objective)
+            settled.add(k)
+        elif math.isfinite(res.dual_bound):
+            lb[k] = max(lb[k], res.dual_bound)
+        rec["lower"] = lb[k]
+
     for sweep in range(2):
         todo = [k for k in classes if k not in settled]
         if sweep == 1:
@@ -219,33 +247,13 @@ def _solve_minimize(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig
             if lb[k] >= st.upper - gap(st.upper):
                 settled.add(k)
                 continue
-            share = (deadline - now) / n_left if sweep == 0 else deadline - now
-            h, _ = _distance_milp(net, dom, bounds, st.y, k, 0.0, cfg.threads)
-            cutoff = st.upper if math.isfinite(st.upper) else None
-            res = run_highs(h, share, cutoff=cutoff, rel_gap=cfg.rel_gap, abs_gap=cfg.abs_gap)
-            rec = {"status": res.status, "s": round(res.seconds, 3), "nodes": res.nodes}
-            if res.x is not None:
-                found = checker.check(res.x[: net.n_inputs], st.x0, st.y)
-                if found is None and time.perf_counter() < deadline:
-                    # MIPVerify's remedy: demand a positive margin and solve again.
-                    h2, _ = _distance_milp(net, dom, bounds, st.y, k, cfg.margin, cfg.threads)
-                    res2 = run_highs(h2, deadline - time.perf_counter(), cutoff=cutoff,
-                                     rel_gap=cfg.rel_gap, abs_gap=cfg.abs_gap)
-                    if res2.x is not None:
-                        found = checker.check(res2.x[: net.n_inputs], st.x0, st.y)
-                    rec["margin_resolve"] = found is not None
-                st.offer(found)
-            if res.status == "infeasible":
-                # Nothing better than the cutoff (or nothing at all inside the domain).
-                lb[k] = max(lb[k], (cutoff - gap(cutoff)) if cutoff is not None else dom.radius)
-                settled.add(k)
-            elif res.status == "optimal":
-                lb[k] = max(lb[k], res.dual_bound if math.isfinite(res.dual_bound) else res.objective)
-                settled.add(k)
-            elif math.isfinite(res.dual_bound):
-                lb[k] = max(lb[k], res.dual_bound)
-            rec["lower"] = lb[k]
-            info["classes"][str(k)] = rec
+            solve_class(k, (deadline - now) / n_left if sweep == 0 else deadline - now, 0.0)
+        # MIPVerify's remedy for a witness that fails the float32 check: demand a positive
+        # margin and solve again, only where that class could still beat the best witness.
+        for k in sorted(unverified, key=lambda k: lb[k]):
+            now = time.perf_counter()
+            if now < deadline and lb[k] < st.upper - gap(st.upper):
+                solve_class(k, (deadline - now) / max(1, len(unverified)), cfg.margin)
     lower = min([dom.radius] + [lb[k] for k in classes])
     return min(lower, st.upper)
 
@@ -277,13 +285,21 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
             h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads)
             res = run_highs(h, left, cutoff=0.0, stop_at_first=True, rel_gap=0.0, abs_gap=0.0)
             if res.x is not None and res.objective < 0:
-                if st.offer(checker.check(res.x[: net.n_inputs], st.x0, st.y)):
+                found = checker.check(res.x[: net.n_inputs], st.x0, st.y)
+                if found is None and time.perf_counter() < deadline:
+                    # MIPVerify's remedy: ask for a margin of at least ``cfg.margin``.
+                    h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads)
+                    res2 = run_highs(h, deadline - time.perf_counter(), cutoff=-cfg.margin, stop_at_first=True,
+                                     rel_gap=0.0, abs_gap=0.0)
+                    if res2.x is not None:
+                        found = checker.check(res2.x[: net.n_inputs], st.x0, st.y)
+                if found is not None:
+                    st.offer(found)
                     attacked = True
                     break
             if res.status != "infeasible" and not (res.status == "optimal" and res.objective >= 0):
                 robust = False
-                if res.x is None:
-                    break
+                break  # neither a proof nor a verified witness at this radius
         info["steps"].append({"r": r, "robust": robust, "attacked": attacked, "binaries": bounds.unstable(net)})
         if robust:
             lower = r

@@ -1,0 +1,312 @@
+"""The attack engine against answers known in closed form (affine classifiers)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+from scipy.optimize import brentq, linprog
+
+keras = pytest.importorskip("keras")
+
+from robcurves.attacks import (  # noqa: E402
+    METHODS,
+    AttackResult,
+    MinimalNormAttack,
+    default_methods,
+    minimal_perturbations,
+    validate_method_config,
+    verify_adversarial,
+)
+from robcurves.norms import parse_norm  # noqa: E402
+
+NORMS = ["linf", "l2", "l1"]
+SHAPE = (4, 4, 1)
+D = int(np.prod(SHAPE))
+C = 4
+
+
+def affine_model(W: np.ndarray, b: np.ndarray, shape=SHAPE, extra=None):
+    """Keras model x -> W x + b on the flattened input (W is (classes, D))."""
+    inp = keras.Input(shape)
+    h = keras.layers.Flatten()(inp)
+    dense = keras.layers.Dense(W.shape[0])
+    out = dense(h)
+    if extra is not None:
+        out = extra(h, out)
+    model = keras.Model(inp, out)
+    dense.set_weights([W.T.astype(np.float32), b.astype(np.float32)])
+    return model
+
+
+def closed_form(W, b, X, labels, norm):
+    """min_k (z_y - z_k) / ||w_y - w_k||_q, q the dual exponent: the box is inactive."""
+    q = parse_norm(norm).dual_p
+    Z = X @ W.T + b
+    out = []
+    for z, y in zip(Z, labels):
+        out.append(min((z[y] - z[k]) / np.linalg.norm(W[y] - W[k], ord=q) for k in range(len(W)) if k != y))
+    return np.array(out)
+
+
+def box_constrained(W, b, x, y, norm):
+    """The exact minimal distance with the box [0, 1] active: an LP (linf, l1) or the
+    KKT condition of the projection QP (l2), per target class; +inf if unreachable."""
+    z = W @ x + b
+    lo, hi = -x, 1.0 - x
+    best = np.inf
+    for k in range(len(W)):
+        if k == y:
+            continue
+        a, m = W[k] - W[y], z[y] - z[k]  # need a . delta >= m
+        n = len(x)
+        if norm == "linf":  # variables (delta, t)
+            c = np.r_[np.zeros(n), 1.0]
+            A = np.block([[np.eye(n), -np.ones((n, 1))], [-np.eye(n), -np.ones((n, 1))], [-a[None, :], np.zeros((1, 1))]])
+            ub = np.r_[np.zeros(2 * n), -m]
+            res = linprog(c, A_ub=A, b_ub=ub, bounds=[*zip(lo, hi), (0, None)], method="highs")
+        elif norm == "l1":  # variables (delta, u), u >= |delta|
+            c = np.r_[np.zeros(n), np.ones(n)]
+            A = np.block([[np.eye(n), -np.eye(n)], [-np.eye(n), -np.eye(n)], [-a[None, :], np.zeros((1, n))]])
+            ub = np.r_[np.zeros(2 * n), -m]
+            res = linprog(c, A_ub=A, b_ub=ub, bounds=[*zip(lo, hi), *[(0, None)] * n], method="highs")
+        else:  # l2: delta(lam) = clip(lam * a, lo, hi) with a . delta(lam) = m
+            def reach(lam):
+                return a @ np.clip(lam * a, lo, hi) - m
+            if reach(1e9) < 0:
+                continue
+            lam = brentq(reach, 0.0, 1e9, xtol=1e-14, rtol=1e-14)
+            best = min(best, float(np.linalg.norm(np.clip(lam * a, lo, hi))))
+            continue
+        if res.status == 0:
+            best = min(best, float(res.fun))
+    return best
+
+
+@pytest.fixture(scope="module")
+def affine_case():
+    rng = np.random.default_rng(0)
+    W = rng.normal(size=(C, D))
+    b = -W.sum(1) * 0.5 + rng.normal(size=C) * 0.1  # boundaries pass near the centre
+    model = affine_model(W, b)
+    X = rng.uniform(0.35, 0.65, size=(4000, D))
+    labels = np.argmax(X @ W.T + b, axis=1)
+    return W, b, model, X, labels
+
+
+def _pick_inactive(W, b, X, labels, norm, n=12):
+    d = closed_form(W, b, X, labels, norm)
+    # Every coordinate can move by 0.35 without leaving [0, 1]; no optimal perturbation
+    # moves any coordinate by more than its norm, so distances below 0.3 keep the box
+    # inactive. Take a spread of classes.
+    keep = np.flatnonzero((d > 0.02) & (d < 0.3))
+    order = keep[np.argsort(labels[keep], kind="stable")]
+    chosen = np.concatenate([order[labels[order] == c][: max(1, n // C)] for c in range(C)])[:n]
+    return X[chosen].reshape(-1, *SHAPE).astype(np.float32), labels[chosen], d[chosen]
+
+
+def _fast(method: str) -> dict:
+    """Each method's defaults, as the pipeline would use them."""
+    return {"name": method}
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_affine_closed_form_within_one_percent(affine_case, norm, method):
+    W, b, model, X, labels = affine_case
+    if parse_norm(norm).name not in METHODS[method].norms:
+        pytest.skip(f"{method} does not support {norm}")
+    x, y, exact = _pick_inactive(W, b, X, labels, norm)
+    res = minimal_perturbations(model, x, y, norm, methods=[_fast(method)], progress=False)
+    assert (res.status == "adversarial").all(), res.status
+    assert np.all(res.distances <= exact * 1.01), (res.distances / exact)
+    assert np.all(res.distances >= exact * (1 - 1e-3)), (res.distances / exact)
+    is_adv, dist = verify_adversarial(model, x, res.x_adv, y, norm)
+    assert is_adv.all() and np.allclose(dist, res.distances)
+    assert set(res.method) == {method}
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_affine_box_active_matches_lp(norm, method):
+    if parse_norm(norm).name not in METHODS[method].norms:
+        pytest.skip(f"{method} does not support {norm}")
+    rng = np.random.default_rng(1)
+    shape, n_cls = (2, 2, 2), 3
+    dim = 8
+    W = rng.normal(size=(n_cls, dim))
+    b = -W.sum(1) * 0.5
+    model = affine_model(W, b, shape)
+    xs, ys, exact = [], [], []
+    for _ in range(400):
+        # Many coordinates on the faces of the box, so that the box binds.
+        x = np.where(rng.random(dim) < 0.6, rng.integers(0, 2, dim).astype(float), rng.uniform(0, 1, dim))
+        x = x.astype(np.float32).astype(np.float64)
+        y = int(np.argmax(W @ x + b))
+        free = closed_form(W, b, x[None], np.array([y]), norm)[0]
+        boxed = box_constrained(W, b, x, y, norm)
+        if np.isfinite(boxed) and boxed > 1.05 * free and boxed > 1e-2:
+            xs.append(x), ys.append(y), exact.append(boxed)
+        if len(xs) == 6:
+            break
+    assert len(xs) >= 3, "test construction: not enough box-active points"
+    x = np.array(xs, np.float32).reshape(-1, *shape)
+    y, exact = np.array(ys), np.array(exact)
+    res = minimal_perturbations(model, x, y, norm, methods=[_fast(method)], progress=False)
+    assert (res.status == "adversarial").all(), res.status
+    assert np.all(res.distances <= exact * 1.01), (res.distances / exact)
+    assert np.all(res.distances >= exact * (1 - 1e-3)), (res.distances / exact)
+
+
+class _ClaimsEverything(MinimalNormAttack):
+    """A broken method: returns a tiny, harmless perturbation and calls it a success."""
+
+    name = "_test_claims_everything"
+    defaults = {}
+
+    def _build(self, logits_fn, dim):
+        def search(x, y, seed):
+            return x.numpy() + np.float32(1e-3), np.zeros(int(x.shape[0]), bool)
+        return search
+
+
+@pytest.fixture
+def fake_method(monkeypatch):
+    monkeypatch.setitem(METHODS, _ClaimsEverything.name, _ClaimsEverything)
+
+
+def test_verification_rejects_unflipped_candidates(affine_case, fake_method):
+    W, b, model, X, labels = affine_case
+    x, y, _ = _pick_inactive(W, b, X, labels, "l2", n=8)
+    res = minimal_perturbations(model, x, y, "l2", methods=[{"name": "_test_claims_everything", "refine_steps": 0}],
+                                progress=False)
+    assert (res.status == "not_found").all()
+    assert np.isinf(res.distances).all()
+    assert np.array_equal(res.x_adv, x)
+    assert (res.method == "").all()
+    # Verification itself: the candidates do not flip.
+    is_adv, dist = verify_adversarial(model, x, x + 1e-3, y, "l2")
+    assert not is_adv.any() and np.allclose(dist, 4e-3, rtol=1e-3)
+
+
+def test_fake_method_never_beats_a_real_one(affine_case, fake_method):
+    W, b, model, X, labels = affine_case
+    x, y, exact = _pick_inactive(W, b, X, labels, "linf", n=4)
+    res = minimal_perturbations(model, x, y, "linf", progress=False,
+                                methods=[{"name": "_test_claims_everything", "refine_steps": 0}, {"name": "pgd_bisection"}])
+    assert (res.method == "pgd_bisection").all()
+    assert np.isinf(res.per_method["_test_claims_everything"]).all()
+    assert np.all(res.distances <= exact * 1.01)
+
+
+def test_determinism_same_seed_same_distances(affine_case):
+    W, b, model, X, labels = affine_case
+    x, y, _ = _pick_inactive(W, b, X, labels, "l1", n=6)
+    cfg = [{"name": "pgd_bisection", "restarts": 2, "bisection_steps": 4, "steps": 5}]
+    r1 = minimal_perturbations(model, x, y, "l1", methods=cfg, seed=3, progress=False)
+    r2 = minimal_perturbations(model, x, y, "l1", methods=cfg, seed=3, progress=False)
+    assert np.array_equal(r1.distances, r2.distances)
+    assert np.array_equal(r1.x_adv, r2.x_adv)
+
+
+def test_misclassified_points_at_zero(affine_case):
+    W, b, model, X, labels = affine_case
+    x, y, _ = _pick_inactive(W, b, X, labels, "linf", n=4)
+    y_wrong = (y + 1) % C
+    res = minimal_perturbations(model, x, y_wrong, "linf", progress=False)
+    assert (res.status == "misclassified").all()
+    assert (res.distances == 0).all() and np.array_equal(res.x_adv, x)
+    assert (res.method == "").all()
+
+
+def test_unbreakable_point_is_not_found():
+    W = np.zeros((3, D))
+    b = np.array([100.0, 0.0, 0.0])
+    model = affine_model(W, b)
+    x = np.full((2, *SHAPE), 0.5, np.float32)
+    y = np.zeros(2, np.int64)
+    for norm in NORMS:
+        res = minimal_perturbations(model, x, y, norm, progress=False)
+        assert (res.status == "not_found").all(), res.status
+        assert np.isinf(res.distances).all()
+        assert not np.isnan(res.distances).any()
+
+
+def test_shape_mismatch_names_both_shapes(affine_case):
+    model = affine_case[2]
+    x = np.full((2, 5, 5, 1), 0.5, np.float32)
+    with pytest.raises(ValueError, match=r"\(4, 4, 1\).*\(5, 5, 1\)"):
+        minimal_perturbations(model, x, np.zeros(2, np.int64), "l2", progress=False)
+
+
+def test_nan_logits_on_clean_inputs_is_an_error():
+    model = affine_model(np.ones((3, D)), np.zeros(3), extra=lambda h, out: keras.layers.Lambda(lambda t: t * np.nan)(out))
+    x = np.full((2, *SHAPE), 0.5, np.float32)
+    with pytest.raises(ValueError, match="non-finite logits"):
+        minimal_perturbations(model, x, np.zeros(2, np.int64), "linf", progress=False)
+
+
+def test_nan_during_search_marks_error_with_reason():
+    rng = np.random.default_rng(5)
+    W = rng.normal(size=(3, D))
+    centre = np.full(D, 0.5, np.float32)
+    b = -W @ centre
+    b[0] += 3.0  # class 0 wins at the centre by a wide margin
+
+    def poison(h, out):
+        # Finite at the centre, NaN as soon as any pixel moves by more than 1e-3.
+        import keras.ops as K
+        gap = K.max(K.abs(h - centre), axis=1, keepdims=True)
+        return out + 0.0 * K.sqrt(1e-3 - gap)
+
+    model = affine_model(W, b, extra=poison)
+    x = centre.reshape(1, *SHAPE).repeat(2, axis=0)
+    res = minimal_perturbations(model, x, np.zeros(2, np.int64), "linf", progress=False)
+    assert (res.status == "error").all(), res.status
+    assert all("non-finite" in r for r in res.reason)
+    assert np.isinf(res.distances).all() and not np.isnan(res.distances).any()
+
+
+def test_bad_inputs_fail_before_work(affine_case):
+    model = affine_case[2]
+    x = np.full((2, *SHAPE), 0.5, np.float32)
+    with pytest.raises(ValueError, match="bounds"):
+        minimal_perturbations(model, x + 1.0, np.zeros(2, np.int64), "l2", progress=False)
+    with pytest.raises(ValueError, match="labels must lie in 0..3"):
+        minimal_perturbations(model, x, np.array([0, 7]), "l2", progress=False)
+    with pytest.raises(ValueError, match="unknown attack method 'nope'"):
+        minimal_perturbations(model, x, np.zeros(2, np.int64), "l2", methods=[{"name": "nope"}], progress=False)
+
+
+def test_validate_method_config():
+    cfg = validate_method_config("linf", {"name": "pgd_bisection", "steps": 7})
+    assert cfg["steps"] == 7 and "bisection_steps" in cfg
+    with pytest.raises(ValueError, match="unknown option.*'stepz'"):
+        validate_method_config("linf", {"name": "pgd_bisection", "stepz": 7})
+    with pytest.raises(ValueError, match="'steps' must be int"):
+        validate_method_config("l2", {"name": "pgd_bisection", "steps": "many"})
+    with pytest.raises(ValueError, match="unknown attack method"):
+        validate_method_config("l1", "magic")
+    for norm in NORMS:
+        for m in default_methods(norm):
+            validate_method_config(norm, m)
+
+
+def test_result_save_load_concatenate(tmp_path, affine_case):
+    W, b, model, X, labels = affine_case
+    x, y, _ = _pick_inactive(W, b, X, labels, "l2", n=4)
+    y = y.copy()
+    y[0] = (y[0] + 1) % C  # one misclassified point
+    res = minimal_perturbations(model, x, y, "l2", methods=[{"name": "pgd_bisection", "bisection_steps": 3}],
+                                progress=False)
+    res.save(tmp_path / "a.npz")
+    back = AttackResult.load(tmp_path / "a.npz")
+    assert back.norm == "l2" and back.config == res.config
+    for f in ("distances", "x_adv", "status", "reason", "method"):
+        assert np.array_equal(getattr(back, f), getattr(res, f))
+    assert np.array_equal(back.per_method["pgd_bisection"], res.per_method["pgd_bisection"])
+    both = AttackResult.concatenate([res, back])
+    assert len(both) == 2 * len(res) and both.status[0] == "misclassified"
