@@ -85,9 +85,9 @@ def test_cli_on_the_workflow_outputs(tiny_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert [s["norm"] for s in lines] == ["l2", "linf"]
-    assert (out / "test_model_l2.json").exists() and (out / "test_model_linf.json").exists()
-    assert (out / "test_model.png").exists() and (out / "test_model.pdf").exists()
-    curve = RobustnessCurve.load(out / "test_model_l2.json")
+    assert (out / "digits_model_l2.json").exists() and (out / "digits_model_linf.json").exists()
+    assert (out / "digits_model.png").exists() and (out / "digits_model.pdf").exists()
+    curve = RobustnessCurve.load(out / "digits_model_l2.json")
     assert curve.n_points == 6 and curve.norm == "l2"
 
 

@@ -120,32 +120,39 @@ def validate_inputs(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray, tuple[int, 
     x2 = np.ascontiguousarray(x.reshape(n, -1), dtype=np.float32)
     if x2.shape[1] == 0:
         raise ValueError(f"x has no features: shape {x.shape}")
-    bad = ~np.isfinite(x2)
-    if bad.any():
-        rows = np.flatnonzero(bad.any(axis=1))
-        raise ValueError(
-            f"x contains NaN or infinite values in {len(rows)} point(s), first at index {int(rows[0])}"
-        )
-    return x2 + np.float32(0.0), y.astype(np.int64), tuple(int(s) for s in x.shape[1:])  # +0 turns -0.0 into 0.0
+    step = max(1, (16 * 2**20) // x2.shape[1])
+    for r in range(0, n, step):  # in chunks: no N x d temporary
+        bad = ~np.isfinite(x2[r:r + step])
+        if bad.any():
+            first = r + int(np.flatnonzero(bad.any(axis=1))[0])
+            raise ValueError(f"x contains NaN or infinite values, first in the point at index {first}")
+    return x2, y.astype(np.int64), tuple(int(s) for s in x.shape[1:])
 
 
 def cross_class_duplicates(x2: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Index pairs ``(i, j)``, ``i < j``, of identical feature vectors with different labels.
 
-    ``x2`` is ``(N, d)``; comparison is bitwise on float32 (with -0.0 == 0.0).
+    ``x2`` is ``(N, d)``; comparison is exact on float32 values (-0.0 equals 0.0).
+    Rows are hashed (BLAKE2b, 8 bytes) and equal hashes are confirmed by comparing values.
     """
-    x2 = np.ascontiguousarray(x2, dtype=np.float32) + np.float32(0.0)
-    rows = x2.view(np.dtype((np.void, x2.dtype.itemsize * x2.shape[1]))).ravel()
-    _, inverse, counts = np.unique(rows, return_inverse=True, return_counts=True)
+    import hashlib
+
+    n = len(x2)
+    digests = np.empty(n, dtype=np.uint64)
+    step = max(1, (16 * 2**20) // max(1, x2.shape[1]))
+    for r in range(0, n, step):
+        chunk = np.ascontiguousarray(x2[r:r + step], dtype=np.float32) + np.float32(0.0)
+        for i, row in enumerate(chunk):
+            digests[r + i] = int.from_bytes(hashlib.blake2b(row.tobytes(), digest_size=8).digest(), "little")
+    _, inverse, counts = np.unique(digests, return_inverse=True, return_counts=True)
     pairs = []
     for g in np.flatnonzero(counts > 1):
         members = np.flatnonzero(inverse == g)
-        labels = y[members]
-        if np.all(labels == labels[0]):
-            continue
         i, j = np.triu_indices(len(members), k=1)
-        keep = labels[i] != labels[j]
-        pairs.append(np.stack([members[i][keep], members[j][keep]], axis=1))
+        mi, mj = members[i], members[j]
+        keep = (y[mi] != y[mj]) & np.array([np.array_equal(x2[a], x2[b]) for a, b in zip(mi, mj)], dtype=bool)
+        if keep.any():
+            pairs.append(np.stack([mi[keep], mj[keep]], axis=1))
     if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
     out = np.concatenate(pairs).astype(np.int64)
@@ -238,38 +245,73 @@ def pair_distances(x2: np.ndarray, rows: np.ndarray, cols: np.ndarray, norm: str
 
 # ----------------------------------------------------------------------------- CPU: linf and l1
 
+_INT_CHUNK = 128  # int16 l1 partial sums over 128 dims stay below 128 * 255 < 2^15
+
+
+def grid_scale(x2: np.ndarray, scales: Sequence[int] = (255, 16)) -> int | None:
+    """The ``s`` for which every value is (the float32 rounding of) an integer over ``s``.
+
+    8-bit images scaled by 1/255 give 255, scikit-learn's digits give 16; None if the
+    data are not on such a grid. Checked exactly, in row chunks to bound memory.
+    """
+    step = max(1, (16 * 2**20) // max(1, x2.shape[1]))
+    for s in scales:
+        ok = True
+        for r in range(0, len(x2), step):
+            v = x2[r:r + step].astype(np.float64) * s
+            q = np.rint(v)
+            if q.min() < 0 or q.max() > s or np.max(np.abs(v - q)) > s * 2.0**-23:
+                ok = False
+                break
+        if ok:
+            return int(s)
+    return None
+
+
+def _quantise(x2: np.ndarray, s: int) -> np.ndarray:
+    out = np.empty(x2.shape, dtype=np.int16)
+    step = max(1, (16 * 2**20) // max(1, x2.shape[1]))
+    for r in range(0, len(x2), step):
+        out[r:r + step] = np.rint(x2[r:r + step].astype(np.float64) * s)
+    return out
+
 
 def _elementwise_scan(
-    x2: np.ndarray, y: np.ndarray, norms: Sequence[str], block_size: int, threads: int,
+    xs_in: np.ndarray, y: np.ndarray, norms: Sequence[str], block_size: int, threads: int,
+    scale: int | None,
 ) -> dict[str, dict[str, _Best]]:
-    """All pairs in float64 for linf and/or l1, symmetric, in tiles, with worker threads.
+    """All pairs for linf and/or l1, symmetric, in tiles, with worker threads.
 
+    ``xs_in`` is float32 (computed in float64) or, when ``scale`` is given, int16 grid
+    values ``round(x * scale)`` (computed exactly in integers, then divided by ``scale``).
     Points are reordered by label (stable) so that a tile's rows tend to share their
     blank dimensions; results carry original indices, and merging is order-free.
     """
-    n, d = x2.shape
+    from concurrent.futures import ThreadPoolExecutor
+
+    n, d = xs_in.shape
     order = np.argsort(y, kind="stable")
-    xs = x2[order]
+    xs = xs_in[order]
     ys = y[order]
     row_block = 32
     col_block = max(row_block, block_size)
-    starts = list(range(0, n, row_block))
     lock = threading.Lock()
-    next_block = iter(starts)
+    next_block = iter(range(0, n, row_block))
     per_thread: list[dict[str, dict[str, _Best]]] = []
+    work_dtype = np.int16 if scale is not None else np.float64
 
     def work() -> None:
         best = {k: {nm: _Best(n) for nm in norms} for k in KINDS}
         with lock:
             per_thread.append(best)
-        tmp = np.empty((row_block, col_block))
+        tmp = np.empty((row_block, col_block), dtype=work_dtype)
         while True:
             with lock:
                 r0 = next(next_block, None)
             if r0 is None:
                 return
             r1 = min(n, r0 + row_block)
-            a = xs[r0:r1].astype(np.float64)
+            a = xs[r0:r1].astype(work_dtype)
             const = np.all(a == a[0], axis=0)
             var = np.flatnonzero(~const)
             cdims = np.flatnonzero(const)
@@ -277,9 +319,8 @@ def _elementwise_scan(
             ia = order[r0:r1]
             for c0 in range(r0, n, col_block):
                 c1 = min(n, c0 + col_block)
-                b = xs[c0:c1]
                 ib = order[c0:c1]
-                tiles = _tile_elementwise(a_t, a[0, cdims], b, var, cdims, norms, tmp)
+                tiles = _tile_elementwise(a_t, a[0, cdims], xs[c0:c1], var, cdims, norms, tmp, scale)
                 masks = _kind_masks(ys[r0:r1], ys[c0:c1], ia, ib, c0 < r1)
                 for nm, dist in tiles.items():
                     for kind in KINDS:
@@ -291,11 +332,10 @@ def _elementwise_scan(
                         v, i = _row_min(dm, ia, axis=0)  # columns: neighbours among rows
                         best[kind][nm].update(ib, v, i)
 
-    workers = [threading.Thread(target=work, daemon=True) for _ in range(max(1, threads))]
-    for t in workers:
-        t.start()
-    for t in workers:
-        t.join()
+    n_workers = max(1, min(threads, (n + row_block - 1) // row_block))
+    with ThreadPoolExecutor(max_workers=n_workers) as pool:
+        for f in [pool.submit(work) for _ in range(n_workers)]:
+            f.result()  # re-raises a worker's exception here
     out = per_thread[0]
     for other in per_thread[1:]:
         for kind in KINDS:
@@ -304,41 +344,57 @@ def _elementwise_scan(
     return out
 
 
-def _tile_elementwise(a_t, a_const, b, var, cdims, norms, tmp) -> dict[str, np.ndarray]:
-    """linf and/or l1 distances of a row tile (given as ``a_t``: var-dims x rows) to ``b``.
+def _tile_elementwise(a_t, a_const, b, var, cdims, norms, tmp, scale) -> dict[str, np.ndarray]:
+    """linf and/or l1 distances (float64) of a row tile (``a_t``: var-dims x rows) to ``b``.
 
     Dimensions constant over the row tile contribute ``|c_k - b_jk|`` independently of
-    the row, so they are reduced once per column instead of once per pair.
+    the row, so they are reduced once per column instead of once per pair. On the int16
+    grid every operation is exact; l1 is accumulated in int16 over chunks of
+    ``_INT_CHUNK`` dimensions and flushed into int64.
     """
     nr, nc = a_t.shape[1], len(b)
     want_inf, want_1 = "linf" in norms, "l1" in norms
-    base_inf = np.zeros(nc)
-    base_1 = np.zeros(nc)
+    grid = scale is not None
+    acc1 = np.int64 if grid else np.float64
+    base_inf = np.zeros(nc, dtype=acc1)
+    base_1 = np.zeros(nc, dtype=acc1)
     if len(cdims):
         step = max(1, (8 * 2**20) // max(1, nc))
         for s in range(0, len(cdims), step):
-            diff = np.abs(b[:, cdims[s:s + step]].astype(np.float64) - a_const[s:s + step])
+            bb = b[:, cdims[s:s + step]].astype(acc1)
+            diff = np.abs(bb - a_const[s:s + step].astype(acc1))
             if want_inf:
                 np.maximum(base_inf, diff.max(axis=1), out=base_inf)
             if want_1:
                 base_1 += diff.sum(axis=1)
-    d_inf = np.repeat(base_inf[None, :], nr, axis=0) if want_inf else None
+    t = tmp[:nr, :nc]
+    d_inf = np.empty_like(t) if want_inf else None
+    if want_inf:
+        d_inf[:] = base_inf[None, :]  # fits: |c_k - b_jk| <= scale on the grid
     d_1 = np.repeat(base_1[None, :], nr, axis=0) if want_1 else None
+    part = np.zeros_like(t) if (want_1 and grid) else None
     if len(var):
-        b_t = np.ascontiguousarray(b[:, var].T, dtype=np.float64)
-        t = tmp[:nr, :nc]
+        b_t = np.ascontiguousarray(b[:, var].T, dtype=t.dtype)
         for k in range(len(var)):
             np.subtract(a_t[k][:, None], b_t[k][None, :], out=t)
             np.abs(t, out=t)
             if want_inf:
                 np.maximum(d_inf, t, out=d_inf)
             if want_1:
-                np.add(d_1, t, out=d_1)
+                if grid:
+                    np.add(part, t, out=part)
+                    if k % _INT_CHUNK == _INT_CHUNK - 1:
+                        d_1 += part
+                        part[:] = 0
+                else:
+                    np.add(d_1, t, out=d_1)
+        if want_1 and grid:
+            d_1 += part
     out = {}
     if want_inf:
-        out["linf"] = d_inf
+        out["linf"] = d_inf / scale if grid else d_inf
     if want_1:
-        out["l1"] = d_1
+        out["l1"] = d_1 / scale if grid else d_1
     return out
 
 
@@ -398,31 +454,47 @@ def _ranked_scan(
     return best
 
 
-def _l2_scan_numpy(x2: np.ndarray, y: np.ndarray, block_size: int) -> dict[str, _Best]:
+def _l2_scan_numpy(x2: np.ndarray, y: np.ndarray, block_size: int, q: np.ndarray | None = None,
+                   scale: int | None = None) -> dict[str, _Best]:
+    """l2 by float64 GEMM tiles.
+
+    On the integer grid (``q``, ``scale``) the GEMM is exact (every partial sum is an
+    integer below 2^53), so squared distances rank exactly and the result is
+    ``sqrt(integer) / scale``. Otherwise candidates are re-checked directly.
+    """
     n, d = x2.shape
-    sq = np.einsum("ij,ij->i", x2.astype(np.float64), x2.astype(np.float64))
-    norms_ = np.sqrt(sq)
-    # |fl(|a|^2 + |b|^2 - 2 a.b) - |a - b|^2| <= gamma * (|a| + |b|)^2, gamma ~ (d + 3) u;
-    # doubled for safety (blocked/FMA summation orders stay within this bound).
-    gamma = 2.0 * (d + 3) * _EPS64 / (1.0 - (d + 3) * _EPS64)
-    nmax = float(norms_.max())
+    src = x2 if q is None else q
+    src64 = lambda r0, r1: src[r0:r1].astype(np.float64)  # noqa: E731
+    sq = np.concatenate([np.einsum("ij,ij->i", src64(r, r + 4096), src64(r, r + 4096)) for r in range(0, n, 4096)])
     cache: dict[str, Any] = {}
 
     def tile(r0, r1, c0, c1):
         if cache.get("rows") != (r0, r1):
             cache["rows"] = (r0, r1)
-            cache["a"] = x2[r0:r1].astype(np.float64)
-        b = x2[c0:c1].astype(np.float64)
-        g = cache["a"] @ b.T
+            cache["a"] = src64(r0, r1)
+        g = cache["a"] @ src64(c0, c1).T
         g *= -2.0
         g += sq[r0:r1, None]
         g += sq[None, c0:c1]
         return g
 
-    def slack(r0, r1):
-        return gamma * (norms_[r0:r1] + nmax) ** 2 + 4 * _EPS64 * np.finfo(np.float64).tiny
-
     row_block = max(64, min(1024, block_size))
+    if q is not None:
+        if d * scale * scale >= 2**53:
+            raise ValueError("l2 on the grid: dimension too large for an exact float64 GEMM")
+        best = _ranked_scan(x2, y, "l2", tile, None, row_block, block_size)
+        for b in best.values():
+            b.value = np.sqrt(b.value) / scale
+        return best
+    norms_ = np.sqrt(sq)
+    # |fl(|a|^2 + |b|^2 - 2 a.b) - |a - b|^2| <= gamma * (|a| + |b|)^2, gamma ~ (d + 3) u;
+    # doubled for safety (blocked/FMA summation orders stay within this bound).
+    gamma = 2.0 * (d + 3) * _EPS64 / (1.0 - (d + 3) * _EPS64)
+    nmax = float(norms_.max())
+
+    def slack(r0, r1):
+        return gamma * (norms_[r0:r1] + nmax) ** 2
+
     return _ranked_scan(x2, y, "l2", tile, slack, row_block, block_size)
 
 
@@ -496,7 +568,21 @@ def default_threads() -> int:
 
 
 def gpu_visible() -> bool:
-    """True if TensorFlow is installed and sees a GPU (imports TensorFlow)."""
+    """True if TensorFlow is installed and sees a GPU.
+
+    Importing TensorFlow takes seconds, so unless it is already imported, a machine
+    without NVIDIA device nodes (or with ``CUDA_VISIBLE_DEVICES`` empty or ``-1``) is
+    answered without it.
+    """
+    import glob
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        cvd = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if cvd is not None and cvd.strip() in ("", "-1"):
+            return False
+        if not glob.glob("/dev/nvidia[0-9]*"):
+            return False
     try:
         import tensorflow as tf
     except ImportError:  # pragma: no cover
@@ -512,6 +598,7 @@ def nearest_neighbour_distances(
     threads: int | None = None,
     device: str | None = None,
     backend: str | None = None,
+    grid: "str | int | None" = "auto",
 ) -> NearestNeighbours:
     """Exact nearest inter-class and intra-class neighbour of every point, per norm.
 
@@ -527,6 +614,11 @@ def nearest_neighbour_distances(
         TensorFlow sees one, else CPU).
     backend : ``"numpy"`` or ``"tensorflow"`` to override the choice made from ``device``
         (``backend="tensorflow", device="cpu"`` runs the TensorFlow code on the CPU).
+    grid : ``"auto"`` (default): if every value is an integer over 255 or over 16 (8-bit
+        images, scikit-learn's digits), the NumPy backend computes on those integers,
+        exactly, and divides by the scale: distances are then exact for the quantised
+        data (they differ from float32 arithmetic by < 1e-6 relative). An int forces that
+        scale (values must be on it); None or 0 always uses float64 arithmetic.
 
     Returns a :class:`NearestNeighbours`; distances are float64 in the norm they are
     labelled with, measured on the flattened float32 inputs.
@@ -553,6 +645,9 @@ def nearest_neighbour_distances(
         raise ValueError("device='gpu' but TensorFlow sees no GPU")
     if backend is None:
         backend = "tensorflow" if device == "gpu" else "numpy"
+    if isinstance(grid, str) and grid != "auto":
+        raise ValueError(f"grid must be 'auto', an int scale or None, got {grid!r}")
+    scale = None
 
     if backend == "tensorflow":
         best = _tf_scan(x2, yy, names, block_size, device)
@@ -560,16 +655,21 @@ def nearest_neighbour_distances(
         best = {k: {} for k in KINDS}
         from threadpoolctl import threadpool_limits
 
+        scale = grid_scale(x2) if grid == "auto" else (int(grid) if grid else None)
+        if scale is not None and grid != "auto" and not (1 <= scale <= 255 and grid_scale(x2, (scale,)) == scale):
+            raise ValueError(f"grid={grid}: the values are not integers over {grid} (or it exceeds 255)")
+        q = _quantise(x2, scale) if scale is not None else None
         with threadpool_limits(limits=threads):
             elem = [nm for nm in names if nm in ("linf", "l1")]
             if elem:
-                got = _elementwise_scan(x2, yy, elem, block_size, threads)
+                got = _elementwise_scan(x2 if q is None else q, yy, elem, block_size, threads, scale)
                 for k in KINDS:
                     best[k].update(got[k])
             if "l2" in names:
-                got = _l2_scan_numpy(x2, yy, block_size)
+                got = _l2_scan_numpy(x2, yy, block_size, q, scale)
                 for k in KINDS:
                     best[k]["l2"] = got[k]
+        del q
     distance: dict[str, dict[str, np.ndarray]] = {k: {} for k in KINDS}
     index: dict[str, dict[str, np.ndarray]] = {k: {} for k in KINDS}
     for k in KINDS:
@@ -578,7 +678,8 @@ def nearest_neighbour_distances(
     return NearestNeighbours(
         y=yy, norms=names, distance=distance, index=index,
         duplicate_pairs=cross_class_duplicates(x2, yy), input_shape=shape,
-        meta={"device": device, "backend": backend, "threads": threads, "block_size": block_size},
+        meta={"device": device, "backend": backend, "threads": threads, "block_size": block_size,
+              "grid_scale": scale},
     )
 
 

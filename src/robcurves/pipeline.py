@@ -95,7 +95,7 @@ def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shar
     dt = time.perf_counter() - t0
     log.info("shard %d/%d done in %.1f s (%.1f points/s); statuses %s", shard, n_shards, dt,
              len(idx) / dt if dt > 0 else float("nan"),
-             dict(zip(*np.unique(result.status, return_counts=True))) if len(idx) else {})
+             {str(k): int(v) for k, v in zip(*np.unique(result.status, return_counts=True))})
     save_attack_shard(out_path, result, idx, shard, n_shards, settings)
 
 

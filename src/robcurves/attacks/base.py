@@ -95,30 +95,34 @@ def margin_of(logits: tf.Tensor, y: tf.Tensor, target: tf.Tensor | None = None) 
     return z_true - tf.where(target >= 0, z_target, z_other)
 
 
-def first_order_targets(logits_fn, x: tf.Tensor, y: tf.Tensor, k: int, dual_norm) -> tuple:
+def first_order_targets(logits_fn, x: tf.Tensor, y: tf.Tensor, k: int, ops, bounds) -> tuple:
     """The ``k`` classes whose decision boundary is closest to first order.
 
-    For every class c != y the linearised distance is ``(z_y - z_c) / ||grad(z_y -
-    z_c)||_q`` (exact for an affine model). Returns ``(targets (B, k) int32,
-    estimates (B, k) float32, finite (B,) bool)``, closest first.
+    For every class c != y, the boundary z_y - z_c = 0 is linearised at x and the
+    shortest perturbation inside the box that crosses it is computed exactly in the
+    attack's norm (``ops.linear_distance``; exact for an affine model, box included).
+    Returns ``(targets (B, k) int32, estimates (B, k) float32, finite (B,) bool)``,
+    closest first; unreachable classes get +inf.
     """
     with tf.GradientTape() as tape:
         tape.watch(x)
         z = logits_fn(x)
     jac = tape.batch_jacobian(z, x)  # (B, C, D)
-    n_classes = tf.shape(z)[1]
-    onehot = tf.one_hot(y, n_classes, dtype=tf.float32)
+    b, c, d = tf.shape(jac)[0], tf.shape(jac)[1], tf.shape(jac)[2]
+    onehot = tf.one_hot(y, c, dtype=tf.float32)
     j_true = tf.einsum("bc,bcd->bd", onehot, jac)
     z_true = tf.reduce_sum(onehot * z, axis=1)
-    diff = j_true[:, None, :] - jac  # (B, C, D)
-    b, c = tf.shape(diff)[0], tf.shape(diff)[1]
-    q = tf.reshape(dual_norm(tf.reshape(diff, (b * c, -1))), (b, c))
-    est = tf.maximum(z_true[:, None] - z, 0.0) / (q + 1e-12)
-    est = tf.where(onehot > 0.5, tf.fill(tf.shape(est), np.float32(np.inf)), est)
-    est = tf.where(tf.math.is_finite(est), est, tf.fill(tf.shape(est), np.float32(np.inf)))
-    neg, idx = tf.math.top_k(-est, k=k)
+    a = tf.reshape(jac - j_true[:, None, :], (b * c, d))  # need a . delta >= z_y - z_c
+    m = tf.reshape(z_true[:, None] - z, (b * c,))
+    lo = tf.reshape(tf.repeat((bounds[0] - x)[:, None, :], c, axis=1), (b * c, d))
+    hi = tf.reshape(tf.repeat((bounds[1] - x)[:, None, :], c, axis=1), (b * c, d))
     finite = tf.reduce_all(tf.math.is_finite(z), axis=1) & tf.reduce_all(
         tf.math.is_finite(tf.reshape(jac, (b, -1))), axis=1)
+    a = tf.where(tf.math.is_finite(a), a, tf.zeros_like(a))
+    m = tf.where(tf.math.is_finite(m), m, tf.ones_like(m))
+    est = tf.reshape(ops.linear_distance(a, m, lo, hi), (b, c))
+    est = tf.where(onehot > 0.5, tf.fill(tf.shape(est), np.float32(np.inf)), est)
+    neg, idx = tf.math.top_k(-est, k=k)
     return tf.cast(idx, tf.int32), -neg, finite
 
 
@@ -168,6 +172,32 @@ class MinimalNormAttack:
         g = tf.where(finite[:, None], g, tf.zeros_like(g))
         m = tf.where(finite, m, tf.fill(tf.shape(m), np.float32(np.inf)))
         return m, g, finite
+
+    def build_estimates(self, logits_fn, dim: int, ops, n_targets: int):
+        """A ``tf.function`` ``(x, y) -> (targets (B, K), eps0 (B, K), nonfinite (B,))``.
+
+        ``n_targets = 0``: one untargeted column (target -1) whose eps0 is margin / dual
+        norm of its gradient; ``k >= 1``: the k classes closest to first order (see
+        :func:`first_order_targets`). eps0 is clipped into [1e-6, 1] x the box diameter.
+        """
+        from robcurves.attacks.geometry import max_distance
+
+        eps_max = np.float32(max_distance(self.norm, dim, self._bounds))
+        bounds = self._bounds
+
+        @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32)])
+        def estimates(x, y):
+            if n_targets > 0:
+                k = max(1, min(n_targets, int(self._n_classes) - 1))
+                t, est, finite = first_order_targets(logits_fn, x, y, k, ops, bounds)
+            else:
+                m, g, finite = self.margin_and_grad(logits_fn, x, y)
+                est = (tf.maximum(m, 0.0) / (ops.dual_norm(g) + 1e-12))[:, None]
+                t = -tf.ones_like(est, dtype=tf.int32)
+            est = tf.where(tf.math.is_finite(est), est, tf.fill(tf.shape(est), eps_max))
+            return t, tf.clip_by_value(est, 1e-6 * eps_max, eps_max), ~finite
+
+        return estimates
 
     def _build(self, logits_fn, dim):  # pragma: no cover - abstract
         raise NotImplementedError

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import tensorflow as tf
 
 from robcurves.norms import Norm, parse_norm
@@ -47,6 +48,11 @@ class LinfOps:
         u = tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
         return u * _col(eps)
 
+    def linear_distance(self, a, m, lo, hi):
+        # delta(t) = clip(t sign(a), lo, hi); a . delta(t) grows with t.
+        return _bisect_linear(lambda t: tf.clip_by_value(_col(t) * tf.sign(a), lo, hi), a, m, lo, hi, self.norm,
+                              log_space=False)
+
 
 class L2Ops:
     name = "l2"
@@ -69,6 +75,12 @@ class L2Ops:
         # Clipping towards the box after scaling only shrinks |delta_i| (0 is inside
         # the box), so the result stays inside the ball.
         return tf.clip_by_value(d * _col(scale), lo, hi)
+
+    def linear_distance(self, a, m, lo, hi):
+        # KKT of min ||delta||_2 s.t. a . delta >= m, delta in box: delta = clip(lam a).
+        scale = tf.reduce_max(tf.abs(a), axis=1) + _TINY
+        return _bisect_linear(lambda t: tf.clip_by_value(_col(t / scale) * a, lo, hi), a, m, lo, hi, self.norm,
+                              log_space=True)
 
     def random_in_ball(self, shape, eps, seed):
         z = tf.random.stateless_normal(shape, seed)
@@ -127,12 +139,52 @@ class L1Ops:
         fix = tf.minimum(1.0, eps / (n + _TINY))
         return out * _col(tf.where(n > eps, fix, tf.ones_like(fix)))
 
+    def linear_distance(self, a, m, lo, hi):
+        # Fractional knapsack: spend the budget on the coordinates with the largest
+        # |a_i|, each up to its room in the direction sign(a_i).
+        room = tf.where(a > 0, hi, -lo)
+        absa = tf.abs(a)
+        order = tf.argsort(absa, axis=1, direction="DESCENDING")
+        a_s = tf.gather(absa, order, batch_dims=1)
+        r_s = tf.gather(room, order, batch_dims=1)
+        gain = a_s * r_s
+        cg = tf.cumsum(gain, axis=1)
+        prev = cg - gain
+        mm = _col(m)
+        full = tf.cast(cg < mm, a.dtype)
+        first = (cg >= mm) & (prev < mm) & (a_s > 0)
+        part = tf.where(first, (mm - prev) / tf.where(a_s > 0, a_s, tf.ones_like(a_s)), tf.zeros_like(a_s))
+        dist = tf.reduce_sum(r_s * full, axis=1) + tf.reduce_sum(part, axis=1)
+        feasible = cg[:, -1] >= m
+        return tf.where(m <= 0, tf.zeros_like(m), tf.where(feasible, dist, tf.fill(tf.shape(m), np.float32(np.inf))))
+
     def random_in_ball(self, shape, eps, seed):
         # Laplace direction, radius uniform: a spread of sparse and dense starts.
         u = tf.random.stateless_uniform(shape, seed, -0.5 + 1e-6, 0.5 - 1e-6)
         z = -tf.sign(u) * tf.math.log(1.0 - 2.0 * tf.abs(u))
         r = tf.random.stateless_uniform(shape[:1], seed + 1, 0.0, 1.0)
         return z / (_col(self.norm(z)) + _TINY) * _col(eps * r)
+
+
+def _bisect_linear(delta_of, a, m, lo, hi, norm, log_space, iters=48):
+    """Smallest t with ``a . delta_of(t) >= m`` (monotone in t); returns ``norm`` of
+    that delta, +inf where even the far end of the box does not reach ``m``."""
+    width = tf.reduce_max(hi - lo, axis=1)
+    if log_space:
+        t_lo, t_hi = tf.math.log(1e-9 * width), tf.math.log(1e9 * width)
+        to_t = tf.exp
+    else:
+        t_lo, t_hi = tf.zeros_like(m), width
+        to_t = tf.identity
+    reach = tf.reduce_sum(a * delta_of(to_t(t_hi)), axis=1)
+    for _ in range(iters):
+        mid = 0.5 * (t_lo + t_hi)
+        ok = tf.reduce_sum(a * delta_of(to_t(mid)), axis=1) >= m
+        t_hi = tf.where(ok, mid, t_hi)
+        t_lo = tf.where(ok, t_lo, mid)
+    dist = norm(delta_of(to_t(t_hi)))
+    inf = tf.fill(tf.shape(m), np.float32(np.inf))
+    return tf.where(m <= 0, tf.zeros_like(m), tf.where(reach >= m, dist, inf))
 
 
 def norm_ops(norm: "Norm | str", l1_sparsity: float = 0.01):

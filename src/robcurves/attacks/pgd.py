@@ -17,7 +17,7 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from robcurves.attacks.base import MinimalNormAttack, first_order_targets, register
+from robcurves.attacks.base import MinimalNormAttack, register
 from robcurves.attacks.geometry import max_distance, norm_ops
 
 
@@ -45,18 +45,7 @@ class PGDBisection(MinimalNormAttack):
         n_targets = int(opt["targets"])
         eps_max = np.float32(max_distance(self.norm, dim, self._bounds))
 
-        @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32)])
-        def estimates(x, y):
-            """Targets (B, K) and first-order distance estimates (B, K); K >= 1."""
-            if n_targets > 0:
-                k = min(n_targets, int(self._n_classes) - 1)
-                t, est, finite = first_order_targets(logits_fn, x, y, k, ops.dual_norm)
-            else:
-                m, g, finite = self.margin_and_grad(logits_fn, x, y)
-                est = (tf.maximum(m, 0.0) / (ops.dual_norm(g) + 1e-12))[:, None]
-                t = -tf.ones_like(est, dtype=tf.int32)
-            est = tf.where(tf.math.is_finite(est), est, tf.fill(tf.shape(est), eps_max))
-            return t, tf.clip_by_value(est, 1e-6 * eps_max, eps_max), ~finite
+        estimates = self.build_estimates(logits_fn, dim, ops, n_targets)
 
         @tf.function(input_signature=[
             tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32),

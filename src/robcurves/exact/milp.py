@@ -187,13 +187,13 @@ class MilpResult:
     nodes: int = 0
 
 
-def run_highs(h, time_limit: float, cutoff: float | None = None, stop_at_first: bool = False,
+def run_highs(h, time_limit: float, cutoff: float | None = None, stop_below: float | None = None,
               rel_gap: float = 1e-4, abs_gap: float = 1e-6) -> MilpResult:
     """Solve the model in ``h`` (minimisation) with a time limit and an optional cutoff.
 
     With ``cutoff`` only solutions with objective below it count; "infeasible" then means
-    that none exists, so the dual bound is the cutoff. ``stop_at_first`` stops at the
-    first improving solution (used by the margin queries).
+    that none exists, so the dual bound is the cutoff. ``stop_below`` stops at the first
+    solution with objective below ``stop_below`` (used by the margin queries).
     """
     import highspy
 
@@ -204,8 +204,19 @@ def run_highs(h, time_limit: float, cutoff: float | None = None, stop_at_first: 
     h.setOptionValue("mip_feasibility_tolerance", 1e-8)
     if cutoff is not None and math.isfinite(cutoff):
         h.setOptionValue("objective_bound", float(cutoff))
-    if stop_at_first:
-        h.setOptionValue("mip_max_improving_sols", 1)
+    if stop_below is not None:
+        found = {"stop": False}
+
+        def on_solution(e) -> None:
+            if e.data_out.objective_function_value < stop_below:
+                found["stop"] = True
+
+        def on_interrupt(e) -> None:
+            if found["stop"]:
+                e.interrupt()
+
+        h.cbMipImprovingSolution.subscribe(on_solution)
+        h.cbMipInterrupt.subscribe(on_interrupt)
     t0 = time.perf_counter()
     h.run()
     seconds = time.perf_counter() - t0
@@ -224,7 +235,7 @@ def run_highs(h, time_limit: float, cutoff: float | None = None, stop_at_first: 
     elif ms in (M.kInfeasible, M.kObjectiveBound):
         status = "infeasible"
         dual = cutoff if cutoff is not None else INF
-    elif ms in (M.kTimeLimit, M.kSolutionLimit, M.kInterrupt, M.kIterationLimit):
+    elif ms in (M.kTimeLimit, M.kSolutionLimit, M.kInterrupt, M.kHighsInterrupt, M.kIterationLimit):
         status = "time_limit"
     else:
         status = "error"

@@ -283,23 +283,26 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
                 robust = False
                 break
             h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads)
-            res = run_highs(h, left, cutoff=0.0, stop_at_first=True, rel_gap=0.0, abs_gap=0.0)
-            if res.x is not None and res.objective < 0:
+            res = run_highs(h, left, cutoff=0.0, stop_below=-cfg.abs_gap, rel_gap=0.0, abs_gap=0.0)
+            # Robust for class k at radius r: the margin z_k - z_y cannot exceed 0 (up to the
+            # solver's absolute tolerance ``abs_gap``).
+            if res.status == "infeasible" or (res.status == "optimal" and res.objective >= -cfg.abs_gap):
+                continue
+            found = None
+            if res.x is not None and res.objective < -cfg.abs_gap:
                 found = checker.check(res.x[: net.n_inputs], st.x0, st.y)
                 if found is None and time.perf_counter() < deadline:
                     # MIPVerify's remedy: ask for a margin of at least ``cfg.margin``.
                     h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads)
-                    res2 = run_highs(h, deadline - time.perf_counter(), cutoff=-cfg.margin, stop_at_first=True,
+                    res2 = run_highs(h, deadline - time.perf_counter(), cutoff=0.0, stop_below=-cfg.margin,
                                      rel_gap=0.0, abs_gap=0.0)
                     if res2.x is not None:
                         found = checker.check(res2.x[: net.n_inputs], st.x0, st.y)
-                if found is not None:
-                    st.offer(found)
-                    attacked = True
-                    break
-            if res.status != "infeasible" and not (res.status == "optimal" and res.objective >= 0):
-                robust = False
-                break  # neither a proof nor a verified witness at this radius
+            robust = False  # neither a proof nor (yet) a verified witness
+            if found is not None:
+                st.offer(found)
+                attacked = True
+                break
         info["steps"].append({"r": r, "robust": robust, "attacked": attacked, "binaries": bounds.unstable(net)})
         if robust:
             lower = r

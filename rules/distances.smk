@@ -1,0 +1,76 @@
+# Data-set scale (Table 2, Figure 5): exact nearest inter-/intra-class distances per point.
+#
+# Config (all keys optional here; the schema gives the defaults):
+#   scale:
+#     datasets: [digits, ...]   # prepared data sets (results/data/{dataset}/{split}.npz)
+#     split: test               # which split's points
+#     min_distance: 1.0e-4      # nearest distances below this are dropped (and counted)
+#     intra: true               # overlay intra-class CDFs in Figure 5
+#     thresholds: {linf: [0.1, 0.3, 0.0313725], l2: [], l1: []}
+
+
+def _scale(key, default):
+    return (config.get("scale") or {}).get(key, default)
+
+
+def scale_distance_files():
+    return [f"results/distances/{d}.npz" for d in _scale("datasets", [])]
+
+
+rule nearest_distances:
+    input:
+        lambda wc: f"results/data/{wc.dataset}/{_scale('split', 'test')}.npz",
+    output:
+        "results/distances/{dataset}.npz",
+    params:
+        norms=["linf", "l2", "l1"],
+    log:
+        "logs/distances/{dataset}.log",
+    benchmark:
+        "benchmarks/runs/distances/{dataset}.tsv"
+    threads: 8
+    resources:
+        # the float32 points, an int16 copy and per-thread tiles; the .npz is compressed
+        mem_mb=lambda wc, input: int(2000 + 8 * input.size_mb),
+        runtime=120,
+    script:
+        "../workflow/scripts/distances.py"
+
+
+rule table2:
+    input:
+        scale_distance_files(),
+    output:
+        multiext("results/tables/table2", ".csv", ".md", ".tex"),
+    params:
+        datasets=_scale("datasets", []),
+        min_distance=_scale("min_distance", 1.0e-4),
+    log:
+        "logs/tables/table2.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow/scripts/table2.py"
+
+
+rule fig5:
+    input:
+        scale_distance_files(),
+    output:
+        pdf="results/figures/fig5_scale.pdf",
+        png="results/figures/fig5_scale.png",
+    params:
+        datasets=_scale("datasets", []),
+        min_distance=_scale("min_distance", 1.0e-4),
+        intra=_scale("intra", True),
+        thresholds=_scale("thresholds", {}),
+    log:
+        "logs/figures/fig5_scale.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow/scripts/fig5.py"
