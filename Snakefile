@@ -6,12 +6,16 @@
 # The DAG: data (download | bundled) -> models (train | convert .mat) ->
 # per-shard minimal adversarial perturbations -> merged curves -> figures and tables.
 
+from pathlib import Path
+
 from snakemake.utils import min_version
 
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The default config, found next to this file also when --directory points elsewhere;
+# --configfile replaces it.
+configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 include: "rules/common.smk"

@@ -7,6 +7,7 @@ if _SRC.is_dir() and str(_SRC) not in sys.path:
     sys.path.insert(0, str(_SRC))
 
 from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
 from robcurves.config import ConfigError, validate_config, missing_model_files
 
 try:
@@ -16,12 +17,34 @@ except ConfigError as err:
 config.clear()
 config.update(_validated)
 
-_missing = missing_model_files(config)
-if _missing:
-    raise WorkflowError(
-        "model files are missing; put Croce et al.'s .mat files at these paths "
-        "(see README.md, 'The paper's models'):\n" + "\n".join(_missing)
-    )
+# Croce et al.'s .mat files. A real run stops before any job starts, listing every missing
+# file; a dry run (-n) only warns and shows the whole DAG (a converted model whose file is
+# missing gets no .mat input). workflow.dryrun is known when the DAG is built, not here.
+MISSING_MODEL_FILES = missing_model_files(config)
+_MISSING_MESSAGE = (
+    "model files are missing; put Croce et al.'s .mat files at these paths "
+    "(docs/PAPER.md gives each file's original name and where to download it):\n"
+    + "\n".join(MISSING_MODEL_FILES)
+)
+_MISSING_WARNED = []
+
+
+def mat_input(path):
+    """The .mat input of a converted model, or none while the file is missing (see above)."""
+    if Path(path).is_file():
+        return path
+    if workflow.dryrun and not _MISSING_WARNED:
+        _MISSING_WARNED.append(True)
+        logger.warning(f"WARNING: {_MISSING_MESSAGE}\nThis dry run shows the DAG; a real run stops here.")
+    return []
+
+
+if MISSING_MODEL_FILES:
+
+    def _stop_for_missing_model_files(log):
+        raise WorkflowError(_MISSING_MESSAGE)
+
+    workflow.onstart(_stop_for_missing_model_files)
 
 NORMS = list(config["attacks"]["norms"])
 N_SHARDS = config["attacks"]["shards"]

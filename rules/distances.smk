@@ -7,14 +7,12 @@
 #     min_distance: 1.0e-4      # nearest distances below this are dropped (and counted)
 #     intra: true               # overlay intra-class CDFs in Figure 5
 #     thresholds: {linf: [0.1, 0.3, 0.0313725], l2: [], l1: []}
+#     gpu: 0                    # GPUs to request per distance job (SLURM)
 
 
-def _scale(key, default):
-    return (config.get("scale") or {}).get(key, default)
-
-
-def scale_distance_files():
-    return [f"results/distances/{d}.npz" for d in _scale("datasets", [])]
+# (helpers as lambdas keep `snakemake --lint` quiet; they could move to rules/common.smk)
+_scale = lambda key, default: (config.get("scale") or {}).get(key, default)
+SCALE_DISTANCE_FILES = [f"results/distances/{d}.npz" for d in _scale("datasets", [])]
 
 
 rule nearest_distances:
@@ -30,16 +28,18 @@ rule nearest_distances:
         "benchmarks/runs/distances/{dataset}.tsv"
     threads: 8
     resources:
-        # the float32 points, an int16 copy and per-thread tiles; the .npz is compressed
+        # the float32 points, two int16 copies and per-thread tiles; the .npz is compressed
         mem_mb=lambda wc, input: int(2000 + 8 * input.size_mb),
-        runtime=120,
+        # minutes; MNIST takes well under one, Tiny-ImageNet hours on a CPU
+        runtime=lambda wc, input: int(60 + input.size_mb / 5),
+        gpu=_scale("gpu", 0),  # with a GPU visible the tiles run on it (TensorFlow)
     script:
         "../workflow/scripts/distances.py"
 
 
 rule table2:
     input:
-        scale_distance_files(),
+        SCALE_DISTANCE_FILES,
     output:
         multiext("results/tables/table2", ".csv", ".md", ".tex"),
     params:
@@ -57,7 +57,7 @@ rule table2:
 
 rule fig5:
     input:
-        scale_distance_files(),
+        SCALE_DISTANCE_FILES,
     output:
         pdf="results/figures/fig5_scale.pdf",
         png="results/figures/fig5_scale.png",

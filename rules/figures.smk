@@ -1,12 +1,32 @@
-# Figures: robustness curves of several models, one panel per norm.
+# Figures and tables: robustness curves of several models (one panel per norm), Fig. 1,
+# Table 1 and the crossings table. Each output is marked for `snakemake --report`, with a
+# caption (workflow/report/) that says what it shows and which config entry made it.
+
+CAPTIONS = "../workflow/report"
+
+
+# The report's start page: what the workflow does and the whole validated config.
+report: "../workflow/report/workflow.rst"
 
 
 rule figure_robustness_curves:
     input:
         lambda wc: figure_curve_files(wc.name),
     output:
-        pdf="results/figures/curves_{name}.pdf",
-        png="results/figures/curves_{name}.png",
+        pdf=report(
+            "results/figures/curves_{name}.pdf",
+            caption=f"{CAPTIONS}/robustness_curves.rst",
+            category="Figures",
+            subcategory="Robustness curves",
+            labels={"figure": "{name}", "format": "PDF"},
+        ),
+        png=report(
+            "results/figures/curves_{name}.png",
+            caption=f"{CAPTIONS}/robustness_curves.rst",
+            category="Figures",
+            subcategory="Robustness curves",
+            labels={"figure": "{name}", "format": "PNG"},
+        ),
     params:
         spec=lambda wc: config["figures"]["robustness_curves"][wc.name],
     log:
@@ -26,8 +46,20 @@ rule curves_figures:
 
 rule fig1_toy:
     output:
-        pdf="results/figures/fig1_toy.pdf",
-        png="results/figures/fig1_toy.png",
+        pdf=report(
+            "results/figures/fig1_toy.pdf",
+            caption=f"{CAPTIONS}/fig1_toy.rst",
+            category="Figures",
+            subcategory="Fig. 1: toy illustration",
+            labels={"figure": "fig1_toy", "format": "PDF"},
+        ),
+        png=report(
+            "results/figures/fig1_toy.png",
+            caption=f"{CAPTIONS}/fig1_toy.rst",
+            category="Figures",
+            subcategory="Fig. 1: toy illustration",
+            labels={"figure": "fig1_toy", "format": "PNG"},
+        ),
     params:
         seed=config["seed"],
     log:
@@ -44,7 +76,15 @@ rule table1:
     input:
         all_curve_files(),
     output:
-        multiext("results/tables/table1_robust_error", ".csv", ".md", ".tex"),
+        csv=report(
+            "results/tables/table1_robust_error.csv",
+            caption=f"{CAPTIONS}/table1.rst",
+            category="Tables",
+            subcategory="Table 1: point-wise robust error",
+            labels={"table": "table1_robust_error", "format": "CSV"},
+        ),
+        md="results/tables/table1_robust_error.md",
+        tex="results/tables/table1_robust_error.tex",
     params:
         spec=config["tables"]["robust_error"],
     log:
@@ -61,7 +101,15 @@ rule crossings:
     input:
         all_curve_files(),
     output:
-        multiext("results/tables/crossings", ".csv", ".md", ".tex"),
+        csv=report(
+            "results/tables/crossings.csv",
+            caption=f"{CAPTIONS}/crossings.rst",
+            category="Tables",
+            subcategory="Crossings of robustness curves",
+            labels={"table": "crossings", "format": "CSV"},
+        ),
+        md="results/tables/crossings.md",
+        tex="results/tables/crossings.tex",
     params:
         spec=config["tables"]["crossings"],
         datasets={m: s["dataset"] for m, s in config["models"].items()},

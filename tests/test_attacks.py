@@ -202,6 +202,43 @@ def test_fake_method_never_beats_a_real_one(affine_case, fake_method):
     assert np.all(res.distances <= exact * 1.01)
 
 
+class _OOMUnlessSmall(MinimalNormAttack):
+    """Pretends that batches of more than 2 points do not fit in memory."""
+
+    name = "_test_oom_unless_small"
+    defaults = {}
+    sizes: list = []
+
+    def _build(self, logits_fn, dim):
+        import tensorflow as tf
+
+        def search(x, y, seed):
+            if int(x.shape[0]) > 2:
+                raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor (test)")
+            _OOMUnlessSmall.sizes.append(int(x.shape[0]))
+            return x.numpy(), np.zeros(int(x.shape[0]), bool)
+        return search
+
+
+def test_batch_that_does_not_fit_is_split(affine_case, monkeypatch):
+    monkeypatch.setitem(METHODS, _OOMUnlessSmall.name, _OOMUnlessSmall)
+    _OOMUnlessSmall.sizes = []
+    W, b, model, X, labels = affine_case
+    x, y, _ = _pick_inactive(W, b, X, labels, "l2", n=7)
+    res = minimal_perturbations(model, x, y, "l2", methods=[{"name": _OOMUnlessSmall.name, "refine_steps": 0}],
+                                batch_size=7, progress=False)
+    assert (res.status == "not_found").all()
+    assert sum(_OOMUnlessSmall.sizes) == len(x) and max(_OOMUnlessSmall.sizes) <= 2
+
+
+def test_progress_lines(affine_case, capsys):
+    W, b, model, X, labels = affine_case
+    x, y, _ = _pick_inactive(W, b, X, labels, "linf", n=4)
+    minimal_perturbations(model, x, y, "linf", methods=[{"name": "fmn", "steps": 5}], batch_size=2, progress=True)
+    err = capsys.readouterr().err
+    assert "4/4 points (100.0%)" in err and "points/s" in err and "ETA" in err
+
+
 def test_determinism_same_seed_same_distances(affine_case):
     W, b, model, X, labels = affine_case
     x, y, _ = _pick_inactive(W, b, X, labels, "l1", n=6)
@@ -216,7 +253,7 @@ def test_misclassified_points_at_zero(affine_case):
     W, b, model, X, labels = affine_case
     x, y, _ = _pick_inactive(W, b, X, labels, "linf", n=4)
     y_wrong = (y + 1) % C
-    res = minimal_perturbations(model, x, y_wrong, "linf", progress=False)
+    res = minimal_perturbations(model, x, y_wrong, "linf", methods=[{"name": "fmn", "steps": 5}], progress=False)
     assert (res.status == "misclassified").all()
     assert (res.distances == 0).all() and np.array_equal(res.x_adv, x)
     assert (res.method == "").all()
@@ -228,8 +265,9 @@ def test_unbreakable_point_is_not_found():
     model = affine_model(W, b)
     x = np.full((2, *SHAPE), 0.5, np.float32)
     y = np.zeros(2, np.int64)
+    quick = [{"name": "fmn", "steps": 5}, {"name": "pgd_bisection", "steps": 3, "bisection_steps": 2}]
     for norm in NORMS:
-        res = minimal_perturbations(model, x, y, norm, progress=False)
+        res = minimal_perturbations(model, x, y, norm, methods=quick, progress=False)
         assert (res.status == "not_found").all(), res.status
         assert np.isinf(res.distances).all()
         assert not np.isnan(res.distances).any()
@@ -264,7 +302,8 @@ def test_nan_during_search_marks_error_with_reason():
 
     model = affine_model(W, b, extra=poison)
     x = centre.reshape(1, *SHAPE).repeat(2, axis=0)
-    res = minimal_perturbations(model, x, np.zeros(2, np.int64), "linf", progress=False)
+    quick = [{"name": "fmn", "steps": 10}, {"name": "pgd_bisection", "steps": 5, "bisection_steps": 2}]
+    res = minimal_perturbations(model, x, np.zeros(2, np.int64), "linf", methods=quick, progress=False)
     assert (res.status == "error").all(), res.status
     assert all("non-finite" in r for r in res.reason)
     assert np.isinf(res.distances).all() and not np.isnan(res.distances).any()
@@ -279,6 +318,33 @@ def test_bad_inputs_fail_before_work(affine_case):
         minimal_perturbations(model, x, np.array([0, 7]), "l2", progress=False)
     with pytest.raises(ValueError, match="unknown attack method 'nope'"):
         minimal_perturbations(model, x, np.zeros(2, np.int64), "l2", methods=[{"name": "nope"}], progress=False)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_linear_distance_matches_lp(norm):
+    """The first-order step: the shortest perturbation inside the box that crosses one
+    hyperplane, against the LP / KKT reference, with unreachable cases."""
+    import tensorflow as tf
+
+    from robcurves.attacks.geometry import norm_ops
+
+    rng = np.random.default_rng(7)
+    rows, dim = 30, 6
+    x = np.where(rng.random((rows, dim)) < 0.5, rng.integers(0, 2, (rows, dim)).astype(float), rng.random((rows, dim)))
+    W = rng.normal(size=(2, dim))
+    got, ref = [], []
+    for i in range(rows):
+        m = abs(rng.normal()) * 0.8
+        b = np.array([m - W[0] @ x[i], -W[1] @ x[i]])  # z_0 - z_1 = m at x: a = w1 - w0
+        ref.append(box_constrained(W, b, x[i], 0, norm))
+        a = (W[1] - W[0])[None]
+        got.append(norm_ops(norm).linear_distance(
+            tf.constant(a, tf.float32), tf.constant([m], tf.float32),
+            tf.constant(-x[i][None], tf.float32), tf.constant(1 - x[i][None], tf.float32)).numpy()[0])
+    got, ref = np.array(got), np.array(ref)
+    assert np.array_equal(np.isinf(got), np.isinf(ref)) and np.isinf(ref).any() and np.isfinite(ref).any()
+    fin = np.isfinite(ref)
+    np.testing.assert_allclose(got[fin], ref[fin], rtol=1e-4)
 
 
 def test_validate_method_config():

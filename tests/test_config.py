@@ -44,7 +44,7 @@ def test_wrong_type_is_named(default_config):
 
 def test_dangling_reference_is_named(default_config):
     bad = copy.deepcopy(default_config)
-    bad["figures"]["robustness_curves"]["digits"]["models"] = ["nope"]
+    bad["figures"]["robustness_curves"]["fig2_digits"]["models"] = ["nope"]
     with pytest.raises(ConfigError, match="'nope'"):
         validate_config(bad)
 
@@ -63,3 +63,14 @@ def test_snakemake_refuses_a_bad_config_before_any_job(tmp_path, default_config)
     out = proc.stdout + proc.stderr
     assert "unknown key 'atacks'" in out
     assert not (tmp_path / "results").exists()
+
+
+def test_training_options_are_checked(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["models"]["digits_at_linf"]["options"] = {"pgd_stpes": 3}
+    with pytest.raises(ConfigError, match="models.digits_at_linf.*pgd_stpes"):
+        validate_config(bad)
+    bad = copy.deepcopy(default_config)
+    del bad["models"]["digits_at_linf"]["eps"]
+    with pytest.raises(ConfigError, match="models.digits_at_linf"):
+        validate_config(bad)

@@ -174,14 +174,25 @@ def test_grid_detection():
     assert grid_scale(np.array([[0.1, 0.2]], np.float32)) is None
 
 
-def test_tensorflow_backend_on_cpu_matches():
+@pytest.mark.parametrize("jit", [False, True])
+def test_tensorflow_backend_on_cpu_matches(jit, monkeypatch):
     pytest.importorskip("tensorflow")
+    import robcurves.distances as dist
+
+    monkeypatch.setattr(dist, "_TF_JIT_ON_CPU", jit)  # True: the XLA tile a GPU would use
     rng = np.random.default_rng(6)
     x = rng.random((70, 9), dtype=np.float32)
     y = rng.integers(0, 3, 70)
     x[5] = x[6]
     nn = nearest_neighbour_distances(x, y, block_size=32, device="cpu", backend="tensorflow")
+    assert nn.meta["grid_scale"] is None
     assert_matches(nn, brute_force(x, y))
+    q = rng.integers(0, 256, (70, 3, 3, 1))
+    q[q < 128] = 0
+    nn = nearest_neighbour_distances((q / 255).astype(np.float32), y, block_size=32, device="cpu",
+                                     backend="tensorflow")
+    assert nn.meta["grid_scale"] == 255
+    assert_matches(nn, brute_force(q, y), scale=255, rtol=1e-14)
 
 
 def test_save_and_load_round_trip(tmp_path):

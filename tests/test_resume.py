@@ -55,9 +55,9 @@ def _job_pids(workdir: Path) -> list[int]:
     return pids
 
 
-def test_killed_run_resumes_with_only_missing_shards(tmp_path_factory):
+def test_killed_run_resumes_with_only_missing_shards(tiny_run, tmp_path_factory):
     root = tmp_path_factory.mktemp("resume")
-    reference = wr.reference_run(tmp_path_factory.getbasetemp())
+    reference = tiny_run
     expected_curves = wr.curve_bytes(reference)
     n_shards_total = len(wr.shard_files(reference))
     assert n_shards_total >= 3, "the config needs several shards for this test"

@@ -80,3 +80,11 @@ def test_plot_fig5_writes_pdf_and_png(tmp_path, results):
     assert out[1].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError):
         plot_fig5({}, out)
+
+
+def test_threshold_labels():
+    from robcurves.scale import _threshold_label
+
+    assert _threshold_label(0.0313725) == "8/255"
+    assert _threshold_label(8 / 255) == "8/255"
+    assert _threshold_label(0.1) == "0.1" and _threshold_label(0.3) == "0.3" and _threshold_label(2.0) == "2"

@@ -107,6 +107,15 @@ def cross_check(cfg: dict) -> list[str]:
             problems.append(f"config: models.{name}.dataset names {m['dataset']!r}, which is not under datasets")
         if m["source"] == "convert" and "path" not in m:
             problems.append(f"config: models.{name} has source: convert but no path to a .mat file")
+    trained = {n: m for n, m in models.items() if m["source"] == "train"}
+    if trained:
+        from robcurves.training import resolve_options  # imports TensorFlow: only when needed
+
+        for name, m in trained.items():
+            try:
+                resolve_options(m.get("method", "st"), m.get("eps"), m.get("options", {}))
+            except ValueError as err:
+                problems.append(f"config: models.{name}: {err}")
     for fig, spec in cfg.get("figures", {}).get("robustness_curves", {}).items():
         for m in spec["models"]:
             if m not in models:

@@ -8,29 +8,37 @@ For every point ``x_i`` of a labelled set this module finds
 
 in each requested norm, together with the index of that neighbour.
 
-Exactness. Every reported distance is computed directly from the two points in float64
-(``max |x_i - x_j|``, ``sqrt(sum (x_i - x_j)^2)`` or ``sum |x_i - x_j|``), so it is exact up
-to float64 rounding. The linf and l1 scans compute all pairs directly in float64. The l2
-scan ranks pairs by a float64 GEMM (``|a|^2 + |b|^2 - 2 a.b``) and recomputes, directly,
-every pair that a rigorous bound on the GEMM's rounding error cannot rule out; so the
-neighbour is the true nearest one, not merely a near one.
+Exactness. Two arithmetic paths, both exact:
 
-Ties. Among neighbours at exactly the same (floating-point) distance the one with the
-smallest index wins. Exact duplicates of ``x_i`` are neighbours at distance 0; duplicates
-with a *different* label are also listed in :attr:`NearestNeighbours.duplicate_pairs`.
+- *Grid data* (every value is an integer over 255, e.g. 8-bit images, or over 16, e.g.
+  scikit-learn's digits; detected automatically, see ``grid``): the integers are used.
+  linf and l1 are computed in int16/int64, l2 as a float64 GEMM whose partial sums are
+  all integers below 2^53, so every distance is exact for the quantised data and is
+  reported as ``integer distance / scale`` (``sqrt(integer) / scale`` for l2). These
+  differ from arithmetic on the float32 copies (k/255 rounded) by < 1e-6 relative.
+- *Other data*: linf and l1 are computed directly in float64. l2 pairs are ranked by a
+  float64 GEMM (``|a|^2 + |b|^2 - 2 a.b``); every pair that a rigorous bound on the GEMM's
+  rounding error cannot rule out is recomputed directly, so the neighbour is the true
+  nearest one and its distance is exact up to float64 rounding.
+
+Ties. Among neighbours at exactly the same distance the one with the smallest index
+wins. Exact duplicates of ``x_i`` are neighbours at distance 0; duplicates with a
+*different* label are also listed in :attr:`NearestNeighbours.duplicate_pairs`.
 
 Edge cases. A point whose class has no other member has intra-class distance ``+inf``
 and index ``-1``; if the set has a single class, every inter-class distance is ``+inf``
-with index ``-1``. ``N = 1`` is allowed (both are ``+inf``). ``N = 0`` is an error.
+with index ``-1``. ``N = 1`` is allowed (both are ``+inf``). ``N = 0``, labels of the
+wrong shape and NaN/inf features raise ``ValueError``.
 
-Cost and memory. Work is done in tiles of at most ``block_size`` points on each side;
-no ``N x N`` matrix is ever built. Memory beyond the input is O(threads x block_size x d)
-and O(N) for the results, so N = 98,179 points of 12,288 dimensions (Tiny-ImageNet) fit.
-The linf and l1 scans share one pass over the pairs, use the symmetry ``d(i, j) = d(j, i)``
-and skip, per tile, the dimensions that are constant over the tile's rows (for images:
-the blank border), with ``threads`` worker threads (NumPy releases the GIL). The l2 scan
-uses BLAS with ``threads`` threads. With a visible GPU the tiles are computed by
-TensorFlow instead (float64; TF32 is switched off).
+Cost and memory. Work is done in tiles of at most ``block_size`` points per side; no
+``N x N`` matrix is ever built. Memory beyond the input is an int16 copy (grid data),
+O(threads x block_size x d) for tiles and O(N) for the results, so N = 98,179 points of
+12,288 dimensions (Tiny-ImageNet) fit in about 3 times the data's float32 size.
+linf and l1 share one pass over the pairs, visit each pair once (``d(i, j) = d(j, i)``),
+skip per tile the dimensions that are constant over the tile's 64 rows (for images: the
+blank border) and run in ``threads`` worker threads (NumPy releases the GIL). l2 uses
+BLAS with ``threads`` threads. With a visible GPU the tiles are computed by TensorFlow
+(XLA-compiled; float32 on grid integers, else float64; TF32 switched off).
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ KINDS = ("inter", "intra")
 _NO_INDEX = np.iinfo(np.int64).max  # placeholder while merging; becomes -1 at the end
 _EPS64 = np.finfo(np.float64).eps / 2  # unit roundoff u = 2^-53
 _TILE_BYTES = 64 * 2**20  # target size of one float64 column tile (block_size x d)
+_ELEM_ROWS = 64  # rows per linf/l1 tile: few enough to share blank dimensions (measured)
+_TF_JIT_ON_CPU = False  # tests set this to run the GPU's XLA-compiled tile on the CPU
 
 
 @dataclass
@@ -139,7 +149,7 @@ def cross_class_duplicates(x2: np.ndarray, y: np.ndarray) -> np.ndarray:
 
     n = len(x2)
     digests = np.empty(n, dtype=np.uint64)
-    step = max(1, (16 * 2**20) // max(1, x2.shape[1]))
+    step = max(1, (2 * 2**20) // max(1, x2.shape[1]))
     for r in range(0, n, step):
         chunk = np.ascontiguousarray(x2[r:r + step], dtype=np.float32) + np.float32(0.0)
         for i, row in enumerate(chunk):
@@ -147,12 +157,15 @@ def cross_class_duplicates(x2: np.ndarray, y: np.ndarray) -> np.ndarray:
     _, inverse, counts = np.unique(digests, return_inverse=True, return_counts=True)
     pairs = []
     for g in np.flatnonzero(counts > 1):
-        members = np.flatnonzero(inverse == g)
-        i, j = np.triu_indices(len(members), k=1)
-        mi, mj = members[i], members[j]
-        keep = (y[mi] != y[mj]) & np.array([np.array_equal(x2[a], x2[b]) for a, b in zip(mi, mj)], dtype=bool)
-        if keep.any():
-            pairs.append(np.stack([mi[keep], mj[keep]], axis=1))
+        by_value: dict[bytes, list[int]] = {}  # equal digests: confirm on the values
+        for m in np.flatnonzero(inverse == g):
+            by_value.setdefault((x2[m] + np.float32(0.0)).tobytes(), []).append(int(m))
+        for members in map(np.asarray, by_value.values()):
+            if len(members) < 2 or np.all(y[members] == y[members[0]]):
+                continue
+            i, j = np.triu_indices(len(members), k=1)
+            keep = y[members[i]] != y[members[j]]
+            pairs.append(np.stack([members[i][keep], members[j][keep]], axis=1))
     if not pairs:
         return np.zeros((0, 2), dtype=np.int64)
     out = np.concatenate(pairs).astype(np.int64)
@@ -254,7 +267,7 @@ def grid_scale(x2: np.ndarray, scales: Sequence[int] = (255, 16)) -> int | None:
     8-bit images scaled by 1/255 give 255, scikit-learn's digits give 16; None if the
     data are not on such a grid. Checked exactly, in row chunks to bound memory.
     """
-    step = max(1, (16 * 2**20) // max(1, x2.shape[1]))
+    step = max(1, (2 * 2**20) // max(1, x2.shape[1]))
     for s in scales:
         ok = True
         for r in range(0, len(x2), step):
@@ -270,59 +283,49 @@ def grid_scale(x2: np.ndarray, scales: Sequence[int] = (255, 16)) -> int | None:
 
 def _quantise(x2: np.ndarray, s: int) -> np.ndarray:
     out = np.empty(x2.shape, dtype=np.int16)
-    step = max(1, (16 * 2**20) // max(1, x2.shape[1]))
+    step = max(1, (2 * 2**20) // max(1, x2.shape[1]))
     for r in range(0, len(x2), step):
         out[r:r + step] = np.rint(x2[r:r + step].astype(np.float64) * s)
     return out
 
 
-def _elementwise_scan(
-    xs_in: np.ndarray, y: np.ndarray, norms: Sequence[str], block_size: int, threads: int,
-    scale: int | None,
+def _symmetric_scan(
+    order: np.ndarray, ys: np.ndarray, norms: Sequence[str], row_block: int, col_block: int,
+    threads: int, row_setup: Callable[[int, int], Any],
+    tile: Callable[[Any, int, int], dict[str, np.ndarray]],
 ) -> dict[str, dict[str, _Best]]:
-    """All pairs for linf and/or l1, symmetric, in tiles, with worker threads.
+    """Every pair once: row tile ``[r0, r1)`` against columns ``[r0, n)``, both sides updated.
 
-    ``xs_in`` is float32 (computed in float64) or, when ``scale`` is given, int16 grid
-    values ``round(x * scale)`` (computed exactly in integers, then divided by ``scale``).
-    Points are reordered by label (stable) so that a tile's rows tend to share their
-    blank dimensions; results carry original indices, and merging is order-free.
+    Positions are in the (possibly reordered) scan order; ``order`` maps them to original
+    indices and ``ys`` holds the labels in scan order. ``row_setup(r0, r1)`` prepares a
+    row tile (per worker thread); ``tile(ctx, c0, c1)`` returns exact distances (or a
+    strictly monotone function of them) per norm for that row tile against ``[c0, c1)``.
+    Merging is lexicographic in (distance, original index), hence order-free.
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    n, d = xs_in.shape
-    order = np.argsort(y, kind="stable")
-    xs = xs_in[order]
-    ys = y[order]
-    row_block = 32
-    col_block = max(row_block, block_size)
+    n = len(order)
     lock = threading.Lock()
     next_block = iter(range(0, n, row_block))
     per_thread: list[dict[str, dict[str, _Best]]] = []
-    work_dtype = np.int16 if scale is not None else np.float64
 
     def work() -> None:
         best = {k: {nm: _Best(n) for nm in norms} for k in KINDS}
         with lock:
             per_thread.append(best)
-        tmp = np.empty((row_block, col_block), dtype=work_dtype)
         while True:
             with lock:
                 r0 = next(next_block, None)
             if r0 is None:
                 return
             r1 = min(n, r0 + row_block)
-            a = xs[r0:r1].astype(work_dtype)
-            const = np.all(a == a[0], axis=0)
-            var = np.flatnonzero(~const)
-            cdims = np.flatnonzero(const)
-            a_t = np.ascontiguousarray(a[:, var].T)
+            ctx = row_setup(r0, r1)
             ia = order[r0:r1]
             for c0 in range(r0, n, col_block):
                 c1 = min(n, c0 + col_block)
                 ib = order[c0:c1]
-                tiles = _tile_elementwise(a_t, a[0, cdims], xs[c0:c1], var, cdims, norms, tmp, scale)
                 masks = _kind_masks(ys[r0:r1], ys[c0:c1], ia, ib, c0 < r1)
-                for nm, dist in tiles.items():
+                for nm, dist in tile(ctx, c0, c1).items():
                     for kind in KINDS:
                         dm = _masked(dist, masks[kind])
                         if dm is None:
@@ -342,6 +345,39 @@ def _elementwise_scan(
             for nm in norms:
                 out[kind][nm].merge(other[kind][nm])
     return out
+
+
+def _elementwise_scan(
+    xs_in: np.ndarray, y: np.ndarray, norms: Sequence[str], block_size: int, threads: int,
+    scale: int | None,
+) -> dict[str, dict[str, _Best]]:
+    """All pairs for linf and/or l1, symmetric, in tiles of ``_ELEM_ROWS`` rows, with worker threads.
+
+    ``xs_in`` is float32 (computed in float64) or, when ``scale`` is given, int16 grid
+    values ``round(x * scale)`` (computed exactly in integers, then divided by ``scale``).
+    Points are reordered by label (stable) so that a tile's rows tend to share their
+    blank dimensions; results carry original indices.
+    """
+    order = np.argsort(y, kind="stable")
+    xs = xs_in[order]
+    row_block = _ELEM_ROWS
+    col_block = max(row_block, block_size)
+    work_dtype = np.int16 if scale is not None else np.float64
+    local = threading.local()
+
+    def row_setup(r0, r1):
+        if not hasattr(local, "tmp"):
+            local.tmp = np.empty((row_block, col_block), dtype=work_dtype)
+        a = xs[r0:r1].astype(work_dtype)
+        const = np.all(a == a[0], axis=0)
+        var, cdims = np.flatnonzero(~const), np.flatnonzero(const)
+        return np.ascontiguousarray(a[:, var].T), a[0, cdims], var, cdims, local.tmp
+
+    def tile(ctx, c0, c1):
+        a_t, a_const, var, cdims, tmp = ctx
+        return _tile_elementwise(a_t, a_const, xs[c0:c1], var, cdims, norms, tmp, scale)
+
+    return _symmetric_scan(order, y[order], norms, row_block, col_block, threads, row_setup, tile)
 
 
 def _tile_elementwise(a_t, a_const, b, var, cdims, norms, tmp, scale) -> dict[str, np.ndarray]:
@@ -465,7 +501,10 @@ def _l2_scan_numpy(x2: np.ndarray, y: np.ndarray, block_size: int, q: np.ndarray
     n, d = x2.shape
     src = x2 if q is None else q
     src64 = lambda r0, r1: src[r0:r1].astype(np.float64)  # noqa: E731
-    sq = np.concatenate([np.einsum("ij,ij->i", src64(r, r + 4096), src64(r, r + 4096)) for r in range(0, n, 4096)])
+    sq = np.empty(n)
+    for r in range(0, n, 256):
+        chunk = src64(r, r + 256)
+        sq[r:r + 256] = np.einsum("ij,ij->i", chunk, chunk)
     cache: dict[str, Any] = {}
 
     def tile(r0, r1, c0, c1):
@@ -482,10 +521,16 @@ def _l2_scan_numpy(x2: np.ndarray, y: np.ndarray, block_size: int, q: np.ndarray
     if q is not None:
         if d * scale * scale >= 2**53:
             raise ValueError("l2 on the grid: dimension too large for an exact float64 GEMM")
-        best = _ranked_scan(x2, y, "l2", tile, None, row_block, block_size)
+
+        def grid_tile(a, c0, c1):  # exact integer squared distances; each pair once
+            return {"l2": tile(a[0], a[1], c0, c1)}
+
+        # one Python thread: the GEMM itself uses the BLAS threads
+        best = _symmetric_scan(np.arange(n), y, ["l2"], row_block, block_size, 1,
+                               lambda r0, r1: (r0, r1), grid_tile)
         for b in best.values():
-            b.value = np.sqrt(b.value) / scale
-        return best
+            b["l2"].value = np.sqrt(b["l2"].value) / scale
+        return {k: best[k]["l2"] for k in KINDS}
     norms_ = np.sqrt(sq)
     # |fl(|a|^2 + |b|^2 - 2 a.b) - |a - b|^2| <= gamma * (|a| + |b|)^2, gamma ~ (d + 3) u;
     # doubled for safety (blocked/FMA summation orders stay within this bound).
@@ -498,58 +543,83 @@ def _l2_scan_numpy(x2: np.ndarray, y: np.ndarray, block_size: int, q: np.ndarray
     return _ranked_scan(x2, y, "l2", tile, slack, row_block, block_size)
 
 
-def _tf_scan(x2: np.ndarray, y: np.ndarray, norms: Sequence[str], block_size: int, device: str) -> dict[str, dict[str, _Best]]:
-    """Tiles computed by TensorFlow (float64) on ``device``; merging on the host."""
+def _tf_scan(
+    x2: np.ndarray, y: np.ndarray, norms: Sequence[str], block_size: int, device: str,
+    q: np.ndarray | None = None, scale: int | None = None,
+) -> dict[str, dict[str, _Best]]:
+    """Tiles computed by TensorFlow on ``device``; masking and merging on the host.
+
+    On the integer grid (``q``, ``scale``) linf and l1 run in float32 on integer values
+    (exact: every partial sum stays below 2^24) and l2 as an exact float64 GEMM.
+    Otherwise everything is float64 and l2 candidates are re-checked directly. On a GPU
+    the linf/l1 tile is compiled with XLA, so the (rows x cols x dims) difference is
+    never materialised in memory.
+    """
     import tensorflow as tf
 
     try:
-        tf.config.experimental.enable_tensor_float_32_execution(False)
+        tf.config.experimental.enable_tensor_float_32_execution(False)  # TF32 would not be exact
     except Exception:  # pragma: no cover - older TF
         pass
     n, d = x2.shape
+    grid = q is not None
+    if grid and d * scale >= 2**24:
+        raise ValueError("grid path: too many dimensions for exact float32 l1 sums")
     dev = "/GPU:0" if device == "gpu" else "/CPU:0"
+    elem_dtype = tf.float32 if grid else tf.float64
     with tf.device(dev):
-        xt = tf.constant(x2)
+        xt = tf.constant(q if grid else x2)
         sq = tf.reduce_sum(tf.square(tf.cast(xt, tf.float64)), axis=1)
     sq_np = sq.numpy()
     gamma = 2.0 * (d + 3) * _EPS64 / (1.0 - (d + 3) * _EPS64)
     nmax = float(np.sqrt(sq_np.max()))
     elem_rows = max(1, min(block_size, 256))
-    # keep the broadcast (rows x cols x dims) float64 intermediate of linf/l1 below 256 MiB
-    dchunk = max(1, min(d, (32 * 2**20) // max(1, block_size * elem_rows)))
+    # Dimensions in chunks of ``dc``, padded with zeros (|0 - 0| adds nothing to a max or a
+    # sum): the (rows x cols x dc) difference stays below ~256 MiB even if not fused.
+    dc = max(1, min(d, (64 * 2**20) // max(1, block_size * elem_rows)))
+    n_chunks = -(-d // dc)
+    with tf.device(dev):
+        padded = tf.pad(tf.cast(xt, elem_dtype), [[0, 0], [0, n_chunks * dc - d]])
+        chunked = tf.transpose(tf.reshape(padded, (n, n_chunks, dc)), (1, 0, 2))  # (chunks, n, dc)
+        del padded
+    jit = device == "gpu" or _TF_JIT_ON_CPU
 
-    mat = tf.TensorSpec([None, d], tf.float64)
+    mat64 = tf.TensorSpec([None, d], tf.float64)
     vec = tf.TensorSpec([None], tf.float64)
+    chunks_e = tf.TensorSpec([n_chunks, None, dc], elem_dtype)
 
-    @tf.function(input_signature=[mat, mat, vec, vec])
+    @tf.function(input_signature=[mat64, mat64, vec, vec])
     def tile_l2(a, b, sa, sb):
         g = tf.matmul(a, b, transpose_b=True)
         return sa[:, None] + sb[None, :] - 2.0 * g
 
     def elementwise(p_inf: bool):
-        @tf.function(input_signature=[mat, mat])
+        @tf.function(input_signature=[chunks_e, chunks_e], jit_compile=jit)
         def tile_elem(a, b):
-            acc = tf.zeros((tf.shape(a)[0], tf.shape(b)[0]), tf.float64)
-            for s in range(0, d, dchunk):  # unrolled at trace time; d is fixed
-                diff = tf.abs(a[:, None, s:s + dchunk] - b[None, :, s:s + dchunk])
+            acc = tf.zeros((tf.shape(a)[1], tf.shape(b)[1]), elem_dtype)
+            for k in tf.range(n_chunks):  # a while loop, not unrolled
+                diff = tf.abs(a[k][:, None, :] - b[k][None, :, :])
                 acc = tf.maximum(acc, tf.reduce_max(diff, axis=2)) if p_inf else acc + tf.reduce_sum(diff, axis=2)
             return acc
 
         return tile_elem
 
     tile_fns = {"linf": elementwise(True), "l1": elementwise(False)}
-
     out = {}
     for nm in norms:
         def tile(r0, r1, c0, c1, nm=nm):
             with tf.device(dev):
-                a = tf.cast(xt[r0:r1], tf.float64)
-                b = tf.cast(xt[c0:c1], tf.float64)
                 if nm == "l2":
+                    a, b = tf.cast(xt[r0:r1], tf.float64), tf.cast(xt[c0:c1], tf.float64)
                     return tile_l2(a, b, sq[r0:r1], sq[c0:c1]).numpy()
-                return tile_fns[nm](a, b).numpy()
+                t = tile_fns[nm](chunked[:, r0:r1], chunked[:, c0:c1]).numpy().astype(np.float64)
+                return t / scale if grid else t
 
-        if nm == "l2":
+        if nm == "l2" and grid:
+            out[nm] = _ranked_scan(x2, y, nm, tile, None, min(block_size, 4096), block_size)
+            for b in out[nm].values():
+                b.value = np.sqrt(b.value) / scale
+        elif nm == "l2":
             slack = lambda r0, r1: gamma * (np.sqrt(sq_np[r0:r1]) + nmax) ** 2  # noqa: E731
             out[nm] = _ranked_scan(x2, y, nm, tile, slack, min(block_size, 4096), block_size)
         else:
@@ -615,7 +685,7 @@ def nearest_neighbour_distances(
     backend : ``"numpy"`` or ``"tensorflow"`` to override the choice made from ``device``
         (``backend="tensorflow", device="cpu"`` runs the TensorFlow code on the CPU).
     grid : ``"auto"`` (default): if every value is an integer over 255 or over 16 (8-bit
-        images, scikit-learn's digits), the NumPy backend computes on those integers,
+        images, scikit-learn's digits), both backends compute on those integers,
         exactly, and divides by the scale: distances are then exact for the quantised
         data (they differ from float32 arithmetic by < 1e-6 relative). An int forces that
         scale (values must be on it); None or 0 always uses float64 arithmetic.
@@ -628,10 +698,6 @@ def nearest_neighbour_distances(
     if not names:
         raise ValueError("norms must name at least one of linf, l2, l1")
     n, d = x2.shape
-    if block_size is None:
-        block_size = int(min(4096, max(256, _TILE_BYTES // (8 * d))))
-    if block_size < 1:
-        raise ValueError(f"block_size must be positive, got {block_size}")
     threads = default_threads() if threads is None else int(threads)
     if threads < 1:
         raise ValueError(f"threads must be positive, got {threads}")
@@ -645,20 +711,26 @@ def nearest_neighbour_distances(
         raise ValueError("device='gpu' but TensorFlow sees no GPU")
     if backend is None:
         backend = "tensorflow" if device == "gpu" else "numpy"
+    if backend == "numpy" and device == "gpu":
+        raise ValueError("backend='numpy' runs on the CPU only; use device='cpu' or backend='tensorflow'")
+    if block_size is None:
+        block_size = int(min(4096, max(256, _TILE_BYTES // (8 * d))))
+        if backend == "tensorflow" and device == "gpu":
+            block_size *= 2
+    if block_size < 1:
+        raise ValueError(f"block_size must be positive, got {block_size}")
     if isinstance(grid, str) and grid != "auto":
         raise ValueError(f"grid must be 'auto', an int scale or None, got {grid!r}")
-    scale = None
-
+    scale = grid_scale(x2) if grid == "auto" else (int(grid) if grid else None)
+    if scale is not None and grid != "auto" and not (1 <= scale <= 255 and grid_scale(x2, (scale,)) == scale):
+        raise ValueError(f"grid={grid}: the values are not integers over {grid} (or it exceeds 255)")
+    q = _quantise(x2, scale) if scale is not None else None
     if backend == "tensorflow":
-        best = _tf_scan(x2, yy, names, block_size, device)
+        best = _tf_scan(x2, yy, names, block_size, device, q, scale)
     else:
         best = {k: {} for k in KINDS}
         from threadpoolctl import threadpool_limits
 
-        scale = grid_scale(x2) if grid == "auto" else (int(grid) if grid else None)
-        if scale is not None and grid != "auto" and not (1 <= scale <= 255 and grid_scale(x2, (scale,)) == scale):
-            raise ValueError(f"grid={grid}: the values are not integers over {grid} (or it exceeds 255)")
-        q = _quantise(x2, scale) if scale is not None else None
         with threadpool_limits(limits=threads):
             elem = [nm for nm in names if nm in ("linf", "l1")]
             if elem:
@@ -669,7 +741,7 @@ def nearest_neighbour_distances(
                 got = _l2_scan_numpy(x2, yy, block_size, q, scale)
                 for k in KINDS:
                     best[k]["l2"] = got[k]
-        del q
+    del q
     distance: dict[str, dict[str, np.ndarray]] = {k: {} for k in KINDS}
     index: dict[str, dict[str, np.ndarray]] = {k: {} for k in KINDS}
     for k in KINDS:

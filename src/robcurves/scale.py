@@ -235,7 +235,9 @@ def plot_fig5(
         raise ValueError("plot_fig5: no data sets to plot")
     norms = [n for n in NORM_ORDER if any(n in nn.norms for nn in results.values())]
     thresholds = {parse_norm(k).name: list(v) for k, v in (thresholds or {}).items()}
-    fig, axes = plt.subplots(1, len(norms), figsize=(3.6 * len(norms), 3.2), squeeze=False, sharey=True)
+    n_lines = len(results) * (2 if intra else 1)
+    height = 3.0 + 0.2 * -(-n_lines // 4)
+    fig, axes = plt.subplots(1, len(norms), figsize=(3.6 * len(norms), height), squeeze=False, sharey=True)
     for ax, norm in zip(axes[0], norms):
         x_max = 0.0
         for i, (name, nn) in enumerate(results.items()):
@@ -255,16 +257,26 @@ def plot_fig5(
                 x_max = max(x_max, float(v[-1]))
         for t in thresholds.get(norm, []):
             ax.axvline(t, color="0.4", linestyle=":", linewidth=1.0)
-            ax.annotate(_threshold_label(t), (t, 0.02), xytext=(2, 0), textcoords="offset points",
-                        fontsize=7, color="0.3", rotation=90, va="bottom")
+            ax.annotate(_threshold_label(t), (t, 0.99), xytext=(1, 0), textcoords="offset points",
+                        fontsize=7, color="0.25", rotation=90, va="top", ha="left",
+                        bbox={"boxstyle": "square,pad=0.1", "fc": "white", "ec": "none", "alpha": 0.8})
         ax.set_xlim(left=0.0, right=(x_max * 1.03) if x_max > 0 else None)
         ax.set_ylim(0.0, 1.02)
         ax.set_xlabel(f"distance in {NORMS[norm].label}")
         ax.set_title(f"{NORMS[norm].label} distances")
         ax.grid(alpha=0.3, linewidth=0.5)
     axes[0][0].set_ylabel("fraction of points")
-    axes[0][-1].legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    for ax in axes[0][1:]:  # data sets may lack a norm: collect every label once
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+    ncol = 4 if len(labels) > 4 else max(1, len(labels))
+    n_rows = -(-len(labels) // ncol)
+    bottom = min(0.45, 0.06 + 0.055 * n_rows)
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     try:
         for path in out_paths:
             with atomic_path(path) as tmp:

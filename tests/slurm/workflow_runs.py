@@ -1,7 +1,7 @@
 """Shared helpers for the tests that run the workflow: SLURM, resume and shards.
 
-One uninterrupted local run of ``tests/configs/cluster.yaml`` is the reference for all of
-them; it is made once per pytest process (``reference_run``). The other runs start from
+The session's uninterrupted local run of ``tests/configs/tiny.yaml`` (the ``tiny_run``
+fixture of tests/conftest.py) is the reference for all of them. Their own runs start from
 its prepared data and trained model (``seed_workdir``), so that they spend their time on
 what they test: attack shards, merging, scheduling.
 """
@@ -16,17 +16,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SNAKEFILE = REPO / "Snakefile"
-CONFIG = REPO / "tests" / "configs" / "cluster.yaml"
+CONFIG = REPO / "tests" / "configs" / "tiny.yaml"
 # The interpreter running the tests is the project's: jobs run it too (`python -m snakemake`).
 PYTHON = sys.executable
-
-_references: dict[str, Path] = {}
 
 
 def snakemake_argv(workdir: Path, *args: str, target: str = "all_curves",
                    configfile: Path = CONFIG) -> list[str]:
-    return [PYTHON, "-m", "snakemake", "-s", str(SNAKEFILE), "--directory", str(workdir),
-            "--configfile", str(configfile), *args, target]
+    # --replace-workflow-config: the Snakefile's own config/config.yaml must not be
+    # merged into the test config. The target comes first: --config takes all that follows.
+    return [PYTHON, "-m", "snakemake", target, "-s", str(SNAKEFILE), "--directory", str(workdir),
+            "--configfile", str(configfile), "--replace-workflow-config", *args]
 
 
 def run_snakemake(argv: list[str], log: Path, env: dict | None = None, timeout: float = 900,
@@ -47,18 +47,6 @@ def tail(path: Path, n: int = 60) -> str:
         return "\n".join(Path(path).read_text(errors="replace").splitlines()[-n:])
     except OSError as err:
         return f"(cannot read {path}: {err})"
-
-
-def reference_run(root: Path, config: Path = CONFIG) -> Path:
-    """The uninterrupted local run (``--cores 2 all_curves``) of ``config``; made once."""
-    key = str(config)
-    if key not in _references:
-        workdir = root / f"reference-{config.stem}"
-        if workdir.exists():
-            shutil.rmtree(workdir)
-        run_snakemake(snakemake_argv(workdir, "--cores", "2", configfile=config), workdir.with_suffix(".log"))
-        _references[key] = workdir
-    return _references[key]
 
 
 def seed_workdir(reference: Path, workdir: Path) -> Path:

@@ -8,6 +8,7 @@ candidate on the model and keeps, per point, the smallest verified distance.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 import time
@@ -22,10 +23,24 @@ from robcurves.norms import Norm, parse_norm
 
 # Measured on the benchmark models (see benchmarks/README.md).
 _DEFAULTS: dict[str, list[dict[str, Any]]] = {
-    "linf": [{"name": "pgd_bisection"}],
-    "l2": [{"name": "pgd_bisection"}],
-    "l1": [{"name": "pgd_bisection"}],
+    "linf": [{"name": "fmn", "targets": 3}, {"name": "pgd_bisection"}],
+    "l2": [{"name": "fmn", "targets": 3}, {"name": "fmn", "targets": 0}],
+    "l1": [{"name": "fmn", "targets": 3}, {"name": "fmn", "targets": 3, "alpha_init": 0.3}],
 }
+
+_BOUND: list[tuple[Any, dict]] = []  # (model, its bound attacks), the last few models used
+_BOUND_MODELS = 4
+
+
+def _bound_cache(model) -> dict:
+    for i, (m, cache) in enumerate(_BOUND):
+        if m is model:
+            _BOUND.append(_BOUND.pop(i))
+            return cache
+    cache: dict = {}
+    _BOUND.append((model, cache))
+    del _BOUND[:-_BOUND_MODELS]
+    return cache
 
 
 def default_methods(norm: "Norm | str") -> list[dict[str, Any]]:
@@ -173,18 +188,31 @@ def minimal_perturbations(
             raise ValueError(f"the model returns non-finite logits on {bad.size} clean input(s), "
                              f"first at index {int(bad[0])}")
         n_classes = z.shape[1]
+        if n_classes < 2:
+            raise ValueError(f"the model must output one logit per class (at least 2), got {n_classes}")
         if y.min() < 0 or y.max() >= n_classes:
             raise ValueError(f"labels must lie in 0..{n_classes - 1} (the model has {n_classes} outputs), "
                              f"got {int(y.min())}..{int(y.max())}")
     correct = (np.argmax(z, axis=1) == y) if n else np.zeros(0, bool)
 
     names = _unique_names(cfgs)
+    n_classes = int(z.shape[1]) if n else 0
+    # Bound attacks (and their traced tf.functions) are kept per model, so that calling
+    # again with the same model and settings does not trace again.
+    cache = _bound_cache(model)
     attacks = []
     for c in cfgs:
-        att = METHODS[c["name"]](norm, **{k: v for k, v in c.items() if k != "name"})
-        att.bind(model, input_shape, bounds, z.shape[1])
+        key = (norm.name, json.dumps(c, sort_keys=True), input_shape, bounds, n_classes)
+        att = cache.get(key)
+        if att is None or METHODS.get(c["name"]) is not type(att):
+            att = METHODS[c["name"]](norm, **{k: v for k, v in c.items() if k != "name"})
+            att.bind(model, input_shape, bounds, n_classes)
+            cache[key] = att
         attacks.append(att)
-    refine = _build_refine(model, input_shape, dim, bounds)
+    rkey = ("refine", input_shape, bounds)
+    refine = cache.get(rkey)
+    if refine is None:
+        refine = cache[rkey] = _build_refine(model, input_shape, dim, bounds)
 
     xf = x.reshape(n, dim)
     dist = np.where(correct, np.inf, 0.0).astype(np.float32)

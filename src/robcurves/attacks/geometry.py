@@ -49,9 +49,12 @@ class LinfOps:
         return u * _col(eps)
 
     def linear_distance(self, a, m, lo, hi):
-        # delta(t) = clip(t sign(a), lo, hi); a . delta(t) grows with t.
-        return _bisect_linear(lambda t: tf.clip_by_value(_col(t) * tf.sign(a), lo, hi), a, m, lo, hi, self.norm,
-                              log_space=False)
+        # delta(t) = clip(t sign(a), lo, hi): coordinate i saturates at t = room_i.
+        room = tf.where(a > 0, hi, -lo)
+        absa = tf.abs(a)
+        beta = tf.where(absa > 0, room, tf.fill(tf.shape(a), np.float32(np.inf)))
+        t, _, feasible = _saturation_root(beta, absa * room, absa, m)
+        return _finish(t, feasible, m)
 
 
 class L2Ops:
@@ -77,10 +80,15 @@ class L2Ops:
         return tf.clip_by_value(d * _col(scale), lo, hi)
 
     def linear_distance(self, a, m, lo, hi):
-        # KKT of min ||delta||_2 s.t. a . delta >= m, delta in box: delta = clip(lam a).
-        scale = tf.reduce_max(tf.abs(a), axis=1) + _TINY
-        return _bisect_linear(lambda t: tf.clip_by_value(_col(t / scale) * a, lo, hi), a, m, lo, hi, self.norm,
-                              log_space=True)
+        # KKT of min ||delta||_2 s.t. a . delta >= m, delta in the box:
+        # delta = clip(lam a, lo, hi); coordinate i saturates at lam = room_i / |a_i|.
+        room = tf.where(a > 0, hi, -lo)
+        absa = tf.abs(a)
+        beta = tf.where(absa > 0, room / tf.where(absa > 0, absa, tf.ones_like(absa)),
+                        tf.fill(tf.shape(a), np.float32(np.inf)))
+        lam, saturated, feasible = _saturation_root(beta, absa * room, a * a, m)
+        sq = tf.reduce_sum(tf.where(saturated, room * room, _col(lam * lam) * a * a), axis=1)
+        return _finish(tf.sqrt(sq), feasible, m)
 
     def random_in_ball(self, shape, eps, seed):
         z = tf.random.stateless_normal(shape, seed)
@@ -126,7 +134,7 @@ class L1Ops:
         need = tf.reduce_sum(boxed, axis=1) > eps
         lam_lo = tf.zeros_like(eps)
         lam_hi = tf.reduce_max(a, axis=1)
-        for _ in range(self.projection_iters):
+        for _ in tf.range(self.projection_iters):  # a graph loop: keeps tracing cheap
             mid = 0.5 * (lam_lo + lam_hi)
             f = tf.reduce_sum(tf.clip_by_value(a - _col(mid), 0.0, room), axis=1)
             over = f > eps
@@ -166,25 +174,39 @@ class L1Ops:
         return z / (_col(self.norm(z)) + _TINY) * _col(eps * r)
 
 
-def _bisect_linear(delta_of, a, m, lo, hi, norm, log_space, iters=48):
-    """Smallest t with ``a . delta_of(t) >= m`` (monotone in t); returns ``norm`` of
-    that delta, +inf where even the far end of the box does not reach ``m``."""
-    width = tf.reduce_max(hi - lo, axis=1)
-    if log_space:
-        t_lo, t_hi = tf.math.log(1e-9 * width), tf.math.log(1e9 * width)
-        to_t = tf.exp
-    else:
-        t_lo, t_hi = tf.zeros_like(m), width
-        to_t = tf.identity
-    reach = tf.reduce_sum(a * delta_of(to_t(t_hi)), axis=1)
-    for _ in range(iters):
-        mid = 0.5 * (t_lo + t_hi)
-        ok = tf.reduce_sum(a * delta_of(to_t(mid)), axis=1) >= m
-        t_hi = tf.where(ok, mid, t_hi)
-        t_lo = tf.where(ok, t_lo, mid)
-    dist = norm(delta_of(to_t(t_hi)))
+def _saturation_root(beta, sat, slope, m):
+    """Solve ``g(lam) = m`` for ``g(lam) = sum_i [lam >= beta_i] sat_i + lam [lam < beta_i] slope_i``.
+
+    This is ``a . delta(lam)`` when every coordinate grows linearly (``slope_i``) until
+    it saturates at ``beta_i`` (contributing ``sat_i = beta_i slope_i``). ``g`` is
+    piecewise linear and non-decreasing; sorting the breakpoints gives the root exactly.
+    Returns ``(lam, saturated (B, D) bool, feasible (B,) bool)``.
+    """
+    order = tf.argsort(beta, axis=1)
+    b_s = tf.gather(beta, order, batch_dims=1)
+    s_s = tf.gather(sat, order, batch_dims=1)
+    w_s = tf.gather(slope, order, batch_dims=1)
+    sat_before = tf.cumsum(s_s, axis=1, exclusive=True)
+    slope_from = tf.cumsum(w_s, axis=1, reverse=True)
+    g_at = sat_before + tf.where(tf.math.is_finite(b_s), b_s, tf.zeros_like(b_s)) * slope_from
+    g_at = tf.where(tf.math.is_finite(b_s), g_at, tf.fill(tf.shape(g_at), np.float32(np.inf)))
+    mm = _col(m)
+    # k: the first breakpoint at which g reaches m; coordinates before it are saturated.
+    reached = g_at >= mm
+    k = tf.argmax(tf.cast(reached, tf.int32), axis=1, output_type=tf.int32)
+    feasible = tf.reduce_sum(sat, axis=1) >= m
+    s_k = tf.gather(sat_before, k[:, None], batch_dims=1)[:, 0]
+    w_k = tf.gather(slope_from, k[:, None], batch_dims=1)[:, 0]
+    lam = (m - s_k) / tf.where(w_k > 0, w_k, tf.ones_like(w_k))
+    lam = tf.where(w_k > 0, lam, tf.zeros_like(lam))
+    lam = tf.maximum(lam, 0.0)
+    saturated = beta <= _col(lam)
+    return lam, saturated, feasible
+
+
+def _finish(dist, feasible, m):
     inf = tf.fill(tf.shape(m), np.float32(np.inf))
-    return tf.where(m <= 0, tf.zeros_like(m), tf.where(reach >= m, dist, inf))
+    return tf.where(m <= 0, tf.zeros_like(m), tf.where(feasible, dist, inf))
 
 
 def norm_ops(norm: "Norm | str", l1_sparsity: float = 0.01):

@@ -2,9 +2,11 @@
 
 For every point of the batch the search keeps a bracket ``lo < d* <= hi`` on the
 minimal distance in the attack's norm: ``hi`` is the norm of the best verified-by-PGD
-adversarial found so far, ``lo`` the largest eps at which PGD failed. It starts at a
-first-order estimate of the distance (margin / dual norm of the gradient), doubles eps
-until PGD succeeds (up to the box diameter; a point that survives the whole box is
+adversarial found so far, ``lo`` the largest eps at which PGD failed. With
+``targets = k`` it runs one bisection per each of the k classes whose boundary is
+closest to first order (see :func:`robcurves.attacks.base.first_order_targets`), with
+the targeted margin; ``targets = 0`` uses the untargeted margin. It starts at the
+first-order distance estimate, doubles eps until PGD succeeds (up to the box diameter; a point that survives the whole box is
 reported as not found), then bisects. Each PGD run is warm-started from the best
 adversarial scaled into the new ball, and stops early for points that flipped.
 All points of the batch move together: the Python loop is over bisection steps only.
@@ -39,7 +41,7 @@ class PGDBisection(MinimalNormAttack):
     def _build(self, logits_fn, dim):
         opt = self.options
         ops = norm_ops(self.norm, l1_sparsity=opt["l1_sparsity"])
-        steps = int(opt["steps"])
+        steps = max(1, int(opt["steps"]))
         lo_b, hi_b = self._bounds
         step_size = float(opt["step_size"])
         n_targets = int(opt["targets"])

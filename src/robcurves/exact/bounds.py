@@ -1,9 +1,17 @@
 """Bounds on every pre-activation: interval arithmetic, then LP, progressively.
 
-The tightening methods form a list (``["interval"]`` or ``["interval", "lp"]``). Each
-method runs layer by layer and only where it can still change the MILP: the LP is solved
-only for units that are unstable (lower < 0 < upper) under the bounds known so far and
-that feed a ReLU. Bounds are always valid: a method that runs out of its time budget
+The tightening methods form a list, applied in order (``["interval"]``,
+``["interval", "symbolic"]``, ``["interval", "symbolic", "lp"]``, ...):
+
+- ``interval``: interval arithmetic, layer by layer;
+- ``symbolic``: linear bounds by back-substitution through the earlier layers, with the
+  triangle relaxation's upper line and an adaptive lower line (0 or the identity) for each
+  unstable ReLU (the CROWN/DeepPoly bound); dense matrices, no solver;
+- ``lp``: one LP per bound over the triangle relaxation of all earlier layers.
+
+Each method runs layer by layer and only where it can still change the MILP: symbolic
+and LP bounds are computed only for units that are unstable (lower < 0 < upper) under the
+bounds known so far and that feed a ReLU. Bounds are always valid: a method that runs out of its time budget
 leaves the looser bounds in place.
 """
 
@@ -18,7 +26,7 @@ from robcurves.exact.layers import Affine, Network, ReLU
 from robcurves.exact.milp import MilpBuilder, VarVector
 from robcurves.norms import Norm
 
-TIGHTENING_METHODS = ("interval", "lp")
+TIGHTENING_METHODS = ("interval", "symbolic", "lp")
 
 
 @dataclass
@@ -124,7 +132,8 @@ def _lp_tighten_layer(net: Network, pre: list, i: int, dom: InputDomain, deadlin
     for j in range(i + 1):
         layer = net.layers[j]
         if isinstance(layer, Affine):
-            h = layer.emit(milp, h, *pre[j])
+            needed = pre[j][1] > 0 if j < i and isinstance(net.layers[j + 1], ReLU) else None
+            h = layer.emit(milp, h, *pre[j], needed=needed)
         else:
             h = layer.emit(milp, h, *pre[j - 1], relax=True)
     hs = milp.to_highs(threads=threads)
@@ -162,6 +171,73 @@ def _lp_tighten_layer(net: Network, pre: list, i: int, dom: InputDomain, deadlin
     return n_solves
 
 
+def _input_bound(L: np.ndarray, c: np.ndarray, dom: InputDomain) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of ``L x + c`` over the domain (box, intersected with the l1 ball for l1)."""
+    Lp, Ln = np.maximum(L, 0), np.minimum(L, 0)
+    lo = Lp @ dom.lo + Ln @ dom.hi + c
+    hi = Lp @ dom.hi + Ln @ dom.lo + c
+    if not np.isinf(dom.norm.p):
+        q = dom.norm.dual_p
+        dn = np.abs(L).max(axis=1) if np.isinf(q) else np.linalg.norm(L, ord=q, axis=1)
+        mid = L @ dom.x0 + c
+        lo, hi = np.maximum(lo, mid - dom.radius * dn), np.minimum(hi, mid + dom.radius * dn)
+    return lo, hi
+
+
+def _symbolic_layer(net: Network, pre: list, i: int, rows: np.ndarray, dom: InputDomain) -> tuple[np.ndarray, np.ndarray]:
+    """Lower and upper bounds of ``z_i[rows]`` by back-substitution to the input."""
+    layer = net.layers[i]
+    return symbolic_bounds(net, pre, i, layer.W[rows].toarray(), layer.b[rows], dom)
+
+
+def symbolic_bounds(net: Network, pre: list, i: int, W: np.ndarray, b: np.ndarray,
+                    dom: InputDomain) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of ``W h + b`` where ``h`` is the input of layer ``i`` (back-substitution)."""
+    out = []
+    for sign in (1.0, -1.0):  # upper bound of sign * z
+        L = sign * W
+        c = sign * b
+        for j in range(i - 1, -1, -1):
+            lj = net.layers[j]
+            if isinstance(lj, Affine):
+                c = c + L @ lj.b
+                L = np.asarray((lj.W.T @ L.T).T)
+            else:
+                lo, hi = pre[j - 1]
+                unstable = (lo < 0) & (hi > 0)
+                # Upper line s (z - lo) for unstable units; lower line: z if hi > -lo, else 0.
+                s = np.where(unstable, hi / np.where(unstable, hi - lo, 1.0), (lo >= 0).astype(np.float64))
+                a = np.where(unstable, (hi > -lo).astype(np.float64), (lo >= 0).astype(np.float64))
+                Lp, Ln = np.maximum(L, 0), np.minimum(L, 0)
+                c = c + Lp @ np.where(unstable, -s * lo, 0.0)
+                L = Lp * s + Ln * a
+        lo_in, hi_in = _input_bound(L, c, dom)
+        out.append(hi_in if sign > 0 else -hi_in)
+    return out[1], out[0]
+
+
+def _symbolic_tighten(net: Network, pre: list, dom: InputDomain, deadline: float) -> None:
+    for i, layer in enumerate(net.layers):
+        if not isinstance(layer, Affine) or i == 0:
+            continue
+        if time.perf_counter() > deadline:
+            return
+        lo, hi = pre[i]
+        feeds_relu = i + 1 < len(net.layers) and isinstance(net.layers[i + 1], ReLU)
+        rows = np.flatnonzero((lo < 0) & (hi > 0)) if feeds_relu else np.arange(len(lo))
+        if len(rows) == 0:
+            continue
+        slo, shi = _symbolic_layer(net, pre, i, rows, dom)
+        lo, hi = lo.copy(), hi.copy()
+        lo[rows] = np.maximum(lo[rows], slo)
+        hi[rows] = np.minimum(hi[rows], shi)
+        pre[i] = (lo, hi)
+        if feeds_relu:
+            _propagate(net, pre, *net.layers[i + 1].interval(lo, hi), i + 2, dom)
+        elif i + 1 < len(net.layers):
+            _propagate(net, pre, lo, hi, i + 1, dom)
+
+
 def compute_bounds(net: Network, dom: InputDomain, tightening=("interval",), time_budget: float = np.inf,
                    threads: int = 1) -> Bounds:
     """Pre-activation bounds of every layer of ``net`` over the domain ``dom``.
@@ -180,9 +256,13 @@ def compute_bounds(net: Network, dom: InputDomain, tightening=("interval",), tim
     pre: list = [None] * len(net.layers)
     _propagate(net, pre, dom.lo, dom.hi, 0, dom)
     out = Bounds(pre, {"interval": time.perf_counter() - t0})
+    deadline = t0 + time_budget
+    if "symbolic" in methods:
+        t1 = time.perf_counter()
+        _symbolic_tighten(net, pre, dom, deadline)
+        out.seconds["symbolic"] = time.perf_counter() - t1
     if "lp" in methods:
         t1 = time.perf_counter()
-        deadline = t1 + time_budget
         affine_idx = [i for i, layer in enumerate(net.layers) if isinstance(layer, Affine)]
         # The first affine layer over a box is exact already (for linf); the last feeds no ReLU.
         for i in affine_idx:

@@ -59,9 +59,13 @@ class Affine:
         """Interval arithmetic: elementwise bounds of ``z`` for ``h`` in the box [lo, hi]."""
         return self._Wp @ lo + self._Wn @ hi + self.b, self._Wp @ hi + self._Wn @ lo + self.b
 
-    def emit(self, milp: "MilpBuilder", h: "VarVector", lo: np.ndarray, hi: np.ndarray) -> "VarVector":
-        """New variables ``z`` in [lo, hi] (bounds on this layer's output) tied by ``z = W h + b``."""
-        return milp.add_affine(self.W, self.b, h, lo, hi)
+    def emit(self, milp: "MilpBuilder", h: "VarVector", lo: np.ndarray, hi: np.ndarray,
+             needed: np.ndarray | None = None) -> "VarVector":
+        """New variables ``z`` in [lo, hi] (bounds on this layer's output) tied by ``z = W h + b``.
+
+        ``needed`` (boolean mask) limits the variables to the units that matter.
+        """
+        return milp.add_affine(self.W, self.b, h, lo, hi, needed)
 
 
 @dataclass

@@ -81,20 +81,31 @@ class MilpBuilder:
         self.n_rows += n
         return out
 
-    def add_affine(self, W: sp.csr_matrix, b: np.ndarray, h: VarVector, lo: np.ndarray, hi: np.ndarray) -> VarVector:
-        """New variables ``z`` in [lo, hi] with ``z - W h = b`` (constants in ``h`` folded into the rhs)."""
-        n_out = W.shape[0]
+    def add_affine(self, W: sp.csr_matrix, b: np.ndarray, h: VarVector, lo: np.ndarray, hi: np.ndarray,
+                   needed: np.ndarray | None = None) -> VarVector:
+        """New variables ``z`` in [lo, hi] with ``z - W h = b`` (constants in ``h`` folded into the rhs).
+
+        Only the units in ``needed`` (a boolean mask) get a variable; the others are
+        returned as the constant 0 (for units that a ReLU turns off anyway, or logits that
+        the objective does not use).
+        """
+        n_all = W.shape[0]
+        rows_kept = np.arange(n_all) if needed is None else np.flatnonzero(needed)
+        Wk = W[rows_kept]
+        n_out = len(rows_kept)
         is_var = h.idx >= 0
-        rhs = np.asarray(b, dtype=np.float64).copy()
+        rhs = np.asarray(b, dtype=np.float64)[rows_kept].copy()
         if (~is_var).any():
-            rhs += W[:, ~is_var] @ h.const[~is_var]
-        z = self.add_vars(lo, hi)
-        block = W[:, is_var].tocoo()
+            rhs += Wk[:, ~is_var] @ h.const[~is_var]
+        z = self.add_vars(np.asarray(lo)[rows_kept], np.asarray(hi)[rows_kept])
+        block = Wk[:, is_var].tocoo()
         rows = np.concatenate([np.arange(n_out), block.row])
         cols = np.concatenate([z, h.idx[is_var][block.col]])
         vals = np.concatenate([np.ones(n_out), -block.data])
         self.add_rows(rows, cols, vals, rhs, rhs)
-        return VarVector.of_vars(z)
+        idx = np.full(n_all, -1, dtype=np.int64)
+        idx[rows_kept] = z
+        return VarVector(idx, np.zeros(n_all))
 
     def add_relu(self, z: VarVector, lo: np.ndarray, hi: np.ndarray, relax: bool = False) -> VarVector:
         """``a = max(z, 0)`` given ``lo <= z <= hi``: MIPVerify's big-M encoding.
@@ -141,7 +152,7 @@ class MilpBuilder:
     def col_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         return np.concatenate(self._col_lo), np.concatenate(self._col_hi)
 
-    def to_highs(self, threads: int = 1, log: bool = False):
+    def to_highs(self, threads: int = 1, log: bool = False, presolve: bool = False):
         import highspy
 
         A = self.matrix()
@@ -171,6 +182,9 @@ class MilpBuilder:
         h.setOptionValue("output_flag", bool(log))
         h.setOptionValue("threads", int(threads))
         h.setOptionValue("random_seed", 0)
+        # HiGHS's MIP presolve spends far longer on these wide conv/dense rows than the
+        # solve itself (measured: 15 s vs 0.05 s on the MNIST conv net), so it is off by default.
+        h.setOptionValue("presolve", "on" if presolve else "off")
         h.passModel(lp)
         return h
 

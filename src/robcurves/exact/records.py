@@ -13,6 +13,9 @@ One record per point. Distances are in the record's norm (``norm``: linf, l1, l2
 - ``witness``: the adversarial input (NaN-filled without one), ``witness_class`` its
   predicted class (-1 without one).
 - ``solve_time``: wall-clock seconds spent on the point (bounds + MILP).
+- ``domain_radius``: radius of the ball searched; ``attack_distance``: the warm-start
+  attack's distance (``inf`` without one), kept so the exact and approximate curves can be
+  drawn from one file.
 
 Shard file (``.npz``, written atomically): one array per field, plus ``norm`` and
 ``meta`` (JSON) as 0-d strings. The merged file is strict JSON with ``null`` for ``inf``.
@@ -49,6 +52,7 @@ class ExactResult:
     solve_time: float
     domain_radius: float
     info: dict[str, Any] = field(default_factory=dict)
+    attack_distance: float = math.inf  # the attack's claimed distance (warm start), inf without one
 
     def __post_init__(self) -> None:
         self.norm = parse_norm(self.norm).name
@@ -76,6 +80,7 @@ class ExactResults:
     witness_class: np.ndarray
     solve_time: np.ndarray
     domain_radius: np.ndarray
+    attack_distance: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -105,6 +110,7 @@ class ExactResults:
             witness_class=np.array([r.witness_class for r in records], dtype=np.int64),
             solve_time=np.array([r.solve_time for r in records], dtype=np.float64),
             domain_radius=np.array([r.domain_radius for r in records], dtype=np.float64),
+            attack_distance=np.array([r.attack_distance for r in records], dtype=np.float64),
             meta={**(meta or {}), "info": info},
         )
 
@@ -132,18 +138,8 @@ class ExactResults:
         return ExactResults(norm=self.norm, meta=meta, **{k: getattr(self, k)[order] for k in _ARRAYS})
 
     def summary(self) -> dict[str, Any]:
-        n = len(self)
-        fin = np.isfinite(self.upper)
-        ratio = np.where(fin & (self.upper > 0), self.lower / np.where(self.upper > 0, self.upper, 1), np.nan)
-        return {
-            "n": n,
-            "optimal": int(np.sum(self.status == "optimal")),
-            "time_limit": int(np.sum(self.status == "time_limit")),
-            "no_adversarial_in_domain": int(np.sum(self.status == "no_adversarial_in_domain")),
-            "median_time_s": float(np.median(self.solve_time)) if n else None,
-            "p90_time_s": float(np.percentile(self.solve_time, 90)) if n else None,
-            "median_lower_over_upper": float(np.nanmedian(ratio)) if np.any(np.isfinite(ratio)) else None,
-        }
+        """Counts by status, time per point, and how close the attack came to the certified value."""
+        return summarize(self.status, self.lower, self.upper, self.attack_distance, self.solve_time)
 
     def to_json(self) -> dict[str, Any]:
         """Strict-JSON view (``inf`` becomes ``null``; witnesses are left in the shards)."""
@@ -158,14 +154,60 @@ class ExactResults:
                 "index": int(self.index[i]), "label": int(self.label[i]), "status": str(self.status[i]),
                 "lower": num(self.lower[i]), "upper": num(self.upper[i]),
                 "witness_class": int(self.witness_class[i]), "solve_time": float(self.solve_time[i]),
-                "domain_radius": num(self.domain_radius[i]), "info": info[i] if i < len(info) else {},
+                "domain_radius": num(self.domain_radius[i]), "attack_distance": num(self.attack_distance[i]),
+                "info": info[i] if i < len(info) else {},
             })
         meta = {k: v for k, v in self.meta.items() if k != "info"}
         return {"norm": self.norm, "distance_unit": f"{self.norm} distance in input space [0, 1]",
                 "meta": meta, "summary": self.summary(), "points": points}
 
 
-_ARRAYS = ("index", "label", "status", "lower", "upper", "witness", "witness_class", "solve_time", "domain_radius")
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    num, den = np.asarray(num, dtype=np.float64), np.asarray(den, dtype=np.float64)
+    ok = np.isfinite(num) & np.isfinite(den) & (den > 0)
+    out = np.full(len(num), np.nan)
+    out[ok] = num[ok] / den[ok]
+    return out
+
+
+def summarize(status, lower, upper, attack, solve_time) -> dict[str, Any]:
+    """Gap statistics of exact brackets against the attack (distances in one norm).
+
+    ``lower_over_upper``: certified lower bound / best upper bound (exact witness or
+    attack); ``lower_over_attack``: certified lower bound / attack distance;
+    ``attack_within_1pct``: share of points (with an attack distance > 0) whose attack
+    distance is at most 1.01 times the certified lower bound.
+    """
+    status = np.asarray(status).astype(str)
+    lower, upper, attack = (np.asarray(a, dtype=np.float64) for a in (lower, upper, attack))
+    solve_time = np.asarray(solve_time, dtype=np.float64)
+    n = len(status)
+    best_upper = np.minimum(upper, attack)
+    lu = _ratio(lower, best_upper)
+    la = _ratio(lower, attack)
+    has_attack = np.isfinite(attack) & (attack > 0)
+
+    def med(a):
+        a = a[np.isfinite(a)]
+        return float(np.median(a)) if len(a) else None
+
+    return {
+        "n": int(n),
+        "optimal": int(np.sum(status == "optimal")),
+        "time_limit": int(np.sum(status == "time_limit")),
+        "no_adversarial_in_domain": int(np.sum(status == "no_adversarial_in_domain")),
+        "median_time_s": float(np.median(solve_time)) if n else None,
+        "p90_time_s": float(np.percentile(solve_time, 90)) if n else None,
+        "median_lower_over_upper": med(lu),
+        "median_lower_over_attack": med(la),
+        "attack_within_1pct": (float(np.mean(attack[has_attack] <= 1.01 * lower[has_attack]))
+                               if has_attack.any() else None),
+        "n_with_attack": int(has_attack.sum()),
+    }
+
+
+_ARRAYS = ("index", "label", "status", "lower", "upper", "witness", "witness_class", "solve_time", "domain_radius",
+           "attack_distance")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -208,5 +250,6 @@ def read_merged_json(path: str | os.PathLike) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
     for p in data["points"]:
-        p["upper"] = math.inf if p["upper"] is None else p["upper"]
+        for key in ("upper", "attack_distance"):
+            p[key] = math.inf if p.get(key) is None else p[key]
     return data

@@ -7,6 +7,8 @@ classes ``k``, where ``d_k`` is the smallest ``||x - x0||`` (x in [0, 1]) with
 - ``"minimize"`` (default): one MILP per class, ``min t`` subject to the network and the
   margin row ``z_k - z_y >= 0``, with the best distance found so far as the cutoff
   (the attack's distance enters here: it is the first incumbent).
+- ``"auto"``: bisection until the bracket is within ``auto_switch`` (relative), then
+  ``"minimize"`` inside the ball of the best upper bound, where few ReLUs are unstable.
 - ``"bisect"``: bisection over the radius; at radius ``r`` one margin problem per class,
   ``max z_k - z_y`` over the ball, stopped at the first positive margin (a witness) or
   when its bound drops below 0 (robust for that class). Bounds are recomputed at every
@@ -32,12 +34,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from robcurves.exact.bounds import Bounds, InputDomain, add_input, compute_bounds
-from robcurves.exact.layers import Affine, Network, network_from_keras
+from robcurves.exact.layers import Affine, Network, ReLU, network_from_keras
 from robcurves.exact.milp import MilpBuilder, MilpResult, VarVector, run_highs
 from robcurves.exact.records import ExactResult, ExactResults
 from robcurves.norms import Norm, parse_norm
 
-METHODS = ("minimize", "bisect")
+METHODS = ("minimize", "bisect", "auto")
 
 
 @dataclass
@@ -59,6 +61,7 @@ class ExactConfig:
     rel_gap: float = 1e-4
     abs_gap: float = 1e-6
     bisect_rel_tol: float = 1e-3
+    auto_switch: float = 0.05
     threads: int = 1
     margin: float = 1e-4  # positive margin for the re-solve when a witness fails the float32 check
 
@@ -107,19 +110,32 @@ class Checker:
 
 # ------------------------------------------------------------------------ the MILPs
 
-def _build_network(milp: MilpBuilder, net: Network, dom: InputDomain, bounds: Bounds) -> tuple[VarVector, VarVector]:
+def _build_network(milp: MilpBuilder, net: Network, dom: InputDomain, bounds: Bounds,
+                   logits: Sequence[int] | None = None) -> tuple[VarVector, VarVector]:
+    """Input variables and the network; units a ReLU turns off get no variable, and of the
+    last layer only ``logits`` (all if None)."""
     x = add_input(milp, dom)
     h = x
+    last = len(net.layers) - 1
     for i, layer in enumerate(net.layers):
         if isinstance(layer, Affine):
-            h = layer.emit(milp, h, *bounds.pre[i])
+            needed = None
+            if i == last and logits is not None:
+                needed = np.zeros(layer.n_out, dtype=bool)
+                needed[list(logits)] = True
+            elif i < last and isinstance(net.layers[i + 1], ReLU):
+                needed = bounds.pre[i][1] > 0
+            h = layer.emit(milp, h, *bounds.pre[i], needed=needed)
         else:
             h = layer.emit(milp, h, *bounds.pre[i - 1])
     return x, h
 
 
 def _margin_bound(net: Network, bounds: Bounds, dom: InputDomain, y: int) -> np.ndarray:
-    """Upper bound of ``z_k - z_y`` per class ``k``, by interval arithmetic on the last layer."""
+    """Upper bound of ``z_k - z_y`` per class ``k``: back-substitution of the margin itself
+    (much tighter than the difference of the logits' bounds), and interval arithmetic."""
+    from robcurves.exact.bounds import symbolic_bounds
+
     last, i = net.layers[-1], len(net.layers) - 1
     if i == 0:
         lo, hi = dom.lo, dom.hi
@@ -129,14 +145,17 @@ def _margin_bound(net: Network, bounds: Bounds, dom: InputDomain, y: int) -> np.
         lo, hi = net.layers[i - 1].interval(*bounds.pre[i - 2])
     W = last.W.toarray()
     D = W - W[y]  # row k: w_k - w_y (dense: only n_classes rows)
-    return np.maximum(D, 0) @ hi + np.minimum(D, 0) @ lo + (last.b - last.b[y])
+    c = last.b - last.b[y]
+    ib = np.maximum(D, 0) @ hi + np.minimum(D, 0) @ lo + c
+    _, sb = symbolic_bounds(net, bounds.pre, i, D, c, dom)
+    return np.minimum(ib, sb)
 
 
 def _distance_milp(net: Network, dom: InputDomain, bounds: Bounds, y: int, k: int, margin: float,
                    threads: int) -> tuple[Any, VarVector]:
     """``min ||x - x0||`` over the domain subject to ``z_k - z_y >= margin``."""
     milp = MilpBuilder()
-    x, z = _build_network(milp, net, dom, bounds)
+    x, z = _build_network(milp, net, dom, bounds, logits=(y, k))
     _add_margin_row(milp, z, y, k, margin)
     n = len(x)
     if math.isinf(dom.norm.p):
@@ -168,7 +187,7 @@ def _add_margin_row(milp: MilpBuilder, z: VarVector, y: int, k: int, margin: flo
 def _margin_milp(net: Network, dom: InputDomain, bounds: Bounds, y: int, k: int, threads: int):
     """``min z_y - z_k`` over the domain (negative optimum: an adversarial example of class k)."""
     milp = MilpBuilder()
-    x, z = _build_network(milp, net, dom, bounds)
+    x, z = _build_network(milp, net, dom, bounds, logits=(y, k))
     milp.set_cost([z.idx[y], z.idx[k]], [1.0, -1.0])
     return milp.to_highs(threads=threads), x
 
@@ -192,11 +211,14 @@ class _State:
 
 
 def _solve_minimize(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, deadline: float,
-                    info: dict) -> float:
-    """Per-class distance MILPs; returns the certified lower bound."""
+                    info: dict, floor: float = 0.0) -> float:
+    """Per-class distance MILPs; returns the certified lower bound.
+
+    ``floor``: a lower bound already proven (no adversarial example closer than it).
+    """
     t0 = time.perf_counter()
-    bounds = compute_bounds(net, dom, cfg.tightening, time_budget=cfg.tightening_share * cfg.time_limit,
-                            threads=cfg.threads)
+    budget = cfg.tightening_share * max(0.0, deadline - t0)
+    bounds = compute_bounds(net, dom, cfg.tightening, time_budget=budget, threads=cfg.threads)
     info["bounds_s"] = round(time.perf_counter() - t0, 3)
     info["lp_solves"] = bounds.lp_solves
     info["binaries"] = bounds.unstable(net)
@@ -204,7 +226,7 @@ def _solve_minimize(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig
     classes = [k for k in range(net.n_classes) if k != st.y and mb[k] >= 0]
     # The attack's class first (its incumbent is the cutoff), then the most threatening.
     classes.sort(key=lambda k: (k != st.witness_class, -mb[k]))
-    lb = {k: 0.0 for k in classes}  # classes outside ``classes`` are robust on the whole domain
+    lb = {k: float(floor) for k in classes}  # classes outside ``classes`` are robust on the whole domain
     settled: set[int] = set()
     unverified: set[int] = set()  # a solution whose witness failed the float32 check
     info["classes"] = {}
@@ -260,27 +282,38 @@ def _solve_minimize(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig
 
 def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, deadline: float,
                   info: dict) -> float:
-    """Bisection over the radius with per-class margin queries; returns the lower bound."""
-    lower, hi_r = 0.0, dom.radius
+    """Bisection over the radius with per-class margin queries; returns the lower bound.
+
+    A query at radius ``r`` ends in one of three ways: robust (every class proven, the
+    certified lower bound rises to ``r``), attacked (a verified witness, the upper bound
+    falls to its distance) or unknown (its time share ran out: the search continues below
+    ``r``, but ``r`` is no upper bound). Each query gets half of the remaining time.
+    """
+    lower = 0.0
+    soft_hi = min(st.upper, dom.radius)
     info["steps"] = []
-    first = True
     while time.perf_counter() < deadline:
-        ub = min(st.upper, dom.radius)
-        if math.isfinite(st.upper) and ub - lower <= cfg.bisect_rel_tol * ub + cfg.abs_gap:
+        if math.isfinite(st.upper) and st.upper - lower <= cfg.bisect_rel_tol * st.upper + cfg.abs_gap:
             break
-        r = dom.radius if first and not math.isfinite(st.upper) else 0.5 * (lower + ub)
-        first = False
+        if soft_hi - lower <= cfg.bisect_rel_tol * soft_hi + cfg.abs_gap:
+            break
+        # Without any upper bound, first ask about the whole domain.
+        r = soft_hi if not info["steps"] and not math.isfinite(st.upper) else 0.5 * (lower + soft_hi)
+        t_q = time.perf_counter()
+        q_deadline = time.perf_counter() + 0.5 * (deadline - time.perf_counter())
+        if not info["steps"] and not math.isfinite(st.upper):
+            q_deadline = deadline
         sub = InputDomain.ball(st.x0, dom.norm, r)
         sub.lo, sub.hi = np.maximum(sub.lo, dom.lo), np.minimum(sub.hi, dom.hi)
-        budget = cfg.tightening_share * (deadline - time.perf_counter())
+        budget = cfg.tightening_share * (q_deadline - time.perf_counter())
         bounds = compute_bounds(net, sub, cfg.tightening, time_budget=budget, threads=cfg.threads)
         mb = _margin_bound(net, bounds, sub, st.y)
         classes = sorted((k for k in range(net.n_classes) if k != st.y and mb[k] >= 0), key=lambda k: -mb[k])
-        robust, attacked = True, False
+        outcome = "robust"
         for k in classes:
-            left = deadline - time.perf_counter()
+            left = q_deadline - time.perf_counter()
             if left <= 0:
-                robust = False
+                outcome = "unknown"
                 break
             h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads)
             res = run_highs(h, left, cutoff=0.0, stop_below=-cfg.abs_gap, rel_gap=0.0, abs_gap=0.0)
@@ -291,26 +324,48 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
             found = None
             if res.x is not None and res.objective < -cfg.abs_gap:
                 found = checker.check(res.x[: net.n_inputs], st.x0, st.y)
-                if found is None and time.perf_counter() < deadline:
+                if found is None and time.perf_counter() < q_deadline:
                     # MIPVerify's remedy: ask for a margin of at least ``cfg.margin``.
                     h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads)
-                    res2 = run_highs(h, deadline - time.perf_counter(), cutoff=0.0, stop_below=-cfg.margin,
+                    res2 = run_highs(h, q_deadline - time.perf_counter(), cutoff=0.0, stop_below=-cfg.margin,
                                      rel_gap=0.0, abs_gap=0.0)
                     if res2.x is not None:
                         found = checker.check(res2.x[: net.n_inputs], st.x0, st.y)
-            robust = False  # neither a proof nor (yet) a verified witness
             if found is not None:
                 st.offer(found)
-                attacked = True
-                break
-        info["steps"].append({"r": r, "robust": robust, "attacked": attacked, "binaries": bounds.unstable(net)})
-        if robust:
+                outcome = "attacked"
+            else:
+                outcome = "unknown"  # neither a proof nor a verified witness in time
+            break
+        info["steps"].append({"r": r, "outcome": outcome, "binaries": bounds.unstable(net),
+                              "s": round(time.perf_counter() - t_q, 3)})
+        if outcome == "robust":
             lower = r
             if not math.isfinite(st.upper) and r >= dom.radius:
                 break
-        elif not attacked:
-            break  # time is up inside this radius: keep the bracket
+        elif outcome == "attacked":
+            soft_hi = min(soft_hi, st.upper)
+        else:
+            soft_hi = r
     return min(lower, st.upper)
+
+
+def _solve_auto(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, deadline: float,
+                info: dict) -> float:
+    """Bisection to a coarse bracket, then the distance MILPs inside the ball of the upper bound."""
+    from dataclasses import replace
+
+    coarse = replace(cfg, bisect_rel_tol=max(cfg.bisect_rel_tol, cfg.auto_switch))
+    bis: dict[str, Any] = {}
+    lower = _solve_bisect(net, checker, st, dom, coarse, deadline, bis)
+    info["bisect"] = bis.get("steps", [])
+    if not math.isfinite(st.upper) or time.perf_counter() >= deadline:
+        return lower
+    if st.upper - lower <= cfg.rel_gap * st.upper + cfg.abs_gap:
+        return lower
+    inner = InputDomain.ball(st.x0, dom.norm, st.upper * (1 + 1e-6) + 1e-7)
+    inner.lo, inner.hi = np.maximum(inner.lo, dom.lo), np.minimum(inner.hi, dom.hi)
+    return max(lower, _solve_minimize(net, checker, st, inner, cfg, deadline, info, floor=lower))
 
 
 def minimal_perturbation(net: Network, checker: Checker, x0: np.ndarray, y: int, norm: "str | Norm",
@@ -335,7 +390,7 @@ def minimal_perturbation(net: Network, checker: Checker, x0: np.ndarray, y: int,
     logits = np.asarray(checker.logits_fn(x0[None]), dtype=np.float32)
     if _strictly_misclassified(logits, y)[0] or int(np.argmax(logits[0])) != y:
         return ExactResult(index, y, norm.name, "optimal", 0.0, 0.0, x0.copy(), int(np.argmax(logits[0])),
-                           time.perf_counter() - t_start, 0.0, {"misclassified": True})
+                           time.perf_counter() - t_start, 0.0, {"misclassified": True}, 0.0)
     if x_adv is not None and attack_distance is not None and np.isfinite(attack_distance):
         if st.offer(checker.check(x_adv, x0, y)):
             info["attack_upper"] = st.upper
@@ -346,20 +401,21 @@ def minimal_perturbation(net: Network, checker: Checker, x0: np.ndarray, y: int,
     else:
         radius = 1.0 if math.isinf(norm.p) else float(np.prod(checker.input_shape))
     dom = InputDomain.ball(x0, norm, radius)
-    solver = _solve_minimize if config.method == "minimize" else _solve_bisect
+    solver = {"minimize": _solve_minimize, "bisect": _solve_bisect, "auto": _solve_auto}[config.method]
     lower = solver(net, checker, st, dom, config, deadline, info)
     lower = max(0.0, float(lower))
     upper = float(st.upper)
-    if math.isfinite(upper) and upper - lower <= config.rel_gap * upper + config.abs_gap + (
-            config.bisect_rel_tol * upper if config.method == "bisect" else 0.0):
+    tol = config.rel_gap * upper + config.abs_gap + (config.bisect_rel_tol * upper if config.method == "bisect" else 0.0)
+    if math.isfinite(upper) and upper - lower <= tol * (1 + 1e-6):  # (1 + 1e-6): rounding of the gap itself
         status = "optimal"
     elif not math.isfinite(upper) and lower >= radius:
         status = "no_adversarial_in_domain"
         lower = radius
     else:
         status = "time_limit"
+    att = float(attack_distance) if attack_distance is not None and np.isfinite(attack_distance) else math.inf
     return ExactResult(index, y, norm.name, status, lower, upper, st.witness, st.witness_class,
-                       time.perf_counter() - t_start, radius, info)
+                       time.perf_counter() - t_start, radius, info, att)
 
 
 def keras_checker(model, norm: "str | Norm") -> Checker:

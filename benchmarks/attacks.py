@@ -1,0 +1,281 @@
+"""Benchmark: our minimal-norm attacks against foolbox 3.3.4, same models, same points.
+
+For every (model, norm) it runs each of our methods alone and the default ensemble
+(the per-point minimum over :func:`robcurves.attacks.default_methods`; its time is the
+sum of its members' times, which is exactly the work the ensemble does), then the
+matching foolbox attacks in their own venv (see ``benchmarks/foolbox_venv.sh``). Every
+distance, ours and foolbox's, is re-verified with the project's model and measured in
+float32 in its norm; a candidate that does not flip the label counts as +inf.
+
+Per (model, norm, method) it prints points/s, the median distance, the robust error at
+the usual thresholds and an optimality score in the spirit of AttackBench (Cinà et al.
+2024): the area under the method's robust-accuracy curve RA(eps) = P(d > eps) on
+[0, eps_max] divided into the same area for the per-point best distance found by any
+method, ours or foolbox's (eps_max: the largest finite per-point best). 1.0 means the
+method matched the best on every point; smaller is worse.
+
+Models:
+  mmr_mnist   the MMR-Universal MNIST network of ../shared/reference (first N test points)
+  digits_st   a standard-trained LeNet-small on scikit-learn digits (the default run's ST)
+  digits_at   an l-inf adversarially trained LeNet-small on digits (eps = 0.1)
+The digits models are taken from results/models/digits/ when the workflow made them,
+otherwise trained here with the default run's settings and cached under
+results/benchmarks/models/.
+
+Example:
+  bash benchmarks/foolbox_venv.sh      # once
+  TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/attacks.py --models mmr_mnist digits_st digits_at --n 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+REFERENCE = ROOT.parent / "shared" / "reference"
+CACHE = ROOT / "results" / "benchmarks"
+
+THRESHOLDS = {  # robust error is reported at these eps, per norm
+    "mmr_mnist": {"linf": [0.1], "l2": [0.3, 2.0], "l1": [1.0, 10.0]},
+    "digits": {"linf": [0.05, 0.1], "l2": [0.3, 1.0], "l1": [1.0, 3.0]},
+}
+
+FOOLBOX_ATTACKS = {
+    "linf": ["linf_fmn", "linf_pgd_bisection"],
+    "l2": ["l2_fmn", "l2_cw", "l2_ddn"],
+    "l1": ["l1_fmn", "l1_ead"],
+}
+
+
+# ----------------------------------------------------------------------------- models
+def load_mmr_mnist(n: int):
+    from robcurves.data import read_idx
+    from robcurves.models import convert_mat
+
+    mat = REFERENCE / "mmr-universal" / "mmr_univ_mnist_gammas_1.0_0.175_lambdas_3.0_12.0.mat"
+    if not mat.exists():
+        raise FileNotFoundError(f"{mat} is missing: the MMR-Universal benchmark needs ../shared/reference")
+    model = convert_mat(mat)
+    x = read_idx(REFERENCE / "mnist" / "t10k-images-idx3-ubyte.gz")[:n].astype(np.float32) / 255.0
+    y = read_idx(REFERENCE / "mnist" / "t10k-labels-idx1-ubyte.gz")[:n].astype(np.int64)
+    return model, x.reshape(-1, 28, 28, 1), y
+
+
+def load_digits_model(kind: str, n: int):
+    from robcurves.data import load_sklearn_digits
+    from robcurves.models import lenet_small, load_model, save_model
+    from robcurves.training import train_model
+
+    train, test = load_sklearn_digits(test_size=0.3, seed=0)
+    wf_name = {"st": "digits_st", "at": "digits_at_linf"}[kind]
+    wf_path = ROOT / "results" / "models" / "digits" / wf_name / "model.keras"
+    path = CACHE / "models" / f"digits_{kind}.keras"
+    if wf_path.exists():
+        model, _ = load_model(wf_path)
+    elif path.exists():
+        model, _ = load_model(path)
+    else:
+        print(f"training digits_{kind} (cached at {path})", file=sys.stderr, flush=True)
+        model = lenet_small(train.input_shape, train.n_classes, seed=0)
+        kw = {"eps": 0.1} if kind == "at" else {}
+        made_by = train_model(model, train, "st" if kind == "st" else "at_linf", epochs=40, batch_size=64,
+                              learning_rate=0.002, seed=0, **kw)
+        save_model(model, path, {"dataset": "digits", "input_shape": list(train.input_shape),
+                                 "bounds": [0.0, 1.0], "n_classes": train.n_classes, "made_by": made_by})
+    return model, test.x[:n], test.y[:n]
+
+
+def load_benchmark_model(name: str, n: int):
+    if name == "mmr_mnist":
+        return load_mmr_mnist(n)
+    if name == "digits_st":
+        return load_digits_model("st", n)
+    if name == "digits_at":
+        return load_digits_model("at", n)
+    raise ValueError(f"unknown benchmark model {name!r}")
+
+
+def export_layers(model) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """The model as a plain layer list (conv2d, dense, relu, flatten) plus weights."""
+    import keras
+
+    layers, arrays = [], {}
+
+    def act(layer):
+        a = getattr(layer, "activation", None)
+        name = getattr(a, "__name__", "linear") if a is not None else "linear"
+        if name == "relu":
+            layers.append({"kind": "relu"})
+        elif name != "linear":
+            raise ValueError(f"layer {layer.name}: activation {name!r} is not supported by the export")
+
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        if isinstance(layer, keras.layers.Conv2D):
+            w, b = (np.asarray(v, np.float32) for v in layer.get_weights())
+            arrays[f"w{len(layers)}"], arrays[f"b{len(layers)}"] = w, b
+            layers.append({"kind": "conv2d", "strides": list(layer.strides), "padding": layer.padding})
+            act(layer)
+        elif isinstance(layer, keras.layers.Dense):
+            w, b = (np.asarray(v, np.float32) for v in layer.get_weights())
+            arrays[f"w{len(layers)}"], arrays[f"b{len(layers)}"] = w, b
+            layers.append({"kind": "dense"})
+            act(layer)
+        elif isinstance(layer, keras.layers.ReLU):
+            layers.append({"kind": "relu"})
+        elif isinstance(layer, keras.layers.Activation):
+            act(layer)
+        elif isinstance(layer, keras.layers.Flatten):
+            layers.append({"kind": "flatten"})
+        else:
+            raise ValueError(f"layer {layer.name} ({type(layer).__name__}) is not supported by the export")
+    return layers, arrays
+
+
+# ----------------------------------------------------------------------------- metrics
+def robust_error(d: np.ndarray, eps: float) -> float:
+    return float(np.mean(d <= eps))
+
+
+def area_under_ra(d: np.ndarray, eps_max: float) -> float:
+    """Integral over [0, eps_max] of RA(eps) = P(d > eps) = mean(min(d, eps_max))."""
+    return float(np.mean(np.minimum(d, eps_max)))
+
+
+def optimality(d: np.ndarray, best: np.ndarray) -> float:
+    finite = best[np.isfinite(best)]
+    eps_max = float(finite.max()) if finite.size else 0.0
+    a_best, a = area_under_ra(best, eps_max), area_under_ra(d, eps_max)
+    return 1.0 if a == 0 else a_best / a
+
+
+# ----------------------------------------------------------------------------- runs
+def run_ours(model, x, y, norm: str, batch_size: int, seed: int, methods: list[dict] | None):
+    from robcurves.attacks import default_methods, minimal_perturbations
+
+    ensemble = default_methods(norm)
+    singles = methods if methods is not None else ensemble
+    # every method appearing in the ensemble is run once; the ensemble reuses them
+    plan, seen = [], set()
+    for m in [*singles, *ensemble]:
+        key = json.dumps(m, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            plan.append(m)
+    rows = {}
+    for m in plan:
+        t0 = time.perf_counter()
+        res = minimal_perturbations(model, x, y, norm, methods=[m], batch_size=batch_size, seed=seed,
+                                    progress=False)
+        dt = time.perf_counter() - t0
+        label = "ours " + m["name"] + "".join(f" {k}={v}" for k, v in m.items() if k != "name")
+        rows[json.dumps(m, sort_keys=True)] = (label, res.distances, dt)
+    out = {label: (d, dt) for label, d, dt in rows.values()}
+    members = [rows[json.dumps(m, sort_keys=True)] for m in ensemble]
+    d_ens = np.min(np.stack([r[1] for r in members]), axis=0)
+    out["ours DEFAULT ensemble (" + " + ".join(m["name"] for m in ensemble) + ")"] = (
+        d_ens, sum(r[2] for r in members))
+    return out
+
+
+def run_foolbox(model, x, y, norm: str, venv: Path, batch_size: int, options: dict):
+    from robcurves.attacks import verify_adversarial
+
+    py = venv / "bin" / "python"
+    if not py.exists():
+        raise FileNotFoundError(f"{py} not found: run `bash benchmarks/foolbox_venv.sh` first")
+    layers, arrays = export_layers(model)
+    attacks = FOOLBOX_ATTACKS[norm]
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(src, x=x, y=y, spec=np.array(json.dumps({"layers": layers, "bounds": [0.0, 1.0]})),
+                 options=np.array(json.dumps({"batch_size": batch_size, **options})), **arrays)
+        cmd = [str(py), str(Path(__file__).with_name("foolbox_worker.py")), str(src), str(dst), *attacks]
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONNOUSERSITE": "1"}
+        env.pop("PYTHONPATH", None)
+        subprocess.run(cmd, check=True, env=env)
+        with np.load(dst, allow_pickle=False) as f:
+            timing = json.loads(str(f["timing"]))
+            advs = {a: f[a] for a in attacks}
+    z = np.asarray(model(x, training=False))
+    clean_wrong = np.argmax(z, axis=1) != y
+    out = {}
+    for a in attacks:
+        ok, d = verify_adversarial(model, x, advs[a], y, norm)
+        d = np.where(clean_wrong, 0.0, np.where(ok, d, np.inf)).astype(np.float32)
+        out[f"foolbox {a}"] = (d, timing[a])
+    return out
+
+
+def table(model_name: str, norm: str, results: dict, n: int, thresholds: list[float]) -> list[str]:
+    best = np.min(np.stack([d for d, _ in results.values()]), axis=0)
+    head = (f"| {model_name} | {norm} | method | points/s | median | "
+            + " | ".join(f"RE@{t:g}" for t in thresholds) + " | optimality | not found |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for label, (d, dt) in results.items():
+        lines.append(
+            f"| {model_name} | {norm} | {label} | {n / dt:.1f} | {np.median(d):.4f} | "
+            + " | ".join(f"{robust_error(d, t):.3f}" for t in thresholds)
+            + f" | {optimality(d, best):.4f} | {int(np.sum(~np.isfinite(d)))} |"
+        )
+    return lines
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", default=["mmr_mnist", "digits_st", "digits_at"])
+    ap.add_argument("--norms", nargs="+", default=["linf", "l2", "l1"])
+    ap.add_argument("--n", type=int, default=500, help="points per model (the first n test points)")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--methods", default=None,
+                    help='JSON list of our methods to run alone, e.g. \'[{"name": "fmn"}]\' (default: the ensemble members)')
+    ap.add_argument("--no-foolbox", action="store_true")
+    ap.add_argument("--foolbox-venv", type=Path, default=Path(__file__).with_name(".venv-foolbox"))
+    ap.add_argument("--foolbox-options", default="{}",
+                    help='JSON per-attack options, e.g. \'{"l2_cw": {"steps": 1000}}\'')
+    ap.add_argument("--save", type=Path, default=None, help="also write the table (markdown) and distances here")
+    args = ap.parse_args(argv)
+
+    from robcurves.norms import parse_norm
+
+    methods = json.loads(args.methods) if args.methods else None
+    all_lines = [f"command: {' '.join(['benchmarks/attacks.py', *(argv if argv is not None else sys.argv[1:])])}",
+                 f"n = {args.n} points per model, batch size {args.batch_size}, seed {args.seed}", ""]
+    dump, times = {}, {}
+    for model_name in args.models:
+        model, x, y = load_benchmark_model(model_name, args.n)
+        thr = THRESHOLDS["mmr_mnist" if model_name == "mmr_mnist" else "digits"]
+        for norm in (parse_norm(v).name for v in args.norms):
+            print(f"== {model_name} {norm}", file=sys.stderr, flush=True)
+            results = run_ours(model, x, y, norm, args.batch_size, args.seed, methods)
+            if not args.no_foolbox:
+                results.update(run_foolbox(model, x, y, norm, args.foolbox_venv, args.batch_size,
+                                           json.loads(args.foolbox_options)))
+            lines = table(model_name, norm, results, len(x), thr[norm])
+            print("\n".join(lines), flush=True)
+            all_lines += lines + [""]
+            dump.update({f"{model_name}/{norm}/{k}": d for k, (d, _) in results.items()})
+            times.update({f"{model_name}/{norm}/{k}": t for k, (_, t) in results.items()})
+    if args.save:
+        args.save.parent.mkdir(parents=True, exist_ok=True)
+        args.save.with_suffix(".md").write_text("\n".join(all_lines) + "\n")
+        np.savez_compressed(args.save.with_suffix(".npz"), times=np.array(json.dumps(times)),
+                            **{k.replace("/", "__"): v for k, v in dump.items()})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Figure "exact vs. approximate robustness curves": the certified band and the attack curve.
+
+For points with exact results, the robust error ``R(eps) = P(d <= eps)`` of the true
+minimal distances ``d`` is certain to lie between two step curves:
+
+- the curve of the exact stage's upper bounds (a verified witness, else the attack's
+  distance), which lies *below* the true curve, and
+- the curve of the certified lower bounds, which lies *above* it.
+
+The attack curve (attack distances alone) is drawn on the same points; where it leaves
+the band, the attack overestimated the robustness.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from robcurves.atomic import atomic_path  # noqa: E402
+from robcurves.exact.records import read_merged_json, summarize  # noqa: E402
+from robcurves.norms import parse_norm  # noqa: E402
+
+_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
+
+
+def _cdf(d: np.ndarray, grid: np.ndarray) -> np.ndarray:
+    d = np.sort(np.asarray(d, dtype=np.float64))
+    return np.searchsorted(d, grid, side="right") / max(len(d), 1)
+
+
+def _arrays(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    pts = data["points"]
+
+    def col(key: str) -> np.ndarray:
+        return np.array([np.inf if p.get(key) is None else p[key] for p in pts], dtype=np.float64)
+
+    return {"lower": col("lower"), "upper": col("upper"), "attack": col("attack_distance"),
+            "status": np.array([p["status"] for p in pts]), "time": col("solve_time")}
+
+
+def gap_statistics(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Gap statistics of one merged exact file (see :func:`robcurves.exact.records.summarize`),
+    plus ``max_band_width``: the largest vertical distance between the two band curves, and
+    ``max_attack_excess``: the largest vertical distance by which the attack curve falls below
+    the certified-lower-bound curve (how far the attack can understate the robust error)."""
+    a = _arrays(data)
+    stats = summarize(a["status"], a["lower"], a["upper"], a["attack"], a["time"])
+    best_upper = np.minimum(a["upper"], a["attack"])
+    grid = np.unique(np.concatenate([a["lower"], best_upper, a["attack"]]))
+    grid = grid[np.isfinite(grid)]
+    if len(grid):
+        stats["max_band_width"] = float(np.max(_cdf(a["lower"], grid) - _cdf(best_upper, grid)))
+        stats["max_attack_excess"] = float(np.max(_cdf(a["lower"], grid) - _cdf(a["attack"], grid)))
+    return stats
+
+
+def plot_exact_vs_approx(inputs: Sequence[str | os.PathLike | Mapping[str, Any]], out_paths: Sequence[str | os.PathLike],
+                         labels: Sequence[str] | None = None, title: str = "") -> list[dict[str, Any]]:
+    """One panel per merged exact file (``results/exact/.../{norm}.json``).
+
+    Each panel shows the certified band (between the upper-bound and lower-bound curves)
+    and the attack curve on the same points. Writes every path in ``out_paths`` atomically
+    (format from the suffix) and returns the gap statistics of every panel.
+    """
+    datas = [read_merged_json(p) if not isinstance(p, Mapping) else p for p in inputs]
+    if not datas:
+        raise ValueError("exact figure: no exact results to plot")
+    labels = list(labels) if labels is not None else [str(p) for p in inputs]
+    fig, axes = plt.subplots(1, len(datas), figsize=(3.6 * len(datas), 3.1), squeeze=False)
+    all_stats = []
+    for i, (ax, data, label) in enumerate(zip(axes[0], datas, labels)):
+        a = _arrays(data)
+        norm = parse_norm(data["norm"])
+        best_upper = np.minimum(a["upper"], a["attack"])
+        finite = np.concatenate([v[np.isfinite(v)] for v in (a["lower"], best_upper, a["attack"])] + [np.zeros(1)])
+        x_max = float(finite.max()) * 1.1 if finite.max() > 0 else 1.0
+        grid = np.unique(np.concatenate([np.linspace(0, x_max, 400), finite]))
+        lo_curve, hi_curve = _cdf(best_upper, grid), _cdf(a["lower"], grid)
+        c = _COLOURS[i % len(_COLOURS)]
+        ax.fill_between(grid, lo_curve, hi_curve, step="post", color=c, alpha=0.3, linewidth=0,
+                        label="certified band (exact)")
+        ax.step(grid, hi_curve, where="post", color=c, linewidth=1.2, label="exact lower bounds")
+        ax.step(grid, lo_curve, where="post", color=c, linewidth=1.2, linestyle=":", label="exact upper bounds")
+        if np.isfinite(a["attack"]).any():
+            ax.step(grid, _cdf(a["attack"], grid), where="post", color="#000000", linewidth=1.2,
+                    linestyle="--", label="attack (approximate)")
+        stats = gap_statistics(data)
+        stats["label"] = label
+        stats["norm"] = norm.name
+        all_stats.append(stats)
+        n_opt = stats["optimal"]
+        ax.set_title(f"{label}\n{n_opt}/{stats['n']} solved exactly", fontsize=9)
+        ax.set_xlim(0, x_max)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel(f"perturbation size $\\varepsilon$ ({norm.label} norm)")
+        ax.set_ylabel("robust error $R(\\varepsilon)$")
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    try:
+        for p in out_paths:
+            with atomic_path(p) as tmp:
+                fig.savefig(tmp, format=os.path.splitext(str(p))[1].lstrip(".") or None, dpi=200)
+    finally:
+        plt.close(fig)
+    return all_stats
+
+
+def format_gap_statistics(stats: Sequence[Mapping[str, Any]]) -> str:
+    """A plain-text table of :func:`gap_statistics` rows (what the figure rule prints)."""
+    cols = ["label", "norm", "n", "optimal", "time_limit", "no_adversarial_in_domain", "median_lower_over_upper",
+            "median_lower_over_attack", "attack_within_1pct", "max_band_width", "max_attack_excess",
+            "median_time_s", "p90_time_s"]
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return str(v)
+
+    lines = ["\t".join(cols)]
+    lines += ["\t".join(fmt(s.get(c)) for c in cols) for s in stats]
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""The Julia backend: MIPVerify.jl (Tjeng et al.) through ``workflow/julia/exact_mipverify.jl``.
+
+The Python side writes the network in MIPVerify's ``.mat`` naming (``{layer}/weight``,
+``{layer}/bias``; conv kernels HWIO, dense matrices (in, out)) plus a JSON description of
+the layer chain and the points, runs Julia, and turns its answer into the same records as
+the HiGHS backend. Every witness MIPVerify returns is re-checked on the TensorFlow model in
+float32 before it may count, exactly as for the Python backend.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from robcurves.exact.records import ExactResult, ExactResults, save_results
+from robcurves.norms import parse_norm
+
+_log = logging.getLogger("robcurves.exact")
+
+SCRIPT = "exact_mipverify.jl"
+
+
+def julia_executable() -> str | None:
+    """Path of ``julia`` (``$JULIA`` first), or None if it is not installed."""
+    exe = os.environ.get("JULIA")
+    if exe and Path(exe).exists():
+        return exe
+    return shutil.which("julia")
+
+
+def export_mipverify(model, path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Write ``model``'s parameters in MIPVerify's ``.mat`` naming; return the layer chain.
+
+    The chain is a list of ``{"type": "conv2d"|"dense"|"relu"|"flatten", ...}`` entries in
+    order; conv entries carry ``name``, ``stride``, ``padding`` and the kernel ``shape``
+    (HWIO), dense entries ``name`` and ``shape`` (in, out). Activations inside Conv2D or
+    Dense layers become separate ReLU entries.
+    """
+    import keras
+    import scipy.io
+
+    from robcurves.exact.layers import network_from_keras
+
+    network_from_keras(model)  # rejects what cannot be encoded, naming the layer
+    params: dict[str, np.ndarray] = {}
+    chain: list[dict[str, Any]] = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            k, b = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
+            strides = tuple(int(s) for s in layer.strides)
+            if strides[0] != strides[1]:
+                raise ValueError(f"mipverify: layer {layer.name!r} has unequal strides {strides}")
+            params[f"{layer.name}/weight"], params[f"{layer.name}/bias"] = k, b
+            chain.append({"type": "conv2d", "name": layer.name, "stride": strides[0],
+                          "padding": layer.padding.lower(), "shape": list(k.shape)})
+        elif isinstance(layer, keras.layers.Dense):
+            k, b = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
+            params[f"{layer.name}/weight"], params[f"{layer.name}/bias"] = k, b
+            chain.append({"type": "dense", "name": layer.name, "shape": list(k.shape)})
+        elif isinstance(layer, keras.layers.Flatten):
+            chain.append({"type": "flatten"})
+            continue
+        elif isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
+            chain.append({"type": "relu"})
+            continue
+        else:
+            continue
+        act = keras.activations.serialize(layer.activation)
+        if (act if isinstance(act, str) else act.get("config")) == "relu":
+            chain.append({"type": "relu"})
+    scipy.io.savemat(str(path), params)
+    return chain
+
+
+def mipverify_shard(model_path: str, data_path: str, out_path: str, norm: str, shard: int, n_shards: int,
+                    n_points: int, exact: dict[str, Any], attack_paths: Sequence[str] = (),
+                    julia_project: str | os.PathLike = "workflow/julia", log: logging.Logger = _log) -> ExactResults:
+    """The MIPVerify counterpart of :func:`robcurves.exact.pipeline.exact_shard` (same outputs)."""
+    from robcurves import models
+    from robcurves.data import load_dataset
+    from robcurves.exact.pipeline import config_from_dict, load_attack_warm_start, shard_indices
+    from robcurves.exact.solve import keras_checker
+
+    exe = julia_executable()
+    if exe is None:
+        raise RuntimeError("exact.backend is 'mipverify' but `julia` is not on PATH (see workflow/julia/README.md)")
+    norm = parse_norm(norm)
+    if norm.name not in ("linf", "l1"):
+        raise ValueError(f"mipverify backend: norm {norm.name} is not supported here (linf, l1)")
+    model, sidecar = models.load_model(model_path)
+    test = load_dataset(data_path)
+    n = min(int(n_points), len(test))
+    idx = shard_indices(n, n_shards, shard)
+    cfg = config_from_dict(exact, norm.name)
+    x, y = test.x[idx], test.y[idx]
+    dist, adv = (load_attack_warm_start(attack_paths, idx, norm.name, test.x.shape[1:]) if attack_paths
+                 else (np.full(len(idx), np.inf), None))
+    default_r = cfg.max_radius if cfg.max_radius is not None else (1.0 if norm.name == "linf" else float(x[0].size))
+    radius = np.where(np.isfinite(dist), dist * (1 + 1e-6) + 1e-7, default_r)
+    checker = keras_checker(model, norm)
+    records = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        chain = export_mipverify(model, tmp / "model.mat")
+        spec = {"layers": chain, "input_shape": list(x.shape[1:]), "norm": norm.name,
+                "time_limit": float(cfg.time_limit), "tightening": "lp" if "lp" in cfg.tightening else "interval_arithmetic",
+                "labels": [int(v) + 1 for v in y], "radius": [float(r) for r in radius],
+                # Flat NHWC inputs and their float32 logits (the Julia side checks its network on them).
+                "x": [[float(v) for v in row] for row in x.reshape(len(x), -1)],
+                "logits": [[float(v) for v in row] for row in checker.logits_fn(x)]}
+        (tmp / "spec.json").write_text(json.dumps(spec))
+        t0 = time.perf_counter()
+        cmd = [exe, f"--project={julia_project}", str(Path(julia_project) / SCRIPT), str(tmp / "model.mat"),
+               str(tmp / "spec.json"), str(tmp / "out.json")]
+        log.info("running %s", " ".join(cmd))
+        subprocess.run(cmd, check=True)
+        log.info("MIPVerify finished in %.1f s", time.perf_counter() - t0)
+        answers = json.loads((tmp / "out.json").read_text())["points"]
+    for i, ans in enumerate(answers):
+        records.append(record_from_mipverify(ans, checker, x[i], int(y[i]), norm.name, int(idx[i]),
+                                             float(radius[i]), float(dist[i]), cfg.rel_gap, cfg.abs_gap))
+    res = ExactResults.from_records(records, x.shape[1:], norm.name,
+                                    {"backend": "mipverify", "model": str(model_path), "shard": int(shard),
+                                     "n_shards": int(n_shards), "n_points": n})
+    save_results(out_path, res)
+    log.info("exact (mipverify) shard %d/%d: %s", shard, n_shards, res.summary())
+    return res
+
+
+def record_from_mipverify(ans: dict[str, Any], checker, x0: np.ndarray, y: int, norm: str, index: int,
+                          radius: float, attack: float, rel_gap: float, abs_gap: float) -> ExactResult:
+    """One Julia answer -> :class:`ExactResult`; the witness counts only after the float32 check.
+
+    ``ans``: ``{"status": JuMP termination status, "objective": value or null,
+    "bound": objective bound or null, "perturbed": flat input (NHWC order) or null,
+    "seconds": ...}``.
+    """
+    lower = ans.get("bound")
+    lower = 0.0 if lower is None or not math.isfinite(lower) else max(0.0, float(lower))
+    upper, witness, wclass = math.inf, None, -1
+    if ans.get("perturbed") is not None:
+        found = checker.check(np.asarray(ans["perturbed"], dtype=np.float64), x0, y)
+        if found is not None:
+            witness, upper, wclass = found
+    if math.isfinite(attack) and attack < upper:
+        upper = attack  # a verified attack distance stays an upper bound (no witness stored here)
+    status_j = str(ans.get("status", ""))
+    if status_j == "INFEASIBLE" and not math.isfinite(upper):
+        return ExactResult(index, y, norm, "no_adversarial_in_domain", radius, math.inf, None, -1,
+                           float(ans.get("seconds", 0.0)), radius, {"julia_status": status_j}, attack)
+    lower = min(lower, upper)
+    ok = math.isfinite(upper) and witness is not None and upper - lower <= rel_gap * upper + abs_gap
+    status = "optimal" if ok else "time_limit"
+    return ExactResult(index, y, norm, status, lower, upper, witness, wclass, float(ans.get("seconds", 0.0)),
+                       radius, {"julia_status": status_j}, attack)

@@ -1,0 +1,332 @@
+"""Exact minimal perturbations (robcurves.exact): tiny networks whose answer is known."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from robcurves.exact import (  # noqa: E402
+    ExactConfig, ExactResults, InputDomain, compute_bounds, load_results, minimal_perturbations,
+    network_from_keras, read_merged_json, save_results, write_merged_json,
+)
+from robcurves.exact.milp import MilpBuilder, VarVector, run_highs  # noqa: E402
+from robcurves.norms import LINF, parse_norm  # noqa: E402
+
+
+def _affine_model(W: np.ndarray, b: np.ndarray) -> keras.Model:
+    n_in, n_out = W.shape
+    inp = keras.Input((1, 1, n_in))
+    out = keras.layers.Dense(n_out, name="logits")(keras.layers.Flatten()(inp))
+    m = keras.Model(inp, out)
+    m.get_layer("logits").set_weights([W.astype(np.float32), b.astype(np.float32)])
+    return m
+
+
+def _relu_model(n_in: int, hidden: tuple[int, ...], n_out: int, seed: int, in_shape=None) -> keras.Model:
+    rng = np.random.default_rng(seed)
+    inp = keras.Input(in_shape or (1, 1, n_in))
+    h = keras.layers.Flatten()(inp)
+    for i, width in enumerate(hidden):
+        h = keras.layers.Dense(width, name=f"d{i}")(h)
+        h = keras.layers.ReLU(name=f"r{i}")(h)
+    out = keras.layers.Dense(n_out, name="logits")(h)
+    m = keras.Model(inp, out)
+    for layer in m.layers:
+        if isinstance(layer, keras.layers.Dense):
+            k, b = layer.get_weights()
+            layer.set_weights([rng.normal(0, 1 / np.sqrt(k.shape[0]), k.shape).astype(np.float32),
+                               rng.normal(0, 0.1, b.shape).astype(np.float32)])
+    return m
+
+
+def _pred(m, x):
+    return np.argmax(np.asarray(m(np.asarray(x, np.float32), training=False)), axis=1)
+
+
+def _check_witnesses(m, x, y, res: ExactResults):
+    norm = parse_norm(res.norm)
+    for i in range(len(res)):
+        if np.isfinite(res.upper[i]) and res.upper[i] > 0:
+            w = res.witness[i]
+            assert np.all(w >= 0) and np.all(w <= 1)
+            assert _pred(m, w[None])[0] != y[i]
+            d = float(norm.distance(w[None], x[i : i + 1])[0])
+            assert d == pytest.approx(res.upper[i], rel=1e-6, abs=1e-7)
+        assert res.lower[i] <= res.upper[i]
+
+
+# --------------------------------------------------------------------------- affine
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+def test_affine_model_matches_closed_form(norm):
+    rng = np.random.default_rng(3)
+    n_in, n_out = 6, 3
+    W = rng.normal(size=(n_in, n_out))
+    b = np.zeros(n_out)
+    x = np.full((1, 1, 1, n_in), 0.5, dtype=np.float32)
+    z = x.reshape(-1) @ W
+    y = int(np.argmax(z))
+    # Put the closest boundary well inside the box: gaps of at most 0.05 * dual norm.
+    dual = {"linf": lambda v: np.abs(v).sum(), "l1": lambda v: np.abs(v).max()}[norm]
+    for k in range(n_out):
+        if k != y:
+            b[k] = z[y] - z[k] - 0.05 * (k + 1) * dual(W[:, y] - W[:, k])
+    m = _affine_model(W, b)
+    z = x.reshape(-1).astype(np.float64) @ W + b
+    expected = min((z[y] - z[k]) / dual(W[:, y] - W[:, k]) for k in range(n_out) if k != y)
+    res = minimal_perturbations(m, x, np.array([y]), norm, ExactConfig(time_limit=20, max_radius=0.5))
+    assert res.status[0] == "optimal"
+    assert res.lower[0] == pytest.approx(expected, rel=2e-4)  # the solver gap: 1e-4 rel + 1e-6 abs
+    assert res.upper[0] == pytest.approx(expected, rel=1e-4)
+    _check_witnesses(m, x, [y], res)
+
+
+# ---------------------------------------------------------------- 2-D ReLU network
+
+def test_relu_2d_network_matches_grid_search():
+    m = _relu_model(2, (12, 12), 3, seed=5)
+    g = np.linspace(0, 1, 401)
+    grid = np.stack(np.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 1, 1, 2).astype(np.float32)
+    pred = np.argmax(m.predict(grid, batch_size=len(grid), verbose=0), axis=1)
+    x = np.array([[0.5, 0.5], [0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)
+    y = _pred(m, x)
+    step = g[1] - g[0]
+    for norm in ("linf", "l1"):
+        res = minimal_perturbations(m, x, y, norm, ExactConfig(time_limit=30))
+        d = parse_norm(norm)
+        for i in range(len(x)):
+            other = pred != y[i]
+            assert other.any()
+            grid_best = d.distance(grid[other], np.repeat(x[i : i + 1], other.sum(), 0)).min()
+            assert res.status[i] == "optimal", res.meta["info"][i]
+            # The exact value is never above a grid point's and within one grid cell of it.
+            assert res.lower[i] <= grid_best + 1e-6
+            assert grid_best - res.upper[i] <= (2 if norm == "l1" else 1) * step + 1e-6
+        _check_witnesses(m, x, y, res)
+
+
+def test_bisection_brackets_the_minimisation():
+    m = _relu_model(2, (12, 12), 3, seed=5)
+    x = np.array([[0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)
+    y = _pred(m, x)
+    a = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20))
+    b = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, method="bisect"))
+    assert a.status[0] == "optimal"
+    assert b.lower[0] <= a.upper[0] + 1e-6 and a.lower[0] <= b.upper[0] + 1e-6
+    assert b.upper[0] - b.lower[0] <= 2e-3 * b.upper[0] + 1e-6
+
+
+# ------------------------------------------------------------ attack warm start
+
+def _pgd_linf(m, x, y, n_dirs=256, scales=np.geomspace(0.005, 0.6, 40)):
+    """A crude linf attack (only for tests): random sign directions times a grid of radii,
+    one batched forward pass per point. Returns distances (inf if none) and examples."""
+    rng = np.random.default_rng(0)
+    best = np.full(len(x), np.inf, dtype=np.float32)
+    adv = x.copy()
+    for i in range(len(x)):
+        dirs = rng.choice([-1.0, 1.0], size=(n_dirs, *x.shape[1:])).astype(np.float32)
+        cand = np.clip(x[i][None, None] + scales[:, None, None, None, None, None].astype(np.float32) * dirs[None],
+                       0, 1).reshape(-1, *x.shape[1:])
+        pred = np.argmax(m.predict(cand, batch_size=len(cand), verbose=0), axis=1)
+        ok = np.flatnonzero(pred != y[i])
+        if len(ok):
+            d = LINF.distance(cand[ok], np.repeat(x[i : i + 1], len(ok), 0))
+            j = int(np.argmin(d))
+            best[i], adv[i] = d[j], cand[ok[j]]
+    return best, adv
+
+
+def test_exact_is_never_above_the_attack_and_the_witness_flips_the_label():
+    m = _relu_model(16, (16,), 4, seed=11, in_shape=(4, 4, 1))
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 4, 4, 1)).astype(np.float32)
+    y = _pred(m, x)
+    dist, adv = _pgd_linf(m, x, y)
+    assert np.all(np.isfinite(dist))
+    res = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=30), attack_distances=dist, x_adv=adv)
+    assert np.all(res.status == "optimal"), res.meta["info"]
+    assert np.all(res.upper <= dist + 1e-6)
+    assert np.all(res.lower <= res.upper)
+    _check_witnesses(m, x, y, res)
+
+
+def test_tiny_time_limit_gives_a_bracket_not_a_fake_optimum():
+    m = _relu_model(16, (16, 16), 4, seed=7, in_shape=(4, 4, 1))
+    rng = np.random.default_rng(1)
+    x = rng.random((2, 4, 4, 1)).astype(np.float32)
+    y = _pred(m, x)
+    full = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=60, max_radius=0.5))
+    tiny = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=0.02, max_radius=0.5))
+    for i in range(len(x)):
+        assert full.status[i] in ("optimal", "no_adversarial_in_domain")
+        truth_lo, truth_hi = full.lower[i], full.upper[i]
+        assert tiny.lower[i] <= truth_hi + 1e-6
+        assert tiny.upper[i] >= truth_lo - 1e-6
+        if tiny.status[i] == "optimal":  # only if the bracket really closed
+            assert tiny.upper[i] - tiny.lower[i] <= 1e-4 * tiny.upper[i] + 1e-6
+        else:
+            assert tiny.status[i] == "time_limit"
+    _check_witnesses(m, x, y, tiny)
+
+
+def test_no_adversarial_in_domain_and_misclassified_points():
+    m = _relu_model(2, (8,), 3, seed=4)
+    x = np.array([[0.5, 0.5]], dtype=np.float32).reshape(-1, 1, 1, 2)
+    y = _pred(m, x)
+    res = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, max_radius=1e-3))
+    assert res.status[0] == "no_adversarial_in_domain"
+    assert res.lower[0] == pytest.approx(1e-3) and math.isinf(res.upper[0])
+    wrong = (y + 1) % 3
+    res = minimal_perturbations(m, x, wrong, "l1", ExactConfig(time_limit=5))
+    assert res.status[0] == "optimal" and res.lower[0] == 0 and res.upper[0] == 0
+
+
+# --------------------------------------------------------------------- layers
+
+@pytest.mark.parametrize("padding,stride,size", [("same", 2, 7), ("same", 2, 8), ("valid", 2, 7), ("same", 1, 5)])
+def test_conv2d_preactivations_in_the_milp_equal_tensorflow(padding, stride, size):
+    rng = np.random.default_rng(0)
+    inp = keras.Input((size, size, 2))
+    h = keras.layers.Conv2D(3, 3, strides=stride, padding=padding, name="conv")(inp)
+    h = keras.layers.ReLU()(h)
+    out = keras.layers.Dense(2, name="logits")(keras.layers.Flatten()(h))
+    m = keras.Model(inp, out)
+    conv = m.get_layer("conv")
+    k, b = conv.get_weights()
+    conv.set_weights([rng.normal(size=k.shape).astype(np.float32), rng.normal(size=b.shape).astype(np.float32)])
+    x = rng.random((1, size, size, 2)).astype(np.float32)
+    ref = np.asarray(conv(x)).reshape(-1)
+    net = network_from_keras(m)
+    # The MILP encoding: inputs fixed to x, one affine layer, read back its variables.
+    milp = MilpBuilder()
+    xin = VarVector.of_vars(milp.add_vars(x.reshape(-1), x.reshape(-1)))
+    big = np.full(net.layers[0].n_out, 1e6)
+    z = net.layers[0].emit(milp, xin, -big, big)
+    milp.set_cost(z.idx[:1], [0.0])
+    r = run_highs(milp.to_highs(), 10)
+    assert r.status == "optimal"
+    np.testing.assert_allclose(r.x[z.idx], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(net.evaluate(x), np.asarray(m(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bad", ["softmax", "batchnorm", "sigmoid_dense"])
+def test_unsupported_layers_are_rejected_by_name(bad):
+    inp = keras.Input((1, 1, 4))
+    h = keras.layers.Flatten()(inp)
+    if bad == "softmax":
+        h = keras.layers.Dense(5, name="hidden")(h)
+        h = keras.layers.Softmax(name="my_softmax")(h)
+        name = "my_softmax"
+    elif bad == "batchnorm":
+        h = keras.layers.BatchNormalization(name="my_bn")(h)
+        name = "my_bn"
+    else:
+        h = keras.layers.Dense(5, activation="sigmoid", name="my_dense")(h)
+        name = "my_dense"
+    out = keras.layers.Dense(2)(h)
+    with pytest.raises(ValueError, match=name):
+        network_from_keras(keras.Model(inp, out))
+
+
+def test_relu_inside_dense_and_dropout_are_accepted():
+    inp = keras.Input((1, 1, 3))
+    h = keras.layers.Dense(4, activation="relu")(keras.layers.Flatten()(inp))
+    h = keras.layers.Dropout(0.5)(h)
+    out = keras.layers.Dense(2, activation="linear")(h)
+    m = keras.Model(inp, out)
+    net = network_from_keras(m)
+    assert [type(layer).__name__ for layer in net.layers] == ["Affine", "ReLU", "Affine"]
+
+
+def test_l2_is_refused_with_a_reason():
+    m = _relu_model(2, (4,), 2, seed=0)
+    x = np.full((1, 1, 1, 2), 0.5, np.float32)
+    with pytest.raises(ValueError, match="quadratic"):
+        minimal_perturbations(m, x, _pred(m, x), "l2")
+
+
+def test_bounds_are_valid_and_lp_is_tighter():
+    m = _relu_model(8, (16, 16), 3, seed=9)
+    net = network_from_keras(m)
+    rng = np.random.default_rng(0)
+    x0 = rng.random(8)
+    for norm in ("linf", "l1"):
+        dom = InputDomain.ball(x0, parse_norm(norm), 0.2)
+        ib = compute_bounds(net, dom, ["interval"])
+        lb = compute_bounds(net, dom, ["interval", "lp"])
+        # Sample the domain (for l1: random sparse-ish points inside the ball).
+        d = rng.uniform(-1, 1, (2000, 8))
+        if norm == "l1":
+            d = d / np.abs(d).sum(1, keepdims=True) * rng.random((2000, 1))
+        xs = np.clip(x0 + 0.2 * d, dom.lo, dom.hi)
+        h = xs
+        for i, layer in enumerate(net.layers):
+            h = layer.evaluate(h)
+            if lb.pre[i] is not None:
+                assert np.all(h >= lb.pre[i][0] - 1e-9) and np.all(h <= lb.pre[i][1] + 1e-9)
+                assert np.all(lb.pre[i][0] >= ib.pre[i][0] - 1e-9) and np.all(lb.pre[i][1] <= ib.pre[i][1] + 1e-9)
+        assert lb.unstable(net) <= ib.unstable(net)
+
+
+# -------------------------------------------------------------------- records
+
+def test_records_round_trip(tmp_path):
+    m = _relu_model(2, (6,), 3, seed=1)
+    x = np.array([[0.5, 0.5], [0.2, 0.9]], dtype=np.float32).reshape(-1, 1, 1, 2)
+    y = _pred(m, x)
+    res = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=10), indices=[5, 2])
+    save_results(tmp_path / "s.npz", res)
+    back = load_results(tmp_path / "s.npz")
+    assert back.norm == "linf"
+    np.testing.assert_array_equal(back.index, [5, 2])
+    np.testing.assert_array_equal(back.status, res.status)
+    merged = ExactResults.concatenate([back])
+    np.testing.assert_array_equal(merged.index, [2, 5])
+    write_merged_json(tmp_path / "m.json", merged)
+    text = (tmp_path / "m.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    data = read_merged_json(tmp_path / "m.json")
+    assert data["norm"] == "linf" and [p["index"] for p in data["points"]] == [2, 5]
+    assert json.loads(text)["summary"]["n"] == 2
+
+
+# ------------------------------------------------------------------- pipeline
+
+def test_shard_merge_and_figure(tmp_path):
+    from robcurves.data import Dataset, save_dataset
+    from robcurves.exact.figure import format_gap_statistics, plot_exact_vs_approx
+    from robcurves.exact.pipeline import exact_shard, merge_exact
+    from robcurves.models import save_model
+
+    m = _relu_model(2, (8,), 3, seed=5)
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 1, 1, 2)).astype(np.float32)
+    y = _pred(m, x)
+    save_model(m, tmp_path / "model.keras", {"input_shape": [1, 1, 2], "n_classes": 3, "bounds": [0.0, 1.0],
+                                             "dataset": "toy", "made_by": {"kind": "test"}})
+    save_dataset(tmp_path / "test.npz", Dataset(x, y, "toy", "test", ["a", "b", "c"], "test"))
+    # An attack shard for points 0..2 (point 3 has none: it is searched up to max_radius).
+    dist, adv = _pgd_linf(m, x[:3], y[:3])
+    np.savez(tmp_path / "att.npz", distances=dist, x_adv=adv, status=np.array(["adversarial"] * 3),
+             indices=np.arange(3))
+    cfg = {"time_limit": 10, "tightening": ["interval", "symbolic", "lp"], "max_radius": {"linf": 1.0}}
+    for s in range(2):
+        exact_shard(str(tmp_path / "model.keras"), str(tmp_path / "test.npz"), str(tmp_path / f"s{s}of2.npz"),
+                    "linf", s, 2, 4, cfg, attack_paths=[str(tmp_path / "att.npz")])
+    merged = merge_exact([tmp_path / "s0of2.npz", tmp_path / "s1of2.npz"], str(tmp_path / "linf.json"), n_points=4)
+    np.testing.assert_array_equal(merged.index, np.arange(4))
+    assert np.all(merged.upper <= np.where(np.isfinite(merged.attack_distance), merged.attack_distance, np.inf) + 1e-6)
+    assert math.isinf(merged.attack_distance[3])
+    with pytest.raises(ValueError, match="expected"):
+        merge_exact([tmp_path / "s0of2.npz"], str(tmp_path / "short.json"), n_points=4)
+    stats = plot_exact_vs_approx([tmp_path / "linf.json"], [tmp_path / "f.pdf", tmp_path / "f.png"], labels=["toy"])
+    assert (tmp_path / "f.pdf").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
+    assert stats[0]["n"] == 4 and "toy" in format_gap_statistics(stats)

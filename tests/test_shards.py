@@ -1,0 +1,143 @@
+"""Scatter/gather of attack shards: empty shards, missing shards, mismatched shards.
+
+The unit tests write shard files with ``robcurves.shards`` directly (no TensorFlow, no
+attack); one end-to-end test asks Snakemake for more shards than points.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from robcurves.shards import (
+    load_attack_shard,
+    merge_attack_shards,
+    save_attack_shard,
+    shard_indices,
+)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "slurm"))
+import workflow_runs as wr  # noqa: E402
+
+SETTINGS = {"norm": "l2", "attack": {"batch_size": 64, "seed": 0}, "n_points": 3, "model": "m",
+            "model_made_by": {"kind": "train"}, "data_sha256": "0" * 64}
+
+
+def _result(indices: np.ndarray, norm: str = "l2") -> SimpleNamespace:
+    """What robcurves.attacks returns, for the points ``indices``: distance = index / 10."""
+    n = len(indices)
+    return SimpleNamespace(
+        norm=norm, distances=indices.astype(np.float32) / 10, x_adv=np.zeros((n, 2, 2, 1), np.float32),
+        status=np.array(["adversarial"] * n), reason=np.array([""] * n), method=np.array(["pgd"] * n),
+        per_method={"pgd": indices.astype(np.float32) / 10}, config={"methods": ["pgd"]},
+    )
+
+
+def _write_shards(folder: Path, n_points: int, n_shards: int, settings: dict = SETTINGS) -> list[Path]:
+    paths = []
+    for i in range(n_shards):
+        idx = shard_indices(n_points, n_shards, i)
+        path = folder / f"shard{i}of{n_shards}.npz"
+        save_attack_shard(path, _result(idx, settings["norm"]), idx, i, n_shards, settings)
+        paths.append(path)
+    return paths
+
+
+def test_more_shards_than_points_gives_empty_shards():
+    parts = [shard_indices(3, 5, i) for i in range(5)]
+    assert [len(p) for p in parts] == [1, 1, 1, 0, 0]
+    assert np.array_equal(np.concatenate(parts), np.arange(3))
+    assert all(p.dtype == np.int64 for p in parts)
+    # Contiguous, near-equal, and a partition for any split.
+    for n, k in [(0, 1), (0, 3), (7, 3), (10, 10), (539, 8)]:
+        parts = [shard_indices(n, k, i) for i in range(k)]
+        assert np.array_equal(np.concatenate(parts), np.arange(n))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+@pytest.mark.parametrize("n_shards,shard", [(0, 0), (3, 3), (3, -1)])
+def test_shard_numbers_out_of_range_are_refused(n_shards, shard):
+    with pytest.raises(ValueError, match="shard"):
+        shard_indices(5, n_shards, shard)
+
+
+def test_empty_shards_merge_into_the_full_set_of_points(tmp_path):
+    paths = _write_shards(tmp_path, n_points=3, n_shards=5)
+    empty = load_attack_shard(paths[4])
+    assert empty["indices"].shape == (0,) and empty["distances"].shape == (0,)
+    assert empty["per_method_distances"].shape == (1, 0)
+    merged = merge_attack_shards(paths, n_points=3)
+    assert np.array_equal(merged["indices"], np.arange(3))
+    assert np.allclose(merged["distances"], [0.0, 0.1, 0.2])
+    assert merged["status"].tolist() == ["adversarial"] * 3
+
+
+def test_missing_shard_at_merge_time_is_named(tmp_path):
+    paths = _write_shards(tmp_path, n_points=6, n_shards=3)
+    paths[1].unlink()
+    with pytest.raises(FileNotFoundError) as err:
+        merge_attack_shards(paths, n_points=6)
+    assert str(paths[1]) in str(err.value)
+    assert str(paths[0]) not in str(err.value)
+
+
+def test_shard_made_with_other_settings_is_refused_by_name(tmp_path):
+    paths = _write_shards(tmp_path, n_points=6, n_shards=3)
+    other = dict(SETTINGS, attack={"batch_size": 64, "seed": 1})
+    idx = shard_indices(6, 3, 2)
+    save_attack_shard(paths[2], _result(idx), idx, 2, 3, other)
+    with pytest.raises(ValueError, match="other settings") as err:
+        merge_attack_shards(paths, n_points=6)
+    assert str(paths[2]) in str(err.value)
+
+
+def test_shard_of_another_split_or_norm_or_place_is_refused_by_name(tmp_path):
+    # Made for 2 shards, merged as one of 3.
+    a = _write_shards(tmp_path / "a", n_points=6, n_shards=3)
+    b = _write_shards(tmp_path / "b", n_points=6, n_shards=2)
+    with pytest.raises(ValueError, match="made for 2 shards") as err:
+        merge_attack_shards([a[0], b[1], a[2]], n_points=6)
+    assert str(b[1]) in str(err.value)
+    # Another norm.
+    c = _write_shards(tmp_path / "c", n_points=6, n_shards=3, settings=dict(SETTINGS, norm="linf"))
+    with pytest.raises(ValueError, match="norm") as err:
+        merge_attack_shards([a[0], a[1], c[2]], n_points=6)
+    assert str(c[2]) in str(err.value)
+    # Shards in the wrong order.
+    with pytest.raises(ValueError, match="holds shard 1, expected shard 0") as err:
+        merge_attack_shards([a[1], a[0], a[2]], n_points=6)
+    assert str(a[1]) in str(err.value)
+    # Right shard number, but made over another number of points.
+    d = _write_shards(tmp_path / "d", n_points=9, n_shards=3)
+    with pytest.raises(ValueError, match="should cover") as err:
+        merge_attack_shards(d, n_points=6)
+    assert str(d[0]) in str(err.value)
+
+
+def test_a_file_that_is_not_a_shard_is_refused(tmp_path):
+    bad = tmp_path / "shard0of1.npz"
+    np.savez(bad, meta=np.array(json.dumps({"format": "something else"})))
+    with pytest.raises(ValueError, match="not an attack shard"):
+        merge_attack_shards([bad], n_points=0)
+
+
+@pytest.mark.slow
+def test_workflow_with_more_shards_than_points(tiny_run, tmp_path_factory):
+    """Three shards over two points, set on the command line: one shard is empty."""
+    reference = tiny_run
+    workdir = wr.seed_workdir(reference, tmp_path_factory.mktemp("shards") / "run")
+    target = "results/curves/digits/tiny_st/linf.json"
+    argv = wr.snakemake_argv(workdir, "--cores", "2", "--config", "attacks={n_points: 2, shards: 3}",
+                             target=target)
+    wr.run_snakemake(argv, workdir.with_suffix(".log"))
+    shards = sorted((workdir / "results/attacks/digits/tiny_st/linf").glob("*.npz"))
+    assert [p.name for p in shards] == ["shard0of3.npz", "shard1of3.npz", "shard2of3.npz"]
+    assert [len(load_attack_shard(p)["indices"]) for p in shards] == [1, 1, 0]
+    curve = json.loads((workdir / target).read_text())
+    assert curve["n_points"] == 2 and curve["config"]["n_shards"] == 3
+    assert curve["points"]["index"] == [0, 1]
