@@ -13,9 +13,13 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-# The default config, found next to this file also when --directory points elsewhere;
-# --configfile replaces it.
-configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+# The default config, found next to this file also when --directory points elsewhere.
+# A --configfile on the command line replaces it as a whole (Snakemake alone would
+# merge the two, mixing e.g. the default's models into config/paper.yaml's);
+# --config key=value still overrides single keys of whichever file is used.
+if not workflow.overwrite_configfiles:
+
+    configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
 include: "rules/common.smk"
@@ -24,6 +28,7 @@ include: "rules/models.smk"
 include: "rules/attacks.smk"
 include: "rules/curves.smk"
 include: "rules/figures.smk"
+include: "rules/distances.smk"
 include: "rules/cluster.smk"
 
 

@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     p.add_argument("--norms", default="linf")
     p.add_argument("--points", type=int, default=100)
     p.add_argument("--time-limit", type=float, default=300.0, help="seconds per point")
-    p.add_argument("--method", default="bisect", choices=["minimize", "bisect"])
+    p.add_argument("--method", default="auto", choices=["minimize", "bisect", "auto"])
     p.add_argument("--tightening", default="interval,symbolic")
     p.add_argument("--epochs", type=int, default=10, help="training epochs of the fc1 networks")
     p.add_argument("--out", help="write the rows as JSON here")

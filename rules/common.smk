@@ -108,6 +108,9 @@ def table_files():
 
 def all_figure_files():
     files = robustness_figure_files() + table_files()
+    if config["scale"]["datasets"]:
+        files += [f"results/tables/table2.{ext}" for ext in ("csv", "md", "tex")]
+        files += ["results/figures/fig5_scale.pdf", "results/figures/fig5_scale.png"]
     if config["figures"]["toy"]:
         files += ["results/figures/fig1_toy.pdf", "results/figures/fig1_toy.png"]
     return files

@@ -128,12 +128,13 @@ def test_a_file_that_is_not_a_shard_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_workflow_with_more_shards_than_points(tiny_run, tmp_path_factory):
-    """Three shards over two points, set on the command line: one shard is empty."""
-    reference = tiny_run
-    workdir = wr.seed_workdir(reference, tmp_path_factory.mktemp("shards") / "run")
+    """Three shards over two points, from a second config file: one shard is empty."""
+    root = tmp_path_factory.mktemp("shards")
+    workdir = wr.seed_workdir(tiny_run, root / "run")
+    more_shards = root / "more_shards.yaml"
+    more_shards.write_text("attacks:\n  n_points: 2\n  shards: 3\n")
     target = "results/curves/digits/tiny_st/linf.json"
-    argv = wr.snakemake_argv(workdir, "--cores", "2", "--config", "attacks={n_points: 2, shards: 3}",
-                             target=target)
+    argv = wr.snakemake_argv(workdir, "--cores", "2", target=target, configfiles=(wr.CONFIG, more_shards))
     wr.run_snakemake(argv, workdir.with_suffix(".log"))
     shards = sorted((workdir / "results/attacks/digits/tiny_st/linf").glob("*.npz"))
     assert [p.name for p in shards] == ["shard0of3.npz", "shard1of3.npz", "shard2of3.npz"]

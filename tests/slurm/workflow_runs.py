@@ -22,11 +22,12 @@ PYTHON = sys.executable
 
 
 def snakemake_argv(workdir: Path, *args: str, target: str = "all_curves",
-                   configfile: Path = CONFIG) -> list[str]:
+                   configfiles: tuple[Path, ...] = (CONFIG,)) -> list[str]:
+    """Snakemake on ``configfiles`` (later ones update earlier ones, key by key)."""
     # --replace-workflow-config: the Snakefile's own config/config.yaml must not be
-    # merged into the test config. The target comes first: --config takes all that follows.
+    # merged into the test config. The target comes first: --configfile takes all that follows.
     return [PYTHON, "-m", "snakemake", target, "-s", str(SNAKEFILE), "--directory", str(workdir),
-            "--configfile", str(configfile), "--replace-workflow-config", *args]
+            "--replace-workflow-config", *args, "--configfile", *map(str, configfiles)]
 
 
 def run_snakemake(argv: list[str], log: Path, env: dict | None = None, timeout: float = 900,

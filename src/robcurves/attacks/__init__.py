@@ -14,6 +14,7 @@ from robcurves.attacks.engine import Progress, default_methods, minimal_perturba
 from robcurves.attacks.result import AttackResult, predict_logits, verify_adversarial
 
 # Importing the method modules registers them in METHODS.
+from robcurves.attacks import fab as _fab  # noqa: F401,E402
 from robcurves.attacks import fmn as _fmn  # noqa: F401,E402
 from robcurves.attacks import pgd as _pgd  # noqa: F401,E402
 

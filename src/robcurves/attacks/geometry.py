@@ -56,6 +56,14 @@ class LinfOps:
         t, _, feasible = _saturation_root(beta, absa * room, absa, m)
         return _finish(t, feasible, m)
 
+    def linear_step(self, a, m, lo, hi):
+        room = tf.where(a > 0, hi, -lo)
+        absa = tf.abs(a)
+        beta = tf.where(absa > 0, room, tf.fill(tf.shape(a), np.float32(np.inf)))
+        t, _, feasible = _saturation_root(beta, absa * room, absa, m)
+        t = tf.where(feasible, t, tf.reduce_max(hi - lo, axis=1))  # unreachable: go as far as the box allows
+        return tf.where(_col(m > 0), tf.clip_by_value(_col(t) * tf.sign(a), lo, hi), tf.zeros_like(a))
+
 
 class L2Ops:
     name = "l2"
@@ -89,6 +97,16 @@ class L2Ops:
         lam, saturated, feasible = _saturation_root(beta, absa * room, a * a, m)
         sq = tf.reduce_sum(tf.where(saturated, room * room, _col(lam * lam) * a * a), axis=1)
         return _finish(tf.sqrt(sq), feasible, m)
+
+    def linear_step(self, a, m, lo, hi):
+        room = tf.where(a > 0, hi, -lo)
+        absa = tf.abs(a)
+        beta = tf.where(absa > 0, room / tf.where(absa > 0, absa, tf.ones_like(absa)),
+                        tf.fill(tf.shape(a), np.float32(np.inf)))
+        lam, saturated, feasible = _saturation_root(beta, absa * room, a * a, m)
+        step = tf.where(saturated, tf.sign(a) * room, _col(lam) * a)
+        full = tf.sign(a) * room  # unreachable: go as far as the box allows
+        return tf.where(_col(m > 0), tf.where(_col(feasible), step, full), tf.zeros_like(a))
 
     def random_in_ball(self, shape, eps, seed):
         z = tf.random.stateless_normal(shape, seed)
@@ -165,6 +183,25 @@ class L1Ops:
         dist = tf.reduce_sum(r_s * full, axis=1) + tf.reduce_sum(part, axis=1)
         feasible = cg[:, -1] >= m
         return tf.where(m <= 0, tf.zeros_like(m), tf.where(feasible, dist, tf.fill(tf.shape(m), np.float32(np.inf))))
+
+    def linear_step(self, a, m, lo, hi):
+        room = tf.where(a > 0, hi, -lo)
+        absa = tf.abs(a)
+        order = tf.argsort(absa, axis=1, direction="DESCENDING")
+        a_s = tf.gather(absa, order, batch_dims=1)
+        r_s = tf.gather(room, order, batch_dims=1)
+        gain = a_s * r_s
+        cg = tf.cumsum(gain, axis=1)
+        prev = cg - gain
+        mm = _col(m)
+        feasible = cg[:, -1] >= m
+        amount = tf.where(cg < mm, r_s, tf.zeros_like(r_s))
+        first = (cg >= mm) & (prev < mm) & (a_s > 0)
+        amount = amount + tf.where(first, (mm - prev) / tf.where(a_s > 0, a_s, tf.ones_like(a_s)), tf.zeros_like(a_s))
+        amount = tf.where(_col(feasible), amount, r_s * tf.cast(a_s > 0, a.dtype))
+        back = tf.argsort(order, axis=1)
+        step = tf.sign(a) * tf.gather(amount, back, batch_dims=1)
+        return tf.where(_col(m > 0), step, tf.zeros_like(a))
 
     def random_in_ball(self, shape, eps, seed):
         # Laplace direction, radius uniform: a spread of sparse and dense starts.

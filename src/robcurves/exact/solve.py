@@ -291,6 +291,8 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
     """
     lower = 0.0
     soft_hi = min(st.upper, dom.radius)
+    # Per class: the largest radius proven free of adversarial examples of that class.
+    class_lb = {k: 0.0 for k in range(net.n_classes) if k != st.y}
     info["steps"] = []
     while time.perf_counter() < deadline:
         if math.isfinite(st.upper) and st.upper - lower <= cfg.bisect_rel_tol * st.upper + cfg.abs_gap:
@@ -308,7 +310,10 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
         budget = cfg.tightening_share * (q_deadline - time.perf_counter())
         bounds = compute_bounds(net, sub, cfg.tightening, time_budget=budget, threads=cfg.threads)
         mb = _margin_bound(net, bounds, sub, st.y)
-        classes = sorted((k for k in range(net.n_classes) if k != st.y and mb[k] >= 0), key=lambda k: -mb[k])
+        for k in class_lb:
+            if mb[k] < 0:
+                class_lb[k] = max(class_lb[k], r)
+        classes = sorted((k for k in class_lb if class_lb[k] < r), key=lambda k: -mb[k])
         outcome = "robust"
         for k in classes:
             left = q_deadline - time.perf_counter()
@@ -320,6 +325,7 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
             # Robust for class k at radius r: the margin z_k - z_y cannot exceed 0 (up to the
             # solver's absolute tolerance ``abs_gap``).
             if res.status == "infeasible" or (res.status == "optimal" and res.objective >= -cfg.abs_gap):
+                class_lb[k] = max(class_lb[k], r)
                 continue
             found = None
             if res.x is not None and res.objective < -cfg.abs_gap:
@@ -339,8 +345,9 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
             break
         info["steps"].append({"r": r, "outcome": outcome, "binaries": bounds.unstable(net),
                               "s": round(time.perf_counter() - t_q, 3)})
+        lower = max(lower, min(class_lb.values()))
         if outcome == "robust":
-            lower = r
+            lower = max(lower, r)
             if not math.isfinite(st.upper) and r >= dom.radius:
                 break
         elif outcome == "attacked":
