@@ -19,7 +19,8 @@ from robcurves.atomic import atomic_path  # noqa: E402
 from robcurves.curves import RobustnessCurve, dkw_band  # noqa: E402
 from robcurves.norms import NORMS, parse_norm  # noqa: E402
 
-OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
+# Ordered so that the first colours are the most distinct from each other.
+OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#000000", "#56B4E9", "#F0E442"]
 LINESTYLES = ["-", "--", "-.", ":"]
 
 
@@ -55,8 +56,10 @@ def plot_robustness_curves(
     norms = [n for n in NORMS if any(c.norm == n for c in curves)]
     if not norms:
         raise ValueError("plot_robustness_curves: no curves to plot")
-    labels = sorted({c.label for c in curves})
-    fig, axes = plt.subplots(1, len(norms), figsize=(3.4 * len(norms), 3.0), squeeze=False)
+    if len({c.config.get("dataset") for c in curves}) > 1:  # curves of several data sets: say which is which
+        curves = [_with_dataset_label(c) for c in curves]
+    labels = list(dict.fromkeys(c.label for c in curves))  # first-seen order: the config's order
+    fig, axes = plt.subplots(1, len(norms), figsize=(max(3.4 * len(norms), 5.0), 3.6), squeeze=False)
     for ax, norm_name in zip(axes[0], norms):
         norm = parse_norm(norm_name)
         sel = [c for c in curves if c.norm == norm_name]
@@ -72,11 +75,31 @@ def plot_robustness_curves(
         ax.set_xlabel(f"perturbation size $\\varepsilon$ ({norm.label} norm)")
         ax.set_ylabel(f"robust error $R(\\varepsilon)$")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(loc="lower right", fontsize=8, frameon=True)
+    handles, names = axes[0][-1].get_legend_handles_labels()
+    for ax in axes[0][:-1]:  # a label missing from the last panel still gets an entry
+        for h, n in zip(*ax.get_legend_handles_labels()):
+            if n not in names:
+                handles.append(h)
+                names.append(n)
+    ncol = min(3 if len(norms) > 1 else 2, max(1, len(names)))
+    rows = -(-len(names) // ncol)
+    bottom = 0.02 + 0.065 * rows
+    fig.legend(handles, names, loc="lower center", ncol=ncol, fontsize=8, frameon=False)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     save_figure(fig, out_paths)
+
+
+def _with_dataset_label(c: RobustnessCurve) -> RobustnessCurve:
+    import copy
+
+    ds = c.config.get("dataset")
+    if not ds or ds in c.label:
+        return c
+    out = copy.copy(c)
+    out.label = f"{c.label}, {ds}" if c.label else ds
+    return out
 
 
 def save_figure(fig, out_paths: Sequence[str | os.PathLike]) -> None:
