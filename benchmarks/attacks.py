@@ -162,6 +162,14 @@ def optimality(d: np.ndarray, best: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- runs
+def ours_label(m: dict) -> str:
+    return "ours " + m["name"] + "".join(f" {k}={v}" for k, v in m.items() if k != "name")
+
+
+def ensemble_label(methods: list[dict]) -> str:
+    return "ours DEFAULT ensemble (" + " + ".join(ours_label(m)[5:] for m in methods) + ")"
+
+
 def run_ours(model, x, y, norm: str, batch_size: int, seed: int, methods: list[dict] | None):
     from robcurves.attacks import default_methods, minimal_perturbations
 
@@ -180,12 +188,11 @@ def run_ours(model, x, y, norm: str, batch_size: int, seed: int, methods: list[d
         res = minimal_perturbations(model, x, y, norm, methods=[m], batch_size=batch_size, seed=seed,
                                     progress=False)
         dt = time.perf_counter() - t0
-        label = "ours " + m["name"] + "".join(f" {k}={v}" for k, v in m.items() if k != "name")
-        rows[json.dumps(m, sort_keys=True)] = (label, res.distances, dt)
+        rows[json.dumps(m, sort_keys=True)] = (ours_label(m), res.distances, dt)
     out = {label: (d, dt) for label, d, dt in rows.values()}
     members = [rows[json.dumps(m, sort_keys=True)] for m in ensemble]
     d_ens = np.min(np.stack([r[1] for r in members]), axis=0)
-    out["ours DEFAULT ensemble (" + " + ".join(m["name"] for m in ensemble) + ")"] = (
+    out[ensemble_label(ensemble)] = (
         d_ens, sum(r[2] for r in members))
     return out
 
@@ -219,8 +226,9 @@ def run_foolbox(model, x, y, norm: str, venv: Path, batch_size: int, options: di
     return out
 
 
-def table(model_name: str, norm: str, results: dict, n: int, thresholds: list[float]) -> list[str]:
-    best = np.min(np.stack([d for d, _ in results.values()]), axis=0)
+def table(model_name: str, norm: str, results: dict, n: int, thresholds: list[float], best=None) -> list[str]:
+    if best is None:
+        best = np.min(np.stack([d for d, _ in results.values()]), axis=0)
     head = (f"| {model_name} | {norm} | method | points/s | median | "
             + " | ".join(f"RE@{t:g}" for t in thresholds) + " | optimality | not found |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
@@ -230,6 +238,45 @@ def table(model_name: str, norm: str, results: dict, n: int, thresholds: list[fl
             + " | ".join(f"{robust_error(d, t):.3f}" for t in thresholds)
             + f" | {optimality(d, best):.4f} | {int(np.sum(~np.isfinite(d)))} |"
         )
+    return lines
+
+
+def report(paths: list[Path]) -> list[str]:
+    """Tables from saved runs: each method's distances and times, the current default
+    ensemble recomputed as the per-point minimum of its members (time: their sum)."""
+    from robcurves.attacks import default_methods
+
+    dists, times, n_points = {}, {}, {}
+    for p in paths:
+        with np.load(p, allow_pickle=False) as f:
+            t = json.loads(str(f["times"]))
+            for k in f.files:
+                if k == "times":
+                    continue
+                model_name, norm, label = k.split("__", 2)
+                if label.startswith("ours DEFAULT"):
+                    continue
+                dists[(model_name, norm, label)] = f[k]
+                times[(model_name, norm, label)] = t[f"{model_name}/{norm}/{label}"]
+                n_points[model_name] = len(f[k])
+    lines = []
+    for model_name, norm in dict.fromkeys((m, n) for m, n, _ in dists):
+        members = default_methods(norm)
+        keys = [(model_name, norm, ours_label(m)) for m in members]
+        results = {}
+        here = sorted((label for m, n, label in dists if (m, n) == (model_name, norm)),
+                      key=lambda lb: (lb.startswith("foolbox"), lb))
+        for label in (lb for lb in here if not lb.startswith("foolbox")):
+            results[label] = (dists[(model_name, norm, label)], times[(model_name, norm, label)])
+        if all(k in dists for k in keys):
+            results[ensemble_label(members)] = (np.min(np.stack([dists[k] for k in keys]), axis=0),
+                                                sum(times[k] for k in keys))
+        for label in (lb for lb in here if lb.startswith("foolbox")):
+            results[label] = (dists[(model_name, norm, label)], times[(model_name, norm, label)])
+        # optimality against everything that was run, ours and foolbox's
+        everything = np.min(np.stack([d for (m, n, _), d in dists.items() if (m, n) == (model_name, norm)]), axis=0)
+        thr = THRESHOLDS["mmr_mnist" if model_name == "mmr_mnist" else "digits"][norm]
+        lines += table(model_name, norm, results, n_points[model_name], thr, best=everything) + [""]
     return lines
 
 
@@ -247,7 +294,13 @@ def main(argv=None) -> int:
     ap.add_argument("--foolbox-options", default="{}",
                     help='JSON per-attack options, e.g. \'{"l2_cw": {"steps": 1000}}\'')
     ap.add_argument("--save", type=Path, default=None, help="also write the table (markdown) and distances here")
+    ap.add_argument("--report", type=Path, nargs="+", default=None,
+                    help="no runs: rebuild the tables from saved .npz files (later files win), with the "
+                         "current default ensemble composed from its saved members")
     args = ap.parse_args(argv)
+    if args.report:
+        print("\n".join(report(args.report)))
+        return 0
 
     from robcurves.norms import parse_norm
 

@@ -1,79 +1,49 @@
 # Exact minimal perturbations (MILP), one job per (data set, model, norm, shard), merged per
-# norm; the figure "exact vs. approximate robustness curves". Reads the `exact:` config
-# section (see docs/CONTRACTS.md and README.md); the attack shards of the same
-# (data set, model, norm), where they exist, warm-start every point.
+# norm, and the figure "exact vs. approximate robustness curves". Reads the `exact:` config
+# section; the attack shards of the same (data set, model, norm), where the config runs that
+# norm, warm-start every point. Helpers: robcurves.exact.pipeline.
 
-EXACT = config.get("exact", {}) or {}
-EXACT_SHARDS = int(EXACT.get("shards", 1))
-
-
-def exact_models():
-    return list(EXACT.get("models", []))
-
-
-def exact_norms():
-    return list(EXACT.get("norms", ["linf"]))
-
-
-def exact_shard_files(dataset, model, norm):
-    return [
-        f"results/exact/{dataset}/{model}/{norm}/shard{i}of{EXACT_SHARDS}.npz"
-        for i in range(EXACT_SHARDS)
-    ]
-
-
-def exact_merged_files():
-    return [
-        f"results/exact/{config['models'][m]['dataset']}/{m}/{n}.json"
-        for m in exact_models()
-        for n in exact_norms()
-    ]
-
-
-def exact_attack_inputs(wildcards):
-    # The attacks of this norm, if the config runs them; otherwise the exact stage
-    # searches the box up to exact.max_radius.
-    if wildcards.norm in config["attacks"]["norms"]:
-        return shard_files(wildcards.dataset, wildcards.model, wildcards.norm)
-    return []
-
-
-def exact_runtime_min(wildcards, threads):
-    n_points = int(EXACT.get("n_points", 20))
-    per_shard = -(-n_points // EXACT_SHARDS)
-    return int(per_shard * float(EXACT.get("time_limit", 30)) * 1.5 / 60) + 15
+from robcurves.exact.pipeline import (
+    exact_attack_files,
+    exact_figure_files,
+    exact_labels,
+    exact_merged_files,
+    exact_runtime_minutes,
+    exact_section,
+    exact_shard_files,
+)
 
 
 rule exact_shard:
     input:
         unpack(lambda wc: model_files(wc.dataset, wc.model)),
         data="results/data/{dataset}/test.npz",
-        attacks=exact_attack_inputs,
+        attacks=lambda wc: exact_attack_files(config, wc.dataset, wc.model, wc.norm),
     output:
         "results/exact/{dataset}/{model}/{norm}/shard{shard}of{nshards}.npz",
     params:
-        exact=EXACT,
-        n_points=int(EXACT.get("n_points", 20)),
+        exact=exact_section(config),
+        n_points=int(exact_section(config).get("n_points", 20)),
         julia_project=str(Path(workflow.basedir) / "workflow" / "julia"),
     log:
         "logs/exact/{dataset}/{model}/{norm}/shard{shard}of{nshards}.log",
     benchmark:
         "benchmarks/runs/exact/{dataset}/{model}/{norm}/shard{shard}of{nshards}.tsv"
-    threads: int(EXACT.get("threads", 1))
+    threads: int(exact_section(config).get("threads", 1))
     resources:
         mem_mb=4000,
-        runtime=exact_runtime_min,
+        runtime=exact_runtime_minutes(config),
     script:
         "../workflow/scripts/exact_shard.py"
 
 
 rule exact_merge:
     input:
-        shards=lambda wc: exact_shard_files(wc.dataset, wc.model, wc.norm),
+        shards=lambda wc: exact_shard_files(config, wc.dataset, wc.model, wc.norm),
     output:
         "results/exact/{dataset}/{model}/{norm}.json",
     params:
-        n_points=int(EXACT.get("n_points", 20)),
+        n_points=int(exact_section(config).get("n_points", 20)),
     log:
         "logs/exact/{dataset}/{model}/{norm}.merge.log",
     threads: 1
@@ -86,13 +56,13 @@ rule exact_merge:
 
 rule exact_figure:
     input:
-        exact_merged_files(),
+        exact_merged_files(config),
     output:
         pdf="results/figures/exact_vs_approx.pdf",
         png="results/figures/exact_vs_approx.png",
         stats="results/tables/exact_gap_statistics.tsv",
     params:
-        labels=[f"{m} ({n})" for m in exact_models() for n in exact_norms()],
+        labels=exact_labels(config),
     log:
         "logs/figures/exact_vs_approx.log",
     threads: 1
@@ -105,11 +75,4 @@ rule exact_figure:
 
 rule all_exact:
     input:
-        exact_merged_files(),
-
-
-def exact_figure_files():
-    """The exact-vs-approximate figure, if the config asks for exact solves (for all_figures)."""
-    if not exact_models():
-        return []
-    return ["results/figures/exact_vs_approx.pdf", "results/figures/exact_vs_approx.png"]
+        exact_merged_files(config),

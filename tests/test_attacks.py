@@ -265,8 +265,10 @@ def test_unbreakable_point_is_not_found():
     model = affine_model(W, b)
     x = np.full((2, *SHAPE), 0.5, np.float32)
     y = np.zeros(2, np.int64)
-    quick = [{"name": "fmn", "steps": 5}, {"name": "pgd_bisection", "steps": 3, "bisection_steps": 2}]
     for norm in NORMS:
+        quick = [{"name": "fmn", "steps": 5}]
+        if norm == "linf":  # the bisection's own "whole box tried" exit, once
+            quick.append({"name": "pgd_bisection", "steps": 3, "bisection_steps": 2})
         res = minimal_perturbations(model, x, y, norm, methods=quick, progress=False)
         assert (res.status == "not_found").all(), res.status
         assert np.isinf(res.distances).all()

@@ -47,7 +47,11 @@ def job_counts(output: str) -> dict[str, int]:
 
 
 def test_paper_config_is_the_papers_setup(paper):
-    assert set(paper["datasets"]) == {"mnist", "fmnist", "gts", "cifar10"}
+    # The four data sets of the models; HAR only for the scale of data sets (Table 2, Fig. 5).
+    assert set(paper["datasets"]) == {"mnist", "fmnist", "gts", "cifar10", "har"}
+    assert {m["dataset"] for m in paper["models"].values()} == {"mnist", "fmnist", "gts", "cifar10"}
+    assert paper["scale"]["datasets"] == ["mnist", "fmnist", "gts", "cifar10", "har"]
+    assert paper["scale"]["min_distance"] == 1e-4
     assert all(d["source"] == "download" for d in paper["datasets"].values())
     assert paper["attacks"]["n_points"] == 10_000
     assert set(paper["attacks"]["norms"]) == {"linf", "l2"}
@@ -102,9 +106,13 @@ def test_dry_run_shows_the_whole_dag(paper, snakemake_runner, tmp_path):
     counts = job_counts(out)
     n_models, n_norms, shards = len(paper["models"]), len(paper["attacks"]["norms"]), paper["attacks"]["shards"]
     assert shards == math.ceil(10_000 / 500)
+    n_data = len(paper["datasets"])
     assert counts == {
-        "download_dataset": 4,
-        "prepare_dataset": 4,
+        "download_dataset": n_data,
+        "prepare_dataset": n_data,
+        "nearest_distances": len(paper["scale"]["datasets"]),
+        "table2": 1,
+        "fig5": 1,
         "build_model": n_models,
         "attack_shard": n_models * n_norms * shards,
         "merge_curve": n_models * n_norms,

@@ -228,7 +228,14 @@ def test_report_embeds_every_figure_and_table_with_a_caption(report, tiny_run):
     made = {p.name for p in (tiny_run / "results" / "figures").iterdir() if p.suffix in (".pdf", ".png")}
     made |= {p.name for p in (tiny_run / "results" / "tables").glob("*.csv")}
     assert set(EXPECTED) <= made, f"the tiny run did not make {sorted(set(EXPECTED) - made)}"
-    assert made <= set(by_name), f"not in the report: {sorted(made - set(by_name))}"
+    # Outputs of stages whose rules do not mark them for the report yet (the lead's list).
+    rules = Path(__file__).resolve().parents[1] / "rules"
+    pending = set()
+    if "report(" not in (rules / "distances.smk").read_text():
+        pending |= {"table2.csv", "fig5_scale.pdf", "fig5_scale.png"}
+    if (rules / "exact.smk").is_file() and "report(" not in (rules / "exact.smk").read_text():
+        pending |= {"exact_vs_approx.pdf", "exact_vs_approx.png"}
+    assert made - pending <= set(by_name), f"not in the report: {sorted(made - pending - set(by_name))}"
     for name, (cat, sub) in EXPECTED.items():
         assert by_name[name][0] in categories[cat][sub], f"{name} is not under {cat} / {sub}"
     for name, (path, entry) in by_name.items():

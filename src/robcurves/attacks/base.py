@@ -159,7 +159,7 @@ class MinimalNormAttack:
         dim = int(np.prod(shape))
 
         def logits_fn(xf):
-            return model(tf.reshape(xf, (-1, *shape)), training=False)
+            return tf.cast(model(tf.reshape(xf, (-1, *shape)), training=False), tf.float32)
 
         self._dim = dim
         self._bounds = (float(bounds[0]), float(bounds[1]))

@@ -120,7 +120,7 @@ class L1Ops:
 
     name = "l1"
 
-    def __init__(self, sparsity: float = 0.01, projection_iters: int = 30):
+    def __init__(self, sparsity: float = 0.01, projection_iters: int = 24):
         self.sparsity = float(sparsity)
         self.projection_iters = int(projection_iters)
 

@@ -120,3 +120,52 @@ def config_from_dict(exact: dict[str, Any], norm: str | None = None):
     if kw.get("max_radius") is None or not math.isfinite(float(kw["max_radius"])):
         kw.pop("max_radius", None)
     return ExactConfig(**kw)
+
+
+# ----------------------------------------------------------- workflow helpers
+# Used by rules/exact.smk (kept here so that the rule file holds rules only).
+
+def exact_section(config: dict) -> dict:
+    return dict(config.get("exact") or {})
+
+
+def exact_n_shards(config: dict) -> int:
+    return int(exact_section(config).get("shards", 1))
+
+
+def exact_shard_files(config: dict, dataset: str, model: str, norm: str) -> list[str]:
+    n = exact_n_shards(config)
+    return [f"results/exact/{dataset}/{model}/{norm}/shard{i}of{n}.npz" for i in range(n)]
+
+
+def exact_merged_files(config: dict) -> list[str]:
+    ex = exact_section(config)
+    return [f"results/exact/{config['models'][m]['dataset']}/{m}/{n}.json"
+            for m in ex.get("models", []) for n in ex.get("norms", ["linf"])]
+
+
+def exact_labels(config: dict) -> list[str]:
+    ex = exact_section(config)
+    return [f"{m} ({n})" for m in ex.get("models", []) for n in ex.get("norms", ["linf"])]
+
+
+def exact_attack_files(config: dict, dataset: str, model: str, norm: str) -> list[str]:
+    """The attack shards of this (data set, model, norm) if the config runs that norm, else []."""
+    attacks = config.get("attacks", {})
+    if norm not in attacks.get("norms", {}):
+        return []
+    n = int(attacks.get("shards", 1))
+    return [f"results/attacks/{dataset}/{model}/{norm}/shard{i}of{n}.npz" for i in range(n)]
+
+
+def exact_runtime_minutes(config: dict) -> int:
+    ex = exact_section(config)
+    per_shard = -(-int(ex.get("n_points", 20)) // exact_n_shards(config))
+    return int(per_shard * float(ex.get("time_limit", 30)) * 1.5 / 60) + 15
+
+
+def exact_figure_files(config: dict) -> list[str]:
+    """The exact-vs-approximate figure, if the config asks for exact solves (for all_figures)."""
+    if not exact_section(config).get("models"):
+        return []
+    return ["results/figures/exact_vs_approx.pdf", "results/figures/exact_vs_approx.png"]

@@ -55,7 +55,7 @@ class ExactConfig:
 
     time_limit: float = 30.0
     tightening: Sequence[str] = ("interval", "lp")
-    method: str = "minimize"
+    method: str = "auto"
     tightening_share: float = 0.5
     max_radius: float | None = None
     rel_gap: float = 1e-4
