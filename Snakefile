@@ -1,7 +1,7 @@
 # robcurves: robustness curves of classifiers, from data to figures.
 #
 #   snakemake --cores 8 all_figures                        # the offline default
-#   snakemake --cores 8 --configfile config/paper.yaml all_figures
+#   snakemake --cores 8 --configfile=config/paper.yaml all_figures
 #
 # The DAG: data (download | bundled) -> models (train | convert .mat) ->
 # per-shard minimal adversarial perturbations -> merged curves -> figures and tables.

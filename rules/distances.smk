@@ -41,7 +41,15 @@ rule table2:
     input:
         SCALE_DISTANCE_FILES,
     output:
-        multiext("results/tables/table2", ".csv", ".md", ".tex"),
+        csv=report(
+            "results/tables/table2.csv",
+            caption="../workflow/report/table2.rst",
+            category="Tables",
+            subcategory="Table 2: data-set scale",
+            labels={"table": "table2", "format": "CSV"},
+        ),
+        md="results/tables/table2.md",
+        tex="results/tables/table2.tex",
     params:
         datasets=_scale("datasets", []),
         min_distance=_scale("min_distance", 1.0e-4),
@@ -59,8 +67,20 @@ rule fig5:
     input:
         SCALE_DISTANCE_FILES,
     output:
-        pdf="results/figures/fig5_scale.pdf",
-        png="results/figures/fig5_scale.png",
+        pdf=report(
+            "results/figures/fig5_scale.pdf",
+            caption="../workflow/report/fig5.rst",
+            category="Figures",
+            subcategory="Fig. 5: data-set scale",
+            labels={"figure": "fig5_scale", "format": "PDF"},
+        ),
+        png=report(
+            "results/figures/fig5_scale.png",
+            caption="../workflow/report/fig5.rst",
+            category="Figures",
+            subcategory="Fig. 5: data-set scale",
+            labels={"figure": "fig5_scale", "format": "PNG"},
+        ),
     params:
         datasets=_scale("datasets", []),
         min_distance=_scale("min_distance", 1.0e-4),

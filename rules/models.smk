@@ -4,7 +4,7 @@
 def _model_inputs(wildcards):
     spec = model_spec(wildcards)
     if spec["source"] == "convert":
-        return {"mat": spec["path"], "test": f"results/data/{wildcards.dataset}/test.npz"}
+        return {"mat": mat_input(spec["path"]), "test": f"results/data/{wildcards.dataset}/test.npz"}
     return {
         "train": f"results/data/{wildcards.dataset}/train.npz",
         "test": f"results/data/{wildcards.dataset}/test.npz",

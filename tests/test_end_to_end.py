@@ -9,22 +9,7 @@ import pytest
 
 from robcurves.curves import RobustnessCurve
 
-ROOT = Path(__file__).resolve().parents[1]
-TINY = ROOT / "tests" / "configs" / "tiny.yaml"
-
-
-def snakemake(workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(TINY), "--cores", "2", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("tiny")
-    proc = snakemake(work, "all_figures")
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return work
+# The tiny run itself is the session fixture ``tiny_run`` of conftest.py.
 
 
 @pytest.mark.slow
@@ -62,11 +47,11 @@ def test_figures_exist(tiny_run):
 
 
 @pytest.mark.slow
-def test_model_sidecar_and_nothing_left_to_do(tiny_run):
+def test_model_sidecar_and_nothing_left_to_do(tiny_run, snakemake_runner):
     side = json.loads((tiny_run / "results/models/digits/tiny_st/model.json").read_text())
     assert side["input_shape"] == [8, 8, 1] and side["n_classes"] == 10
     assert side["test_accuracy"] > 0.5
-    proc = snakemake(tiny_run, "-n", "all_figures")
+    proc = snakemake_runner(tiny_run, "-n", "all_figures")
     assert proc.returncode == 0
     assert "Nothing to be done" in proc.stdout + proc.stderr
     leftovers = [p for p in (tiny_run / "results").rglob("*") if ".tmp" in p.name]

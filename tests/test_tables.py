@@ -49,3 +49,5 @@ def test_write_table_formats(tmp_path):
     assert [p[-3:] for p in paths] == ["csv", ".md", "tex"]
     assert "a\\_b" in (tmp_path / "t.tex").read_text()
     assert (tmp_path / "t.csv").read_text().splitlines() == ["model,eps", "a_b,0.5"]
+    write_table([{"model": "MMR+AT, wine", "eps": 0.5}], tmp_path / "u")
+    assert (tmp_path / "u.csv").read_text().splitlines()[1] == '"MMR+AT, wine",0.5'

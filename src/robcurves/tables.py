@@ -6,6 +6,8 @@ not from the nearest sample of a plotted curve.
 
 from __future__ import annotations
 
+import csv as csvlib
+import io
 import itertools
 import math
 import os
@@ -117,7 +119,11 @@ def write_table(rows: list[dict], stem: str | os.PathLike, caption: str = "") ->
     stem = str(stem)
     cols = list(rows[0]) if rows else ["(empty)"]
     cell = lambda v: _fmt(v) if isinstance(v, float) else str(v)  # noqa: E731
-    csv = ",".join(cols) + "\n" + "".join(",".join(cell(r[c]) for c in cols) + "\n" for r in rows)
+    buf = io.StringIO()
+    writer = csvlib.writer(buf, lineterminator="\n")
+    writer.writerow(cols)
+    writer.writerows([[cell(r[c]) for c in cols] for r in rows])
+    csv = buf.getvalue()
     md = (f"{caption}\n\n" if caption else "") + "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
     md += "".join("| " + " | ".join(cell(r[c]) for c in cols) + " |\n" for r in rows)
     esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%")  # noqa: E731

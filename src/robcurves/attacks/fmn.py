@@ -14,7 +14,7 @@ alpha and gamma follow a cosine schedule from their initial to their final value
 The best (smallest-norm) adversarial iterate is kept. ``targets >= 1`` runs the search
 once per each of the classes closest to first order (see
 :func:`robcurves.attacks.base.first_order_targets`), ``targets = 0`` once with the
-untargeted margin; the smallest result wins.
+untargeted margin; the smallest result wins. The runs for all targets share one batch.
 """
 
 from __future__ import annotations
@@ -92,15 +92,20 @@ class FMN(MinimalNormAttack):
 
         def search(x, y, seed):
             targets, eps0, bad0 = estimates(x, y)
-            best = tf.zeros_like(x)
-            best_norm = tf.fill(tf.shape(y), np.float32(np.inf))
-            bad = bad0
-            for j in range(int(targets.shape[1])):
-                d, nrm, b = fmn(x, y, targets[:, j], eps0[:, j])
-                better = nrm < best_norm
-                best = tf.where(better[:, None], d, best)
-                best_norm = tf.where(better, nrm, best_norm)
-                bad = bad | b
+            # All targets in one batch (target-major): one long run instead of K short
+            # ones keeps the device busy; a batch too large for memory is split by the
+            # engine.
+            k = int(targets.shape[1])
+            n = tf.shape(x)[0]
+            d, nrm, b = fmn(tf.tile(x, [k, 1]), tf.tile(y, [k]),
+                            tf.reshape(tf.transpose(targets), [-1]), tf.reshape(tf.transpose(eps0), [-1]))
+            nrm = tf.reshape(nrm, (k, n))
+            pick = tf.argmin(nrm, axis=0, output_type=tf.int32)  # the target with the smallest result
+            rows = pick * n + tf.range(n)
+            best = tf.gather(d, rows)
+            found = tf.math.is_finite(tf.reduce_min(nrm, axis=0))
+            best = tf.where(found[:, None], best, tf.zeros_like(best))
+            bad = bad0 | tf.reduce_any(tf.reshape(b, (k, n)), axis=0)
             x_adv = tf.clip_by_value(x + best, lo_b, hi_b)
             return x_adv.numpy(), bad.numpy()
 
