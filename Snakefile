@@ -26,6 +26,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/models.smk"
 include: "rules/attacks.smk"
+include: "rules/exact.smk"
 include: "rules/curves.smk"
 include: "rules/figures.smk"
 include: "rules/distances.smk"
@@ -36,6 +37,7 @@ rule all_figures:
     default_target: True
     input:
         all_figure_files(),
+        exact_figure_files(config),
 
 
 rule all_curves:

@@ -2,20 +2,28 @@
 #
 # Small, quick jobs (merging shards, figures, tables) would spend longer waiting in a
 # SLURM queue than running; downloads need the internet, which login nodes have and
-# compute nodes often lack. Heavy rules (prepare_dataset: a large data set needs memory;
-# build_model, attack_shard, exact and distance solves) go to the cluster.
+# compute nodes often lack. Everything else goes to the cluster: prepare_dataset (a large
+# data set needs memory), build_model, attack_shard, exact_shard, nearest_distances.
+# A rule missing here only waits in the queue; a heavy rule listed here would run on the
+# login node, so the list names small rules only.
 #
-# Chosen by stage file and by name, so that new rules of these stages are covered. This
-# file is included after the stage files: their rules must exist when it runs.
+# Include this file after every stage file: their rules must exist when it runs.
 
-from pathlib import Path
-
-LOCAL_RULE_FILES = ("curves.smk", "figures.smk", "tables.smk")
+LOCAL_RULES = (
+    "download_dataset",
+    "merge_curve",
+    "exact_merge",
+    "figure_robustness_curves",
+    "exact_figure",
+    "fig1_toy",
+    "fig5",
+    "table1",
+    "table2",
+    "crossings",
+)
+# New rules named like these are small too.
 LOCAL_RULE_PREFIXES = ("download_", "merge_", "figure_", "table_")
 
-
-def _runs_locally(rule):
-    return Path(rule.snakefile).name in LOCAL_RULE_FILES or rule.name.startswith(LOCAL_RULE_PREFIXES)
-
-
-workflow.localrules(*(r.name for r in workflow.rules if _runs_locally(r)))
+workflow.localrules(
+    *(r.name for r in workflow.rules if r.name in LOCAL_RULES or r.name.startswith(LOCAL_RULE_PREFIXES))
+)

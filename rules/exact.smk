@@ -58,9 +58,27 @@ rule exact_figure:
     input:
         exact_merged_files(config),
     output:
-        pdf="results/figures/exact_vs_approx.pdf",
-        png="results/figures/exact_vs_approx.png",
-        stats="results/tables/exact_gap_statistics.tsv",
+        pdf=report(
+            "results/figures/exact_vs_approx.pdf",
+            caption="../workflow/report/exact_vs_approx.rst",
+            category="Figures",
+            subcategory="Exact vs. approximate",
+            labels={"figure": "exact_vs_approx", "format": "PDF"},
+        ),
+        png=report(
+            "results/figures/exact_vs_approx.png",
+            caption="../workflow/report/exact_vs_approx.rst",
+            category="Figures",
+            subcategory="Exact vs. approximate",
+            labels={"figure": "exact_vs_approx", "format": "PNG"},
+        ),
+        stats=report(
+            "results/tables/exact_gap_statistics.csv",
+            caption="../workflow/report/exact_vs_approx.rst",
+            category="Tables",
+            subcategory="Exact vs. approximate: gap statistics",
+            labels={"table": "exact_gap_statistics", "format": "TSV"},
+        ),
     params:
         labels=exact_labels(config),
     log:

@@ -54,10 +54,10 @@ def test_slurm_profile_gives_heavy_rules_their_resources():
     res, threads = slurm["set-resources"], slurm["set-threads"]
     assert res["attack_shard"]["gpu"] == 1 and res["attack_shard"]["mem_mb"] >= 4000
     assert res["attack_shard"]["runtime"] >= 60
-    assert res["exact_shard"]["runtime"] >= 24 * 60 and threads["exact_shard"] > 1
-    assert res["nearest_distances"]["mem_mb"] >= 16000
+    assert threads["exact_shard"] > 1 and res["exact_shard"]["mem_mb"] >= 4000
+    assert threads["nearest_distances"] > 1
     for rule, r in res.items():
-        assert isinstance(r.get("runtime"), int) and isinstance(r.get("mem_mb"), int), rule
+        assert all(isinstance(v, int) for v in r.values()), rule
 
 
 # ---------------------------------------------------------------------------------------
@@ -123,7 +123,8 @@ def _test_overrides(cluster, dest: Path) -> Path:
         res = dict(res)
         if "gpu" in res:
             res["gpu"] = 0
-        res["mem_mb"] = min(res.get("mem_mb", 0), cluster["mem_mb"])
+        if "mem_mb" in res:
+            res["mem_mb"] = min(res["mem_mb"], cluster["mem_mb"])
         resources[rule] = res
     overrides = {
         "set-resources": resources,

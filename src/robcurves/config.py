@@ -107,6 +107,9 @@ def cross_check(cfg: dict) -> list[str]:
             problems.append(f"config: models.{name}.dataset names {m['dataset']!r}, which is not under datasets")
         if m["source"] == "convert" and "path" not in m:
             problems.append(f"config: models.{name} has source: convert but no path to a .mat file")
+    for m in cfg.get("exact", {}).get("models", []):
+        if m not in models:
+            problems.append(f"config: exact.models names {m!r}, which is not under models")
     for ds in cfg.get("scale", {}).get("datasets", []):
         if ds not in datasets:
             problems.append(f"config: scale.datasets names {ds!r}, which is not under datasets")

@@ -41,7 +41,10 @@ class Norm:
 
     def norm_of(self, delta: np.ndarray) -> np.ndarray:
         """Per-row norm of a batch of perturbations, in float32."""
-        d = np.asarray(delta, dtype=np.float32).reshape(len(delta), -1)
+        d = np.asarray(delta, dtype=np.float32)
+        if len(d) == 0:
+            return np.zeros(0, dtype=np.float32)
+        d = d.reshape(len(d), -1)
         if d.shape[1] == 0:
             return np.zeros(len(d), dtype=np.float32)
         if math.isinf(self.p):

@@ -114,8 +114,8 @@ def plot_exact_vs_approx(inputs: Sequence[str | os.PathLike | Mapping[str, Any]]
     return all_stats
 
 
-def format_gap_statistics(stats: Sequence[Mapping[str, Any]]) -> str:
-    """A plain-text table of :func:`gap_statistics` rows (what the figure rule prints)."""
+def format_gap_statistics(stats: Sequence[Mapping[str, Any]], sep: str = ",") -> str:
+    """A CSV table (``sep``-separated) of :func:`gap_statistics` rows (what the figure rule prints)."""
     cols = ["label", "norm", "n", "optimal", "time_limit", "no_adversarial_in_domain", "median_lower_over_upper",
             "median_lower_over_attack", "attack_within_1pct", "max_band_width", "max_attack_excess",
             "median_time_s", "p90_time_s"]
@@ -127,6 +127,6 @@ def format_gap_statistics(stats: Sequence[Mapping[str, Any]]) -> str:
             return f"{v:.4g}"
         return str(v)
 
-    lines = ["\t".join(cols)]
-    lines += ["\t".join(fmt(s.get(c)) for c in cols) for s in stats]
+    lines = [sep.join(cols)]
+    lines += [sep.join(fmt(s.get(c)).replace(sep, " ") for c in cols) for s in stats]
     return "\n".join(lines)

@@ -47,14 +47,19 @@ class ExactConfig:
     """Settings of the exact stage (the ``exact:`` section of the workflow config).
 
     ``time_limit``: seconds per point, bounds included. ``tightening``: list of bound
-    methods (interval, lp). ``tightening_share``: at most this share of the time limit
-    goes to LP tightening. ``max_radius``: domain radius (in the norm) where no attack
-    distance is available. ``rel_gap``/``abs_gap``: when lower and upper agree to this,
-    the point counts as solved ("optimal").
+    methods (interval, symbolic, lp; see :mod:`robcurves.exact.bounds`).
+    ``tightening_share``: at most this share of the remaining time goes to symbolic/LP
+    tightening. ``method``: auto | minimize | bisect (module docstring).
+    ``max_radius``: domain radius (in the norm) where no attack distance is available
+    (default: the whole [0, 1] box). ``rel_gap``/``abs_gap``: when lower and upper agree to
+    this, the point counts as solved ("optimal"); ``bisect_rel_tol`` is the bracket at which
+    bisection alone calls a point solved, ``auto_switch`` the bracket at which ``auto``
+    switches from bisection to the distance MILPs. ``margin``: logit margin of the re-solve
+    when a witness fails the float32 check (MIPVerify's ``tolerance``).
     """
 
     time_limit: float = 30.0
-    tightening: Sequence[str] = ("interval", "lp")
+    tightening: Sequence[str] = ("interval", "symbolic")
     method: str = "auto"
     tightening_share: float = 0.5
     max_radius: float | None = None
