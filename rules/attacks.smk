@@ -20,5 +20,7 @@ rule attack_shard:
         mem_mb=4000,
         runtime=240,
         gpu=config["attacks"]["gpu"],
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/attack_shard.py"

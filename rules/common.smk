@@ -114,3 +114,26 @@ def all_figure_files():
     if config["figures"]["toy"]:
         files += ["results/figures/fig1_toy.pdf", "results/figures/fig1_toy.png"]
     return files
+
+
+def _dataset_spec(wildcards):
+    spec = config["datasets"].get(wildcards.dataset)
+    if spec is None:
+        raise WorkflowError(f"data set {wildcards.dataset!r} is not in the config")
+    return spec
+
+
+def _raw_manifest(wildcards):
+    if _dataset_spec(wildcards)["source"] == "download":
+        return [f"results/raw/{wildcards.dataset}/manifest.json"]
+    return []
+
+
+def _model_inputs(wildcards):
+    spec = model_spec(wildcards)
+    if spec["source"] == "convert":
+        return {"mat": mat_input(spec["path"]), "test": f"results/data/{wildcards.dataset}/test.npz"}
+    return {
+        "train": f"results/data/{wildcards.dataset}/train.npz",
+        "test": f"results/data/{wildcards.dataset}/test.npz",
+    }

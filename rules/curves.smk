@@ -18,5 +18,7 @@ rule merge_curve:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/merge_curve.py"

@@ -1,19 +1,6 @@
 # Data: bundled sets are built directly; published sets are downloaded, checked, converted.
 
 
-def _dataset_spec(wildcards):
-    spec = config["datasets"].get(wildcards.dataset)
-    if spec is None:
-        raise WorkflowError(f"data set {wildcards.dataset!r} is not in the config")
-    return spec
-
-
-def _raw_manifest(wildcards):
-    if _dataset_spec(wildcards)["source"] == "download":
-        return [f"results/raw/{wildcards.dataset}/manifest.json"]
-    return []
-
-
 rule download_dataset:
     output:
         "results/raw/{dataset}/manifest.json",
@@ -26,6 +13,8 @@ rule download_dataset:
     resources:
         mem_mb=1000,
         runtime=120,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/download_dataset.py"
 
@@ -44,5 +33,7 @@ rule prepare_dataset:
     resources:
         mem_mb=lambda wc: _dataset_spec(wc)["mem_mb"],
         runtime=180,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/prepare_dataset.py"

@@ -33,6 +33,8 @@ rule nearest_distances:
         # minutes; MNIST takes well under one, Tiny-ImageNet hours on a CPU
         runtime=lambda wc, input: int(60 + input.size_mb / 5),
         gpu=_scale("gpu", 0),  # with a GPU visible the tiles run on it (TensorFlow)
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/distances.py"
 
@@ -59,6 +61,8 @@ rule table2:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/table2.py"
 
@@ -92,5 +96,7 @@ rule fig5:
     resources:
         mem_mb=2000,
         runtime=10,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/fig5.py"

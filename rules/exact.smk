@@ -33,6 +33,8 @@ rule exact_shard:
     resources:
         mem_mb=4000,
         runtime=exact_runtime_minutes(config),
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/exact_shard.py"
 
@@ -50,6 +52,8 @@ rule exact_merge:
     resources:
         mem_mb=1000,
         runtime=5,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/exact_merge.py"
 
@@ -87,6 +91,8 @@ rule exact_figure:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/exact_figure.py"
 

@@ -35,6 +35,8 @@ rule figure_robustness_curves:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/figure_curves.py"
 
@@ -68,6 +70,8 @@ rule fig1_toy:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/fig1_toy.py"
 
@@ -93,6 +97,8 @@ rule table1:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/table1.py"
 
@@ -119,5 +125,7 @@ rule crossings:
     resources:
         mem_mb=1000,
         runtime=10,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/crossings.py"

@@ -1,16 +1,6 @@
 # Models: train one on a prepared data set, or convert Croce et al.'s .mat file.
 
 
-def _model_inputs(wildcards):
-    spec = model_spec(wildcards)
-    if spec["source"] == "convert":
-        return {"mat": mat_input(spec["path"]), "test": f"results/data/{wildcards.dataset}/test.npz"}
-    return {
-        "train": f"results/data/{wildcards.dataset}/train.npz",
-        "test": f"results/data/{wildcards.dataset}/test.npz",
-    }
-
-
 rule build_model:
     input:
         unpack(_model_inputs),
@@ -27,5 +17,7 @@ rule build_model:
     resources:
         mem_mb=4000,
         runtime=120,
+    conda:
+        "../environment.yml"
     script:
         "../workflow/scripts/build_model.py"

@@ -74,3 +74,13 @@ def test_training_options_are_checked(default_config):
     del bad["models"]["digits_at_linf"]["eps"]
     with pytest.raises(ConfigError, match="models.digits_at_linf"):
         validate_config(bad)
+
+
+def test_attack_method_options_are_checked(default_config):
+    bad = copy.deepcopy(default_config)
+    bad["attacks"]["norms"]["l2"]["methods"] = [{"name": "fmn", "stpes": 10}]
+    with pytest.raises(ConfigError, match=r"attacks.norms.l2.methods\[0\].*stpes"):
+        validate_config(bad)
+    bad["attacks"]["norms"]["l2"]["methods"] = [{"name": "no_such_attack"}]
+    with pytest.raises(ConfigError, match="no_such_attack"):
+        validate_config(bad)

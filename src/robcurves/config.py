@@ -113,6 +113,16 @@ def cross_check(cfg: dict) -> list[str]:
     for ds in cfg.get("scale", {}).get("datasets", []):
         if ds not in datasets:
             problems.append(f"config: scale.datasets names {ds!r}, which is not under datasets")
+    methods = {n: spec["methods"] for n, spec in cfg.get("attacks", {}).get("norms", {}).items() if spec.get("methods")}
+    if methods:
+        from robcurves.attacks import validate_method_config  # imports TensorFlow: only when needed
+
+        for norm_name, items in methods.items():
+            for i, item in enumerate(items):
+                try:
+                    validate_method_config(norm_name, item)
+                except ValueError as err:
+                    problems.append(f"config: attacks.norms.{norm_name}.methods[{i}]: {err}")
     trained = {n: m for n, m in models.items() if m["source"] == "train"}
     if trained:
         from robcurves.training import resolve_options  # imports TensorFlow: only when needed
