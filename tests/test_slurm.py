@@ -73,7 +73,7 @@ def _ensure_slurm_installed() -> None:
         pytest.skip("SLURM is not installed and there is no apt-get to install slurm-wlm and munge")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for cmd in (["apt-get", "update", "-qq"],
-                ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "slurm-wlm", "munge"]):
+                ["apt-get", "install", "-y", "-qq", "slurm-wlm", "munge"]):
         try:
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900,
                                   stdin=subprocess.DEVNULL)

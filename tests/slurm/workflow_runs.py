@@ -24,10 +24,9 @@ PYTHON = sys.executable
 def snakemake_argv(workdir: Path, *args: str, target: str = "all_curves",
                    configfiles: tuple[Path, ...] = (CONFIG,)) -> list[str]:
     """Snakemake on ``configfiles`` (later ones update earlier ones, key by key)."""
-    # --replace-workflow-config: the Snakefile's own config/config.yaml must not be
-    # merged into the test config. The target comes first: --configfile takes all that follows.
+    # The target comes first: --configfile takes all that follows.
     return [PYTHON, "-m", "snakemake", target, "-s", str(SNAKEFILE), "--directory", str(workdir),
-            "--replace-workflow-config", *args, "--configfile", *map(str, configfiles)]
+            *args, "--configfile", *map(str, configfiles)]
 
 
 def run_snakemake(argv: list[str], log: Path, env: dict | None = None, timeout: float = 900,
