@@ -20,12 +20,6 @@ from robcurves.config import missing_model_files, validate_config
 ROOT = Path(__file__).resolve().parents[1]
 PAPER = ROOT / "config" / "paper.yaml"
 
-# Until rules/models.smk takes a converted model's .mat input through mat_input()
-# (rules/common.smk), a missing file is a missing input that fails the DAG itself.
-_MAT_INPUT = "mat_input(" in (ROOT / "rules" / "models.smk").read_text()
-needs_mat_input = pytest.mark.xfail(
-    not _MAT_INPUT, reason="rules/models.smk does not use mat_input() for the .mat input yet", strict=True
-)
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +88,6 @@ def test_paper_config_is_the_papers_setup(paper):
     assert len(missing_model_files(paper, root=ROOT / "tests")) == len(models)
 
 
-@needs_mat_input
 def test_dry_run_shows_the_whole_dag(paper, snakemake_runner, tmp_path):
     proc = snakemake_runner(tmp_path, "-n", "all_figures", configfile=PAPER, timeout=600)
     out = proc.stdout + proc.stderr
@@ -125,7 +118,6 @@ def test_dry_run_shows_the_whole_dag(paper, snakemake_runner, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-@needs_mat_input
 def test_a_wrong_model_file_name_stops_the_run_with_a_clear_message(paper, snakemake_runner, tmp_path):
     with open(PAPER, encoding="utf-8") as fh:
         raw = yaml.safe_load(fh)
@@ -154,10 +146,6 @@ def test_plain_configfile_replaces_the_default_config(snakemake_runner, tmp_path
     import subprocess
     import sys
 
-    profile = (ROOT / "profiles" / "default" / "config.yaml").read_text()
-    fixed = "overwrite_configfiles" in (ROOT / "Snakefile").read_text() or "replace-workflow-config" in profile
-    if not fixed:
-        pytest.xfail("Snakemake merges --configfile into the Snakefile's configfile: (see the report to the lead)")
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "--directory", str(tmp_path),
            f"--configfile={PAPER}", "-n", "--cores", "1", "all_figures"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
