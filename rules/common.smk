@@ -11,7 +11,7 @@ from snakemake.logging import logger
 from robcurves.config import ConfigError, validate_config, missing_model_files
 
 try:
-    _validated = validate_config(config)
+    _validated = validate_config(config, deep=workflow.is_main_process)
 except ConfigError as err:
     raise WorkflowError(f"invalid configuration:\n{err}") from None
 config.clear()

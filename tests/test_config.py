@@ -84,3 +84,27 @@ def test_attack_method_options_are_checked(default_config):
     bad["attacks"]["norms"]["l2"]["methods"] = [{"name": "no_such_attack"}]
     with pytest.raises(ConfigError, match="no_such_attack"):
         validate_config(bad)
+
+
+def test_nested_command_line_values_arrive_as_strings_and_are_coerced(default_config):
+    cfg = copy.deepcopy(default_config)
+    cfg["attacks"]["shards"] = "8"  # what `--config 'attacks={shards: 8}'` delivers
+    cfg["figures"]["toy"] = "false"
+    out = validate_config(cfg)
+    assert out["attacks"]["shards"] == 8 and out["figures"]["toy"] is False
+    cfg["attacks"]["shards"] = "eight"
+    with pytest.raises(ConfigError, match="attacks.shards"):
+        validate_config(cfg)
+
+
+def test_atomic_outputs_are_not_private(tmp_path):
+    import os
+
+    from robcurves.atomic import write_text
+
+    old = os.umask(0o022)
+    try:
+        write_text(tmp_path / "x.txt", "hi")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644

@@ -77,13 +77,53 @@ def apply_defaults(instance: Any, schema: dict, root: dict) -> None:
             apply_defaults(item, schema["items"], root)
 
 
-def validate_config(config: dict, schema_path: str | os.PathLike | None = None) -> dict:
-    """Check ``config``; return a copy with defaults filled in. Raises :class:`ConfigError`."""
+def _resolve(schema: dict, root: dict) -> dict:
+    while "$ref" in schema:
+        target = root
+        for part in schema["$ref"].lstrip("#/").split("/"):
+            target = target[part]
+        schema = target
+    return schema
+
+
+def coerce_strings(instance: Any, schema: dict, root: dict) -> Any:
+    """Turn strings into numbers/booleans where the schema wants those.
+
+    Snakemake parses nested ``--config`` values (``--config 'attacks={shards: 8}'``)
+    with YAML's BaseLoader, so every nested scalar arrives as a string.
+    """
+    schema = _resolve(schema, root)
+    want = schema.get("type")
+    want = set(want) if isinstance(want, list) else {want}
+    if isinstance(instance, str) and want & {"integer", "number", "boolean", "null"} and "string" not in want:
+        try:
+            value = yaml.safe_load(instance)
+        except yaml.YAMLError:
+            return instance
+        return value if not isinstance(value, (dict, list, str)) else instance
+    if isinstance(instance, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        return {k: coerce_strings(v, props[k], root) if k in props
+                else (coerce_strings(v, extra, root) if isinstance(extra, dict) else v)
+                for k, v in instance.items()}
+    if isinstance(instance, list) and isinstance(schema.get("items"), dict):
+        return [coerce_strings(v, schema["items"], root) for v in instance]
+    return instance
+
+
+def validate_config(config: dict, schema_path: str | os.PathLike | None = None, deep: bool = True) -> dict:
+    """Check ``config``; return a copy with defaults filled in. Raises :class:`ConfigError`.
+
+    ``deep`` also checks training and attack options against the code that takes them
+    (imports TensorFlow); Snakemake's job subprocesses skip that, the main process did it.
+    """
     import jsonschema
 
     schema = load_schema(schema_path)
     if not isinstance(config, dict):
         raise ConfigError(f"config: expected a mapping at the top level, got {_type_name(config)}")
+    config = coerce_strings(config, schema, schema)
     validator = jsonschema.Draft7Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))
     if errors:
@@ -91,14 +131,14 @@ def validate_config(config: dict, schema_path: str | os.PathLike | None = None) 
         raise ConfigError("\n".join(lines))
     cfg = copy.deepcopy(config)
     apply_defaults(cfg, schema, schema)
-    problems = cross_check(cfg)
+    problems = cross_check(cfg, deep=deep)
     if problems:
         raise ConfigError("\n".join(problems))
     return cfg
 
 
-def cross_check(cfg: dict) -> list[str]:
-    """References between sections: every name used must be defined."""
+def cross_check(cfg: dict, deep: bool = True) -> list[str]:
+    """References between sections: every name used must be defined; options must be known."""
     problems = []
     datasets = cfg.get("datasets", {})
     models = cfg.get("models", {})
@@ -113,7 +153,8 @@ def cross_check(cfg: dict) -> list[str]:
     for ds in cfg.get("scale", {}).get("datasets", []):
         if ds not in datasets:
             problems.append(f"config: scale.datasets names {ds!r}, which is not under datasets")
-    methods = {n: spec["methods"] for n, spec in cfg.get("attacks", {}).get("norms", {}).items() if spec.get("methods")}
+    methods = {n: spec["methods"] for n, spec in cfg.get("attacks", {}).get("norms", {}).items()
+               if deep and spec.get("methods")}
     if methods:
         from robcurves.attacks import validate_method_config  # imports TensorFlow: only when needed
 
@@ -123,7 +164,7 @@ def cross_check(cfg: dict) -> list[str]:
                     validate_method_config(norm_name, item)
                 except ValueError as err:
                     problems.append(f"config: attacks.norms.{norm_name}.methods[{i}]: {err}")
-    trained = {n: m for n, m in models.items() if m["source"] == "train"}
+    trained = {n: m for n, m in models.items() if deep and m["source"] == "train"}
     if trained:
         from robcurves.training import resolve_options  # imports TensorFlow: only when needed
 
