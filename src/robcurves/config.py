@@ -139,6 +139,7 @@ def validate_config(config: dict, schema_path: str | os.PathLike | None = None, 
 
 def cross_check(cfg: dict, deep: bool = True) -> list[str]:
     """References between sections: every name used must be defined; options must be known."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the deep checks import TensorFlow
     problems = []
     datasets = cfg.get("datasets", {})
     models = cfg.get("models", {})
