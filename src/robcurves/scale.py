@@ -25,7 +25,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from robcurves.atomic import atomic_path, write_text  # noqa: E402
+from robcurves.atomic import write_text  # noqa: E402
+from robcurves.figures import save_figure  # noqa: E402
 from robcurves.distances import KINDS, NearestNeighbours  # noqa: E402
 from robcurves.norms import NORMS, parse_norm  # noqa: E402
 
@@ -277,12 +278,7 @@ def plot_fig5(
     bottom = min(0.45, 0.06 + 0.055 * n_rows)
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, bottom, 1, 1))
-    try:
-        for path in out_paths:
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format=os.path.splitext(str(path))[1].lstrip(".") or None, dpi=200)
-    finally:
-        plt.close(fig)
+    save_figure(fig, out_paths)
 
 
 def load_results(paths: Mapping[str, str | os.PathLike]) -> dict[str, NearestNeighbours]:

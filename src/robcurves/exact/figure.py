@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from robcurves.atomic import atomic_path  # noqa: E402
+from robcurves.figures import save_figure  # noqa: E402
 from robcurves.exact.records import read_merged_json, summarize  # noqa: E402
 from robcurves.norms import parse_norm  # noqa: E402
 
@@ -105,12 +105,7 @@ def plot_exact_vs_approx(inputs: Sequence[str | os.PathLike | Mapping[str, Any]]
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    try:
-        for p in out_paths:
-            with atomic_path(p) as tmp:
-                fig.savefig(tmp, format=os.path.splitext(str(p))[1].lstrip(".") or None, dpi=200)
-    finally:
-        plt.close(fig)
+    save_figure(fig, out_paths)
     return all_stats
 
 
