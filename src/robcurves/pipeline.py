@@ -65,10 +65,25 @@ def build_model(spec: dict, name: str, out_path: str, train_path: str | None = N
     return models.save_model(model, out_path, sidecar)
 
 
-def attack_settings(norm: str, attack: dict, n_points: int | None, model_sidecar: dict, data_sha: str) -> dict:
-    """Everything that determines an attack shard's numbers; shards must agree on it."""
+def weights_sha256(model) -> str:
+    """SHA-256 of a model's weights (not of its file, whose zip metadata holds a save date)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+def attack_settings(norm: str, attack: dict, n_points: int | None, model, model_sidecar: dict,
+                    data_sha: str) -> dict:
+    """Everything that determines an attack shard's numbers; shards must agree on it.
+
+    Deterministic by construction (no timings), so that the same config gives
+    byte-identical curves from separate runs.
+    """
     return {"norm": norm, "attack": attack, "n_points": n_points,
-            "model": model_sidecar.get("name"), "model_made_by": model_sidecar.get("made_by"),
+            "model": model_sidecar.get("name"), "model_weights_sha256": weights_sha256(model),
             "data_sha256": data_sha}
 
 
@@ -84,7 +99,7 @@ def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shar
     n = len(test) if n_points is None else min(int(n_points), len(test))
     idx = shard_indices(n, n_shards, shard)
     methods = attack.get("methods") or attacks.default_methods(norm)
-    settings = attack_settings(norm, attack, n_points, sidecar, test.meta["sha256"])
+    settings = attack_settings(norm, attack, n_points, model, sidecar, test.meta["sha256"])
     log.info("shard %d/%d: %d points, norm %s, methods %s", shard, n_shards, len(idx), norm,
              [m["name"] for m in methods])
     t0 = time.perf_counter()
