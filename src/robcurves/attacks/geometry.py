@@ -165,26 +165,15 @@ class L1Ops:
         fix = tf.minimum(1.0, eps / (n + _TINY))
         return out * _col(tf.where(n > eps, fix, tf.ones_like(fix)))
 
-    def linear_distance(self, a, m, lo, hi):
-        # Fractional knapsack: spend the budget on the coordinates with the largest
-        # |a_i|, each up to its room in the direction sign(a_i).
-        room = tf.where(a > 0, hi, -lo)
-        absa = tf.abs(a)
-        order = tf.argsort(absa, axis=1, direction="DESCENDING")
-        a_s = tf.gather(absa, order, batch_dims=1)
-        r_s = tf.gather(room, order, batch_dims=1)
-        gain = a_s * r_s
-        cg = tf.cumsum(gain, axis=1)
-        prev = cg - gain
-        mm = _col(m)
-        full = tf.cast(cg < mm, a.dtype)
-        first = (cg >= mm) & (prev < mm) & (a_s > 0)
-        part = tf.where(first, (mm - prev) / tf.where(a_s > 0, a_s, tf.ones_like(a_s)), tf.zeros_like(a_s))
-        dist = tf.reduce_sum(r_s * full, axis=1) + tf.reduce_sum(part, axis=1)
-        feasible = cg[:, -1] >= m
-        return tf.where(m <= 0, tf.zeros_like(m), tf.where(feasible, dist, tf.fill(tf.shape(m), np.float32(np.inf))))
+    @staticmethod
+    def _knapsack(a, m, lo, hi):
+        """Fractional knapsack behind the l1 linearised problems.
 
-    def linear_step(self, a, m, lo, hi):
+        Spend the budget on the coordinates with the largest |a_i|, each up to its room
+        in the direction sign(a_i), until the gain a . step reaches m. Returns the sort
+        order, the per-coordinate amounts in sorted order (zero past the crossing) and
+        whether the box allows reaching m at all.
+        """
         room = tf.where(a > 0, hi, -lo)
         absa = tf.abs(a)
         order = tf.argsort(absa, axis=1, direction="DESCENDING")
@@ -194,10 +183,19 @@ class L1Ops:
         cg = tf.cumsum(gain, axis=1)
         prev = cg - gain
         mm = _col(m)
-        feasible = cg[:, -1] >= m
         amount = tf.where(cg < mm, r_s, tf.zeros_like(r_s))
         first = (cg >= mm) & (prev < mm) & (a_s > 0)
         amount = amount + tf.where(first, (mm - prev) / tf.where(a_s > 0, a_s, tf.ones_like(a_s)), tf.zeros_like(a_s))
+        feasible = cg[:, -1] >= m
+        return order, a_s, r_s, amount, feasible
+
+    def linear_distance(self, a, m, lo, hi):
+        _, _, _, amount, feasible = self._knapsack(a, m, lo, hi)
+        dist = tf.reduce_sum(amount, axis=1)
+        return tf.where(m <= 0, tf.zeros_like(m), tf.where(feasible, dist, tf.fill(tf.shape(m), np.float32(np.inf))))
+
+    def linear_step(self, a, m, lo, hi):
+        order, a_s, r_s, amount, feasible = self._knapsack(a, m, lo, hi)
         amount = tf.where(_col(feasible), amount, r_s * tf.cast(a_s > 0, a.dtype))
         back = tf.argsort(order, axis=1)
         step = tf.sign(a) * tf.gather(amount, back, batch_dims=1)
