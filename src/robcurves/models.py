@@ -353,6 +353,14 @@ def _get(data: Mapping[str, Any], key: str, layout: str) -> np.ndarray:
     return arr
 
 
+def _get_matrix(data: Mapping[str, Any], key: str, layout: str, expected: str) -> np.ndarray:
+    """A 2-D weight matrix; ``expected`` describes its shape for the error message."""
+    arr = _get(data, key, layout)
+    if arr.ndim != 2:
+        raise ValueError(f"{layout} .mat key {key!r}: shape {arr.shape} found, {expected} expected")
+    return arr
+
+
 def _expect(arr: np.ndarray, key: str, shape: tuple[int, ...], layout: str, why: str = "") -> None:
     if tuple(arr.shape) != tuple(shape):
         hint = f" ({why})" if why else ""
@@ -420,32 +428,24 @@ def convert_mat(
         b2 = _bias(data, "biases_conv2", f2, layout)
         h2 = _conv_out(_conv_out(shape[0], 2), 2)
         wd2 = _conv_out(_conv_out(shape[1], 2), 2)
-        w3 = _get(data, "weights_fc1", layout)
-        if w3.ndim != 2:
-            raise ValueError(f"{layout} .mat key 'weights_fc1': shape {w3.shape} found, ({h2 * wd2 * f2}, hidden) expected")
+        w3 = _get_matrix(data, "weights_fc1", layout, f"({h2 * wd2 * f2}, hidden)")
         hidden = int(w3.shape[1])
         _expect(w3, "weights_fc1", (h2 * wd2 * f2, hidden), layout,
                 f"conv2 output {h2}x{wd2}x{f2} for input shape {shape}")
         b3 = _bias(data, "biases_fc1", hidden, layout)
-        w4 = _get(data, "weights_fc2", layout)
-        if w4.ndim != 2:
-            raise ValueError(f"{layout} .mat key 'weights_fc2': shape {w4.shape} found, ({hidden}, n_classes) expected")
+        w4 = _get_matrix(data, "weights_fc2", layout, f"({hidden}, n_classes)")
         n_classes = int(w4.shape[1])
         _expect(w4, "weights_fc2", (hidden, n_classes), layout)
         b4 = _bias(data, "biases_fc2", n_classes, layout)
         model = _lenet_small(shape, n_classes, filters=(f1, f2), kernel=k, hidden=hidden)
         params = {"conv1": (w1, b1), "conv2": (w2, b2), "fc1": (w3, b3), "logits": (w4, b4)}
     else:
-        u = _get(data, "U", layout)
-        if u.ndim != 2:
-            raise ValueError(f"{layout} .mat key 'U': shape {u.shape} found, (features, hidden) expected")
+        u = _get_matrix(data, "U", layout, "(features, hidden)")
         n_in, hidden = (int(s) for s in u.shape)
         shape = _shape3(input_shape) if input_shape is not None else _infer_input_shape(layout, n_in)
         _expect(u, "U", (int(np.prod(shape)), hidden), layout, f"input shape {shape} flattened")
         bu = _bias(data, "bU", hidden, layout)
-        w = _get(data, "W", layout)
-        if w.ndim != 2:
-            raise ValueError(f"{layout} .mat key 'W': shape {w.shape} found, ({hidden}, n_classes) expected")
+        w = _get_matrix(data, "W", layout, f"({hidden}, n_classes)")
         n_classes = int(w.shape[1])
         _expect(w, "W", (hidden, n_classes), layout)
         bw = _bias(data, "bW", n_classes, layout)
