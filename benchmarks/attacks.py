@@ -197,14 +197,16 @@ def run_ours(model, x, y, norm: str, batch_size: int, seed: int, methods: list[d
     return out
 
 
-def run_foolbox(model, x, y, norm: str, venv: Path, batch_size: int, options: dict):
+def run_foolbox(model, x, y, norm: str, venv: Path, batch_size: int, options: dict, only=None):
     from robcurves.attacks import verify_adversarial
 
     py = venv / "bin" / "python"
     if not py.exists():
         raise FileNotFoundError(f"{py} not found: run `bash benchmarks/foolbox_venv.sh` first")
     layers, arrays = export_layers(model)
-    attacks = FOOLBOX_ATTACKS[norm]
+    attacks = [a for a in FOOLBOX_ATTACKS[norm] if only is None or a in only]
+    if not attacks:
+        return {}
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         np.savez(src, x=x, y=y, spec=np.array(json.dumps({"layers": layers, "bounds": [0.0, 1.0]})),
@@ -290,6 +292,8 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=None,
                     help='JSON list of our methods to run alone, e.g. \'[{"name": "fmn"}]\' (default: the ensemble members)')
     ap.add_argument("--no-foolbox", action="store_true")
+    ap.add_argument("--foolbox-attacks", nargs="+", default=None,
+                    help=f"run only these foolbox attacks (default: all of {sorted(a for v in FOOLBOX_ATTACKS.values() for a in v)})")
     ap.add_argument("--foolbox-venv", type=Path, default=Path(__file__).with_name(".venv-foolbox"))
     ap.add_argument("--foolbox-options", default="{}",
                     help='JSON per-attack options, e.g. \'{"l2_cw": {"steps": 1000}}\'')
@@ -316,7 +320,7 @@ def main(argv=None) -> int:
             results = run_ours(model, x, y, norm, args.batch_size, args.seed, methods)
             if not args.no_foolbox:
                 results.update(run_foolbox(model, x, y, norm, args.foolbox_venv, args.batch_size,
-                                           json.loads(args.foolbox_options)))
+                                           json.loads(args.foolbox_options), args.foolbox_attacks))
             lines = table(model_name, norm, results, len(x), thr[norm])
             print("\n".join(lines), flush=True)
             all_lines += lines + [""]

@@ -41,20 +41,32 @@ def mnist_test() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def train_fc1(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int, seed: int = 0):
+def train_fc1(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int, seed: int = 0,
+              training: str = "plain", eps: float = 0.1):
+    """fc1 (1,024 hidden units). ``training``: ``plain`` (Keras fit, cross-entropy) or a
+    method of :mod:`robcurves.training` (e.g. ``mmr_at_linf``, as Croce et al. trained the
+    fc1 networks they verified with MIPVerify) at radius ``eps``."""
     import keras
 
+    from robcurves.data import Dataset
     from robcurves.models import fc1
+    from robcurves.training import train_model
 
     keras.utils.set_random_seed(seed)
     m = fc1(x.shape[1:], n_classes, hidden=1024, seed=seed)
-    m.compile(optimizer=keras.optimizers.Adam(1e-3),
-              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    m.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
+    if training == "plain":
+        m.compile(optimizer=keras.optimizers.Adam(1e-3),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        m.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
+    else:
+        rec = train_model(m, Dataset(x, y, "bench", "train", [str(c) for c in range(n_classes)], "benchmark"), training, epochs=epochs, batch_size=64,
+                          learning_rate=1e-3, seed=seed, eps=None if training == "st" else eps)
+        print(f"  fc1 {training} eps {eps}: train accuracy {rec['train_accuracy']:.4f} in {rec['time_s']:.0f} s",
+              flush=True)
     return m
 
 
-def case_data(case: str, n: int, epochs: int):
+def case_data(case: str, n: int, epochs: int, training: str = "plain", eps: float = 0.1):
     if case == "mmr":
         from robcurves.models import convert_mat
 
@@ -62,13 +74,13 @@ def case_data(case: str, n: int, epochs: int):
         return convert_mat(MMR), x[:n], y[:n], np.arange(n)
     if case == "fc1":
         x, y = mnist_test()
-        m = train_fc1(x[:5000], y[:5000], 10, epochs)
+        m = train_fc1(x[:5000], y[:5000], 10, epochs, training=training, eps=eps)
         return m, x[5000:5000 + n], y[5000:5000 + n], np.arange(5000, 5000 + n)
     if case == "fc1-digits":
         from robcurves.data import load_sklearn_digits
 
         tr, te = load_sklearn_digits()
-        m = train_fc1(tr.x, tr.y, 10, epochs)
+        m = train_fc1(tr.x, tr.y, 10, epochs, training=training, eps=eps)
         return m, te.x[:n], te.y[:n], np.arange(n)
     raise SystemExit(f"unknown case {case!r}")
 
@@ -77,7 +89,7 @@ def run_case(case: str, norm: str, args) -> dict:
     from robcurves import attacks
     from robcurves.exact import ExactConfig, minimal_perturbations
 
-    model, x, y, idx = case_data(case, args.points, args.epochs)
+    model, x, y, idx = case_data(case, args.points, args.epochs, args.fc1_training, args.fc1_eps)
     t0 = time.perf_counter()
     att = attacks.minimal_perturbations(model, x, y, norm, progress=False)
     t_attack = time.perf_counter() - t0
@@ -85,6 +97,8 @@ def run_case(case: str, norm: str, args) -> dict:
     res = minimal_perturbations(model, x, y, norm, cfg, attack_distances=att.distances, x_adv=att.x_adv,
                                 indices=idx, progress=(lambda s: print(f"  {case} {s}", flush=True)))
     s = res.summary()
+    if case.startswith("fc1"):
+        case = f"{case} ({args.fc1_training})"
     row = {"case": case, "norm": norm, "points": int(len(x)), "time_limit_s": args.time_limit,
            "method": args.method, "tightening": args.tightening, "attack_s": round(t_attack, 1), **s}
     if args.out_dir:
@@ -118,6 +132,9 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="auto", choices=["minimize", "bisect", "auto"])
     p.add_argument("--tightening", default="interval,symbolic")
     p.add_argument("--epochs", type=int, default=10, help="training epochs of the fc1 networks")
+    p.add_argument("--fc1-training", default="plain",
+                   help="plain, or a robcurves.training method such as mmr_at_linf (Croce et al.'s fc1 models)")
+    p.add_argument("--fc1-eps", type=float, default=0.1, help="training radius of --fc1-training")
     p.add_argument("--out", help="write the rows as JSON here")
     p.add_argument("--out-dir", help="also save the per-point records (.npz) here")
     args = p.parse_args(argv)
