@@ -93,14 +93,15 @@ def run_case(case: str, norm: str, args) -> dict:
     t0 = time.perf_counter()
     att = attacks.minimal_perturbations(model, x, y, norm, progress=False)
     t_attack = time.perf_counter() - t0
-    cfg = ExactConfig(time_limit=args.time_limit, tightening=args.tightening.split(","), method=args.method)
+    cfg = ExactConfig(time_limit=args.time_limit, tightening=args.tightening.split(","), method=args.method,
+                      heuristics=args.heuristics)
     res = minimal_perturbations(model, x, y, norm, cfg, attack_distances=att.distances, x_adv=att.x_adv,
                                 indices=idx, progress=(lambda s: print(f"  {case} {s}", flush=True)))
     s = res.summary()
     if case.startswith("fc1"):
         case = f"{case} ({args.fc1_training})"
     row = {"case": case, "norm": norm, "points": int(len(x)), "time_limit_s": args.time_limit,
-           "method": args.method, "tightening": args.tightening, "attack_s": round(t_attack, 1), **s}
+           "method": args.method + (" +heur" if args.heuristics else ""), "tightening": args.tightening, "attack_s": round(t_attack, 1), **s}
     if args.out_dir:
         from robcurves.exact import save_results
 
@@ -131,6 +132,7 @@ def main(argv=None) -> int:
     p.add_argument("--time-limit", type=float, default=300.0, help="seconds per point")
     p.add_argument("--method", default="auto", choices=["minimize", "bisect", "auto"])
     p.add_argument("--tightening", default="interval,symbolic")
+    p.add_argument("--heuristics", action="store_true", help="switch HiGHS's primal heuristics on (off by default)")
     p.add_argument("--epochs", type=int, default=10, help="training epochs of the fc1 networks")
     p.add_argument("--fc1-training", default="plain",
                    help="plain, or a robcurves.training method such as mmr_at_linf (Croce et al.'s fc1 models)")

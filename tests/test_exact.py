@@ -112,6 +112,28 @@ def test_relu_2d_network_matches_grid_search():
         _check_witnesses(m, x, y, res)
 
 
+def test_heuristics_switch_reaches_highs_and_keeps_the_optimum():
+    from robcurves.exact.pipeline import config_from_dict
+
+    b = MilpBuilder()
+    b.add_vars(0.0, 1.0, integer=True)
+    off, on = b.to_highs(heuristics=False), b.to_highs(heuristics=True)
+    for opt in ("mip_heuristic_run_rins", "mip_heuristic_run_rens", "mip_heuristic_run_feasibility_jump"):
+        assert off.getOptionValue(opt)[1] is False and on.getOptionValue(opt)[1] is True
+    assert off.getOptionValue("mip_heuristic_effort")[1] == 0.0
+    assert ExactConfig().heuristics is False
+    assert config_from_dict({"heuristics": True, "time_limit": 5}).heuristics is True
+    m = _relu_model(2, (12, 12), 3, seed=5)
+    x = np.array([[0.5, 0.5], [0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)
+    y = _pred(m, x)
+    for method in ("minimize", "bisect"):
+        a = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, method=method))
+        h = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, method=method, heuristics=True))
+        tol = 2e-3 if method == "bisect" else 1e-4
+        np.testing.assert_allclose(a.upper, h.upper, rtol=tol)
+        np.testing.assert_allclose(a.lower, h.lower, rtol=tol, atol=1e-6)
+
+
 def test_bisection_brackets_the_minimisation():
     m = _relu_model(2, (12, 12), 3, seed=5)
     x = np.array([[0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)

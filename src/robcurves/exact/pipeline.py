@@ -112,7 +112,7 @@ def config_from_dict(exact: dict[str, Any], norm: str | None = None):
     from robcurves.exact.solve import ExactConfig
 
     keys = {"time_limit", "tightening", "method", "tightening_share", "max_radius", "rel_gap", "abs_gap",
-            "bisect_rel_tol", "threads", "margin"}
+            "bisect_rel_tol", "threads", "margin", "heuristics"}
     kw = {k: v for k, v in dict(exact).items() if k in keys and v is not None}
     if isinstance(kw.get("max_radius"), dict):
         by_norm = {parse_norm(k).name: v for k, v in kw["max_radius"].items()}

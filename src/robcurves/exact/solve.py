@@ -55,7 +55,9 @@ class ExactConfig:
     this, the point counts as solved ("optimal"); ``bisect_rel_tol`` is the bracket at which
     bisection alone calls a point solved, ``auto_switch`` the bracket at which ``auto``
     switches from bisection to the distance MILPs. ``margin``: logit margin of the re-solve
-    when a witness fails the float32 check (MIPVerify's ``tolerance``).
+    when a witness fails the float32 check (MIPVerify's ``tolerance``). ``heuristics``:
+    HiGHS's primal heuristics (off by default: the attack gives the incumbent, and they
+    cost most of the root node's time; see :meth:`MilpBuilder.to_highs`).
     """
 
     time_limit: float = 30.0
@@ -69,6 +71,7 @@ class ExactConfig:
     auto_switch: float = 0.05
     threads: int = 1
     margin: float = 1e-4  # positive margin for the re-solve when a witness fails the float32 check
+    heuristics: bool = False
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -157,7 +160,7 @@ def _margin_bound(net: Network, bounds: Bounds, dom: InputDomain, y: int) -> np.
 
 
 def _distance_milp(net: Network, dom: InputDomain, bounds: Bounds, y: int, k: int, margin: float,
-                   threads: int) -> tuple[Any, VarVector]:
+                   threads: int, heuristics: bool = False) -> tuple[Any, VarVector]:
     """``min ||x - x0||`` over the domain subject to ``z_k - z_y >= margin``."""
     milp = MilpBuilder()
     x, z = _build_network(milp, net, dom, bounds, logits=(y, k))
@@ -175,7 +178,7 @@ def _distance_milp(net: Network, dom: InputDomain, bounds: Bounds, y: int, k: in
     else:  # l1: add_input made d >= |x - x0| right after x
         d = x.idx + n
         milp.set_cost(d, np.ones(n))
-    return milp.to_highs(threads=threads), x
+    return milp.to_highs(threads=threads, heuristics=heuristics), x
 
 
 def _add_margin_row(milp: MilpBuilder, z: VarVector, y: int, k: int, margin: float) -> None:
@@ -189,12 +192,13 @@ def _add_margin_row(milp: MilpBuilder, z: VarVector, y: int, k: int, margin: flo
     milp.add_rows(np.zeros(len(cols), dtype=np.int64), cols, vals, rhs, np.inf, n=1)
 
 
-def _margin_milp(net: Network, dom: InputDomain, bounds: Bounds, y: int, k: int, threads: int):
+def _margin_milp(net: Network, dom: InputDomain, bounds: Bounds, y: int, k: int, threads: int,
+                 heuristics: bool = False):
     """``min z_y - z_k`` over the domain (negative optimum: an adversarial example of class k)."""
     milp = MilpBuilder()
     x, z = _build_network(milp, net, dom, bounds, logits=(y, k))
     milp.set_cost([z.idx[y], z.idx[k]], [1.0, -1.0])
-    return milp.to_highs(threads=threads), x
+    return milp.to_highs(threads=threads, heuristics=heuristics), x
 
 
 # ---------------------------------------------------------------------- per point
@@ -238,7 +242,7 @@ def _solve_minimize(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig
     gap = lambda u: cfg.rel_gap * u + cfg.abs_gap  # noqa: E731
 
     def solve_class(k: int, seconds: float, margin: float) -> None:
-        h, _ = _distance_milp(net, dom, bounds, st.y, k, margin, cfg.threads)
+        h, _ = _distance_milp(net, dom, bounds, st.y, k, margin, cfg.threads, cfg.heuristics)
         cutoff = st.upper if math.isfinite(st.upper) else None
         res = run_highs(h, seconds, cutoff=cutoff, rel_gap=cfg.rel_gap, abs_gap=cfg.abs_gap)
         rec = info["classes"].setdefault(str(k), {"runs": []})
@@ -325,7 +329,7 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
             if left <= 0:
                 outcome = "unknown"
                 break
-            h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads)
+            h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads, cfg.heuristics)
             res = run_highs(h, left, cutoff=0.0, stop_below=-cfg.abs_gap, rel_gap=0.0, abs_gap=0.0)
             # Robust for class k at radius r: the margin z_k - z_y cannot exceed 0 (up to the
             # solver's absolute tolerance ``abs_gap``).
@@ -337,7 +341,7 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
                 found = checker.check(res.x[: net.n_inputs], st.x0, st.y)
                 if found is None and time.perf_counter() < q_deadline:
                     # MIPVerify's remedy: ask for a margin of at least ``cfg.margin``.
-                    h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads)
+                    h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads, cfg.heuristics)
                     res2 = run_highs(h, q_deadline - time.perf_counter(), cutoff=0.0, stop_below=-cfg.margin,
                                      rel_gap=0.0, abs_gap=0.0)
                     if res2.x is not None:
