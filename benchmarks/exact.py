@@ -66,22 +66,23 @@ def train_fc1(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int, seed: i
     return m
 
 
-def case_data(case: str, n: int, epochs: int, training: str = "plain", eps: float = 0.1):
+def case_data(case: str, n: int, epochs: int, training: str = "plain", eps: float = 0.1, first: int = 0):
     if case == "mmr":
         from robcurves.models import convert_mat
 
         x, y = mnist_test()
-        return convert_mat(MMR), x[:n], y[:n], np.arange(n)
+        return convert_mat(MMR), x[first:first + n], y[first:first + n], np.arange(first, first + n)
     if case == "fc1":
         x, y = mnist_test()
         m = train_fc1(x[:5000], y[:5000], 10, epochs, training=training, eps=eps)
-        return m, x[5000:5000 + n], y[5000:5000 + n], np.arange(5000, 5000 + n)
+        a = 5000 + first
+        return m, x[a:a + n], y[a:a + n], np.arange(a, a + n)
     if case == "fc1-digits":
         from robcurves.data import load_sklearn_digits
 
         tr, te = load_sklearn_digits()
         m = train_fc1(tr.x, tr.y, 10, epochs, training=training, eps=eps)
-        return m, te.x[:n], te.y[:n], np.arange(n)
+        return m, te.x[first:first + n], te.y[first:first + n], np.arange(first, first + n)
     raise SystemExit(f"unknown case {case!r}")
 
 
@@ -89,7 +90,7 @@ def run_case(case: str, norm: str, args) -> dict:
     from robcurves import attacks
     from robcurves.exact import ExactConfig, minimal_perturbations
 
-    model, x, y, idx = case_data(case, args.points, args.epochs, args.fc1_training, args.fc1_eps)
+    model, x, y, idx = case_data(case, args.points, args.epochs, args.fc1_training, args.fc1_eps, args.first)
     t0 = time.perf_counter()
     att = attacks.minimal_perturbations(model, x, y, norm, progress=False)
     t_attack = time.perf_counter() - t0
@@ -129,6 +130,7 @@ def main(argv=None) -> int:
     p.add_argument("--cases", default="mmr,fc1")
     p.add_argument("--norms", default="linf")
     p.add_argument("--points", type=int, default=100)
+    p.add_argument("--first", type=int, default=0, help="skip this many points (to split a run over processes)")
     p.add_argument("--time-limit", type=float, default=300.0, help="seconds per point")
     p.add_argument("--method", default="auto", choices=["minimize", "bisect", "auto"])
     p.add_argument("--tightening", default="interval,symbolic")

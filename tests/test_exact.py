@@ -362,3 +362,32 @@ def test_shard_merge_and_figure(tmp_path):
     stats = plot_exact_vs_approx([tmp_path / "linf.json"], [tmp_path / "f.pdf", tmp_path / "f.png"], labels=["toy"])
     assert (tmp_path / "f.pdf").stat().st_size > 0 and (tmp_path / "f.png").stat().st_size > 0
     assert stats[0]["n"] == 4 and "toy" in format_gap_statistics(stats)
+
+
+def test_ascending_margin_queries_certify_a_valid_lower_bound():
+    """The phase ``auto`` falls back on when time-outs left a wide bracket: margin queries
+    a step above the lower bound. Its bound must stay below the true minimum and approach it."""
+    import time
+
+    from robcurves.exact.bounds import InputDomain
+    from robcurves.exact.layers import network_from_keras
+    from robcurves.exact.solve import _solve_ascend, _State, keras_checker
+
+    m = _relu_model(2, (12, 12), 3, seed=5)
+    x = np.array([[0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)
+    y = _pred(m, x)
+    ref = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, method="minimize"))
+    assert ref.status[0] == "optimal"
+    net, checker = network_from_keras(m), keras_checker(m, "linf")
+    st = _State(x0=x[0], y=int(y[0]))
+    assert st.offer(checker.check(ref.witness[0], x[0], int(y[0])))
+    dom = InputDomain.ball(x[0].reshape(-1).astype(np.float64), parse_norm("linf"), st.upper * 1.01)
+    class_lb = {k: 0.0 for k in range(net.n_classes) if k != st.y}
+    info: dict = {}
+    lower = _solve_ascend(net, checker, st, dom, ExactConfig(time_limit=20), time.perf_counter() + 20, info, 0.0,
+                          class_lb)
+    assert info["ascend"] and all(s["outcome"] in ("robust", "attacked", "unknown") for s in info["ascend"])
+    # Every radius proven robust lies below the true minimum (at most the verified witness).
+    assert all(s["r"] <= ref.upper[0] * (1 + 1e-6) for s in info["ascend"] if s["outcome"] == "robust")
+    assert lower <= ref.upper[0] * (1 + 1e-6) + 1e-7  # the true minimum is at most the verified witness
+    assert lower >= 0.99 * ref.lower[0]

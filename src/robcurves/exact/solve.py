@@ -8,7 +8,9 @@ classes ``k``, where ``d_k`` is the smallest ``||x - x0||`` (x in [0, 1]) with
   margin row ``z_k - z_y >= 0``, with the best distance found so far as the cutoff
   (the attack's distance enters here: it is the first incumbent).
 - ``"auto"``: bisection until the bracket is within ``auto_switch`` (relative), then
-  ``"minimize"`` inside the ball of the best upper bound, where few ReLUs are unstable.
+  ``"minimize"`` inside the ball of the best upper bound, where few ReLUs are unstable;
+  where time-outs left the bracket wider than that, margin queries a step above the
+  certified lower bound instead (a small step after a time-out, a larger one after a proof).
 - ``"bisect"``: bisection over the radius; at radius ``r`` one margin problem per class,
   ``max z_k - z_y`` over the ball, stopped at the first positive margin (a witness) or
   when its bound drops below 0 (robust for that class). Bounds are recomputed at every
@@ -289,8 +291,54 @@ def _solve_minimize(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig
     return min(lower, st.upper)
 
 
+def _margin_query(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, r: float, q_deadline: float,
+                  class_lb: dict[int, float]) -> tuple[str, int]:
+    """Is there an adversarial example within radius ``r``? One margin MILP per class.
+
+    Returns ``(outcome, binaries)``: "robust" (every class proven: no adversarial example
+    within ``r``), "attacked" (a verified witness, offered to ``st``) or "unknown" (time
+    ran out, or a solution failed the float32 check twice). ``class_lb`` holds, per class,
+    the largest radius proven free of adversarial examples of that class; it is updated.
+    """
+    sub = InputDomain.ball(st.x0, dom.norm, r)
+    sub.lo, sub.hi = np.maximum(sub.lo, dom.lo), np.minimum(sub.hi, dom.hi)
+    budget = cfg.tightening_share * max(0.0, q_deadline - time.perf_counter())
+    bounds = compute_bounds(net, sub, cfg.tightening, time_budget=budget, threads=cfg.threads)
+    mb = _margin_bound(net, bounds, sub, st.y)
+    for k in class_lb:
+        if mb[k] < 0:
+            class_lb[k] = max(class_lb[k], r)
+    classes = sorted((k for k in class_lb if class_lb[k] < r), key=lambda k: -mb[k])
+    for k in classes:
+        left = q_deadline - time.perf_counter()
+        if left <= 0:
+            return "unknown", bounds.unstable(net)
+        h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads, cfg.heuristics)
+        res = run_highs(h, left, cutoff=0.0, stop_below=-cfg.abs_gap, rel_gap=0.0, abs_gap=0.0)
+        # Robust for class k at radius r: the margin z_k - z_y cannot exceed 0 (up to the
+        # solver's absolute tolerance ``abs_gap``).
+        if res.status == "infeasible" or (res.status == "optimal" and res.objective >= -cfg.abs_gap):
+            class_lb[k] = max(class_lb[k], r)
+            continue
+        found = None
+        if res.x is not None and res.objective < -cfg.abs_gap:
+            found = checker.check(res.x[: net.n_inputs], st.x0, st.y)
+            if found is None and time.perf_counter() < q_deadline:
+                # MIPVerify's remedy: ask for a margin of at least ``cfg.margin``.
+                h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads, cfg.heuristics)
+                res2 = run_highs(h, q_deadline - time.perf_counter(), cutoff=0.0, stop_below=-cfg.margin,
+                                 rel_gap=0.0, abs_gap=0.0)
+                if res2.x is not None:
+                    found = checker.check(res2.x[: net.n_inputs], st.x0, st.y)
+        if found is not None:
+            st.offer(found)
+            return "attacked", bounds.unstable(net)
+        return "unknown", bounds.unstable(net)  # neither a proof nor a verified witness in time
+    return "robust", bounds.unstable(net)
+
+
 def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, deadline: float,
-                  info: dict) -> float:
+                  info: dict, class_lb: dict[int, float] | None = None) -> float:
     """Bisection over the radius with per-class margin queries; returns the lower bound.
 
     A query at radius ``r`` ends in one of three ways: robust (every class proven, the
@@ -301,58 +349,27 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
     lower = 0.0
     soft_hi = min(st.upper, dom.radius)
     # Per class: the largest radius proven free of adversarial examples of that class.
-    class_lb = {k: 0.0 for k in range(net.n_classes) if k != st.y}
-    info["steps"] = []
+    if class_lb is None:
+        class_lb = {}
+    for k in range(net.n_classes):
+        if k != st.y:
+            class_lb.setdefault(k, 0.0)
+    lower = min(class_lb.values())
+    info.setdefault("steps", [])
+    first = True
     while time.perf_counter() < deadline:
         if math.isfinite(st.upper) and st.upper - lower <= cfg.bisect_rel_tol * st.upper + cfg.abs_gap:
             break
         if soft_hi - lower <= cfg.bisect_rel_tol * soft_hi + cfg.abs_gap:
             break
         # Without any upper bound, first ask about the whole domain.
-        r = soft_hi if not info["steps"] and not math.isfinite(st.upper) else 0.5 * (lower + soft_hi)
+        whole = first and not math.isfinite(st.upper)
+        r = soft_hi if whole else 0.5 * (lower + soft_hi)
+        first = False
         t_q = time.perf_counter()
-        q_deadline = time.perf_counter() + 0.5 * (deadline - time.perf_counter())
-        if not info["steps"] and not math.isfinite(st.upper):
-            q_deadline = deadline
-        sub = InputDomain.ball(st.x0, dom.norm, r)
-        sub.lo, sub.hi = np.maximum(sub.lo, dom.lo), np.minimum(sub.hi, dom.hi)
-        budget = cfg.tightening_share * (q_deadline - time.perf_counter())
-        bounds = compute_bounds(net, sub, cfg.tightening, time_budget=budget, threads=cfg.threads)
-        mb = _margin_bound(net, bounds, sub, st.y)
-        for k in class_lb:
-            if mb[k] < 0:
-                class_lb[k] = max(class_lb[k], r)
-        classes = sorted((k for k in class_lb if class_lb[k] < r), key=lambda k: -mb[k])
-        outcome = "robust"
-        for k in classes:
-            left = q_deadline - time.perf_counter()
-            if left <= 0:
-                outcome = "unknown"
-                break
-            h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads, cfg.heuristics)
-            res = run_highs(h, left, cutoff=0.0, stop_below=-cfg.abs_gap, rel_gap=0.0, abs_gap=0.0)
-            # Robust for class k at radius r: the margin z_k - z_y cannot exceed 0 (up to the
-            # solver's absolute tolerance ``abs_gap``).
-            if res.status == "infeasible" or (res.status == "optimal" and res.objective >= -cfg.abs_gap):
-                class_lb[k] = max(class_lb[k], r)
-                continue
-            found = None
-            if res.x is not None and res.objective < -cfg.abs_gap:
-                found = checker.check(res.x[: net.n_inputs], st.x0, st.y)
-                if found is None and time.perf_counter() < q_deadline:
-                    # MIPVerify's remedy: ask for a margin of at least ``cfg.margin``.
-                    h, _ = _margin_milp(net, sub, bounds, st.y, k, cfg.threads, cfg.heuristics)
-                    res2 = run_highs(h, q_deadline - time.perf_counter(), cutoff=0.0, stop_below=-cfg.margin,
-                                     rel_gap=0.0, abs_gap=0.0)
-                    if res2.x is not None:
-                        found = checker.check(res2.x[: net.n_inputs], st.x0, st.y)
-            if found is not None:
-                st.offer(found)
-                outcome = "attacked"
-            else:
-                outcome = "unknown"  # neither a proof nor a verified witness in time
-            break
-        info["steps"].append({"r": r, "outcome": outcome, "binaries": bounds.unstable(net),
+        q_deadline = deadline if whole else t_q + 0.5 * (deadline - t_q)
+        outcome, binaries = _margin_query(net, checker, st, dom, cfg, r, q_deadline, class_lb)
+        info["steps"].append({"r": r, "outcome": outcome, "binaries": binaries,
                               "s": round(time.perf_counter() - t_q, 3)})
         lower = max(lower, min(class_lb.values()))
         if outcome == "robust":
@@ -366,19 +383,52 @@ def _solve_bisect(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
     return min(lower, st.upper)
 
 
+def _solve_ascend(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, deadline: float,
+                  info: dict, lower: float, class_lb: dict[int, float]) -> float:
+    """Raise a certified lower bound with margin queries a step above it.
+
+    For brackets that bisection left wide because its queries timed out: a query just
+    above ``lower`` has fewer unstable ReLUs than one in the middle of the bracket. The
+    step is a fraction of the bracket; it halves after a time-out and grows after a proof.
+    Each query gets half of the remaining time.
+    """
+    frac = 0.25
+    steps = info.setdefault("ascend", [])
+    while time.perf_counter() < deadline and math.isfinite(st.upper):
+        gap = st.upper - lower
+        if gap <= cfg.rel_gap * st.upper + cfg.abs_gap:
+            break
+        r = lower + frac * gap
+        t_q = time.perf_counter()
+        outcome, binaries = _margin_query(net, checker, st, dom, cfg, r, t_q + 0.5 * (deadline - t_q), class_lb)
+        steps.append({"r": r, "outcome": outcome, "binaries": binaries, "s": round(time.perf_counter() - t_q, 3)})
+        lower = max(lower, min(class_lb.values()))
+        if outcome == "robust":
+            lower = max(lower, r)
+            frac = min(0.5, 2 * frac)
+        elif outcome == "unknown":
+            frac = max(frac / 4, 1 / 256)
+    return min(lower, st.upper)
+
+
 def _solve_auto(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, deadline: float,
                 info: dict) -> float:
-    """Bisection to a coarse bracket, then the distance MILPs inside the ball of the upper bound."""
+    """Bisection to a coarse bracket; then, where the bracket [lower, upper] is within
+    ``auto_switch``, the distance MILPs inside the ball of the upper bound (few ReLUs are
+    unstable there), and otherwise margin queries a step above the lower bound."""
     from dataclasses import replace
 
     coarse = replace(cfg, bisect_rel_tol=max(cfg.bisect_rel_tol, cfg.auto_switch))
     bis: dict[str, Any] = {}
-    lower = _solve_bisect(net, checker, st, dom, coarse, deadline, bis)
+    class_lb: dict[int, float] = {}
+    lower = _solve_bisect(net, checker, st, dom, coarse, deadline, bis, class_lb)
     info["bisect"] = bis.get("steps", [])
     if not math.isfinite(st.upper) or time.perf_counter() >= deadline:
         return lower
     if st.upper - lower <= cfg.rel_gap * st.upper + cfg.abs_gap:
         return lower
+    if st.upper - lower > cfg.auto_switch * st.upper:
+        return _solve_ascend(net, checker, st, dom, cfg, deadline, info, lower, class_lb)
     inner = InputDomain.ball(st.x0, dom.norm, st.upper * (1 + 1e-6) + 1e-7)
     inner.lo, inner.hi = np.maximum(inner.lo, dom.lo), np.minimum(inner.hi, dom.hi)
     return max(lower, _solve_minimize(net, checker, st, inner, cfg, deadline, info, floor=lower))
