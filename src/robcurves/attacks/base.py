@@ -179,6 +179,14 @@ class MinimalNormAttack:
         m = tf.where(finite, m, tf.fill(tf.shape(m), np.float32(np.inf)))
         return m, g, finite
 
+    @staticmethod
+    def keep_best(m, finite, n, delta, best, best_norm):
+        """The smallest-norm adversarial iterate so far: ``(best, best_norm, adv)`` after
+        looking at ``delta`` (norm ``n``, margin ``m``; adversarial where m < 0 and finite)."""
+        adv = (m < 0.0) & finite
+        improve = adv & (n < best_norm)
+        return tf.where(improve[:, None], delta, best), tf.where(improve, n, best_norm), adv
+
     def build_estimates(self, logits_fn, dim: int, ops, n_targets: int):
         """A ``tf.function`` ``(x, y) -> (targets (B, K), eps0 (B, K), nonfinite (B,))``.
 

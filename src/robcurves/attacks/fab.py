@@ -56,10 +56,7 @@ class FAB(MinimalNormAttack):
                 bad = bad | ~finite
                 delta = xk - x0
                 n = ops.norm(delta)
-                adv = (m < 0.0) & finite
-                improve = adv & (n < best_norm)
-                best = tf.where(improve[:, None], delta, best)
-                best_norm = tf.where(improve, n, best_norm)
+                best, best_norm, adv = self.keep_best(m, finite, n, delta, best, best_norm)
                 if k == steps:
                     break
                 # Linearised: m(x) ~ m + g . (x - x_k); crossing needs (-g) . step >= m.

@@ -67,10 +67,7 @@ class FMN(MinimalNormAttack):
                 m, g, finite = self.margin_and_grad(logits_fn, x + delta, y, target)
                 bad = bad | ~finite
                 n = ops.norm(delta)
-                adv = (m < 0.0) & finite
-                improve = adv & (n < best_norm)
-                best = tf.where(improve[:, None], delta, best)
-                best_norm = tf.where(improve, n, best_norm)
+                best, best_norm, adv = self.keep_best(m, finite, n, delta, best, best_norm)
                 if k == steps:
                     break
                 cosf = 0.5 * (1.0 + tf.cos(math.pi * tf.cast(k, tf.float32) / steps))

@@ -87,23 +87,23 @@ class L2Ops:
         # the box), so the result stays inside the ball.
         return tf.clip_by_value(d * _col(scale), lo, hi)
 
-    def linear_distance(self, a, m, lo, hi):
-        # KKT of min ||delta||_2 s.t. a . delta >= m, delta in the box:
-        # delta = clip(lam a, lo, hi); coordinate i saturates at lam = room_i / |a_i|.
+    @staticmethod
+    def _kkt(a, m, lo, hi):
+        """KKT of min ||delta||_2 s.t. a . delta >= m, delta in the box:
+        delta = clip(lam a, lo, hi); coordinate i saturates at lam = room_i / |a_i|."""
         room = tf.where(a > 0, hi, -lo)
         absa = tf.abs(a)
         beta = tf.where(absa > 0, room / tf.where(absa > 0, absa, tf.ones_like(absa)),
                         tf.fill(tf.shape(a), np.float32(np.inf)))
-        lam, saturated, feasible = _saturation_root(beta, absa * room, a * a, m)
+        return (room, *_saturation_root(beta, absa * room, a * a, m))
+
+    def linear_distance(self, a, m, lo, hi):
+        room, lam, saturated, feasible = self._kkt(a, m, lo, hi)
         sq = tf.reduce_sum(tf.where(saturated, room * room, _col(lam * lam) * a * a), axis=1)
         return _finish(tf.sqrt(sq), feasible, m)
 
     def linear_step(self, a, m, lo, hi):
-        room = tf.where(a > 0, hi, -lo)
-        absa = tf.abs(a)
-        beta = tf.where(absa > 0, room / tf.where(absa > 0, absa, tf.ones_like(absa)),
-                        tf.fill(tf.shape(a), np.float32(np.inf)))
-        lam, saturated, feasible = _saturation_root(beta, absa * room, a * a, m)
+        room, lam, saturated, feasible = self._kkt(a, m, lo, hi)
         step = tf.where(saturated, tf.sign(a) * room, _col(lam) * a)
         full = tf.sign(a) * room  # unreachable: go as far as the box allows
         return tf.where(_col(m > 0), tf.where(_col(feasible), step, full), tf.zeros_like(a))
