@@ -218,7 +218,10 @@ def test_no_adversarial_in_domain_and_misclassified_points():
     assert res.lower[0] == pytest.approx(1e-3) and math.isinf(res.upper[0])
     wrong = (y + 1) % 3
     res = minimal_perturbations(m, x, wrong, "l1", ExactConfig(time_limit=5))
-    assert res.status[0] == "optimal" and res.lower[0] == 0 and res.upper[0] == 0
+    # Misclassified: distance 0, counted apart and never as solved.
+    assert res.status[0] == "misclassified" and res.lower[0] == 0 and res.upper[0] == 0
+    summary = res.summary()
+    assert summary["misclassified"] == 1 and summary["optimal"] == 0 and summary["n_classified"] == 0
 
 
 # --------------------------------------------------------------------- layers
