@@ -101,13 +101,37 @@ def robustness_figure_files():
     return expand("results/figures/curves_{name}.{ext}", name=names, ext=["pdf", "png"])
 
 
+def gallery_figure_files():
+    names = config["figures"].get("robustness_curves", {})
+    return expand("results/figures/gallery_{name}.{ext}", name=names, ext=["pdf", "png"])
+
+
+def gallery_entries(name):
+    """Per model of figure entry ``name``: its files and, per norm, its attack shards (for the gallery)."""
+    spec = config["figures"]["robustness_curves"][name]
+    out = []
+    for m in spec["models"]:
+        ds = config["models"][m]["dataset"]
+        out.append({"label": config["models"][m].get("label", m), **model_files(ds, m),
+                    "data": f"results/data/{ds}/test.npz",
+                    "shards": {n: shard_files(ds, m, n) for n in spec.get("norms", NORMS)}})
+    return out
+
+
+def gallery_input_files(name):
+    files = []
+    for e in gallery_entries(name):
+        files += [e["model"], e["sidecar"], e["data"]] + [p for ps in e["shards"].values() for p in ps]
+    return list(dict.fromkeys(files))
+
+
 def table_files():
     stems = ["results/tables/table1_robust_error", "results/tables/crossings"]
     return [f"{s}.{ext}" for s in stems for ext in ("csv", "md", "tex")]
 
 
 def all_figure_files():
-    files = robustness_figure_files() + table_files()
+    files = robustness_figure_files() + gallery_figure_files() + table_files()
     if config["scale"]["datasets"]:
         files += [f"results/tables/table2.{ext}" for ext in ("csv", "md", "tex")]
         files += ["results/figures/fig5_scale.pdf", "results/figures/fig5_scale.png"]

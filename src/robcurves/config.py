@@ -143,6 +143,9 @@ def cross_check(cfg: dict, deep: bool = True) -> list[str]:
     problems = []
     datasets = cfg.get("datasets", {})
     models = cfg.get("models", {})
+    for name, d in datasets.items():
+        if "bounds" in d and not float(d["bounds"][0]) < float(d["bounds"][1]):
+            problems.append(f"config: datasets.{name}.bounds must be [low, high] with low < high, got {d['bounds']}")
     for name, m in models.items():
         if m["dataset"] not in datasets:
             problems.append(f"config: models.{name}.dataset names {m['dataset']!r}, which is not under datasets")

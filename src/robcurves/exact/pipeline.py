@@ -171,6 +171,14 @@ def exact_runtime_minutes(config: dict) -> int:
     return int(per_shard * float(ex.get("time_limit", 30)) * 1.5 / 60) + 15
 
 
+def exact_tolerance(config: dict) -> dict[str, float]:
+    """What "optimal" means for the config's exact stage: ``upper - lower <= rel * upper + abs``
+    (``rel`` includes ``bisect_rel_tol`` for ``method: bisect``); for captions."""
+    cfg = config_from_dict(exact_section(config))
+    rel = cfg.rel_gap + (cfg.bisect_rel_tol if cfg.method == "bisect" else 0.0)
+    return {"rel": float(rel), "abs": float(cfg.abs_gap)}
+
+
 def exact_figure_files(config: dict) -> list[str]:
     """The exact-vs-approximate figure, if the config asks for exact solves (for all_figures)."""
     if not exact_section(config).get("models"):
