@@ -85,11 +85,18 @@ def band_half_width(n: int, alpha: float) -> float:
     return math.sqrt(math.log(2.0 / alpha) / (2.0 * n))
 
 
+def simultaneous_band_half_width(n: int, alpha: float, n_curves: int) -> float:
+    """Half-width of each of ``n_curves`` DKW bands that hold *together* with probability
+    >= 1 - alpha: each at level ``alpha / n_curves`` (Bonferroni over the curves)."""
+    return band_half_width(n, alpha / n_curves)
+
+
 def crossing_p_value(gap: float, n_a: int, n_b: int, n_curves: int) -> float:
     """The smallest family level ``alpha`` at which a gap of ``gap`` on both sides is significant.
 
     Significant at ``alpha``: ``gap > h(n_a, alpha/K) + h(n_b, alpha/K)`` with ``K = n_curves``
-    bands (see :func:`crossings_table`), i.e. ``alpha > 2 K exp(-(gap / c)^2)`` with
+    bands (:func:`simultaneous_band_half_width`, :func:`crossings_table`), i.e.
+    ``alpha > 2 K exp(-(gap / c)^2)`` with
     ``c = 1/sqrt(2 n_a) + 1/sqrt(2 n_b)``.
     """
     if not gap > 0 or n_a == 0 or n_b == 0:
