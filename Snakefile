@@ -46,26 +46,9 @@ rule all_curves:
 
 
 # A target named after every figure and table, e.g. `snakemake --cores 8 fig2_digits`
-# builds that figure alone: one per figure entry (its curves and its gallery,
-# gallery_<entry>), and one per fixed figure or table whose rule has another name.
-def _target_outputs():
-    both = lambda stem: [f"{stem}.pdf", f"{stem}.png"]  # noqa: E731
-    tables = lambda stem: [f"{stem}.{ext}" for ext in ("csv", "md", "tex")]  # noqa: E731
-    out = {}
-    for fig in config["figures"].get("robustness_curves", {}):
-        out[fig] = both(f"results/figures/curves_{fig}")
-        out[f"gallery_{fig}"] = both(f"results/figures/gallery_{fig}")
-    out["table1_robust_error"] = tables("results/tables/table1_robust_error")
-    if config["scale"]["datasets"]:
-        out["fig5_scale"] = both("results/figures/fig5_scale")
-    if exact_figure_files(config):
-        out["exact_vs_approx"] = exact_figure_files(config)
-        out["exact_gap_statistics"] = ["results/tables/exact_gap_statistics.csv"]
-    return out
-
-
+# builds that figure alone (rules/common.smk: named_target_outputs).
 _RULE_NAMES = {r.name for r in workflow.rules}
-for _target, _files in _target_outputs().items():
+for _target, _files in named_target_outputs().items():
     if _target in _RULE_NAMES:
         raise WorkflowError(
             f"figures.robustness_curves.{_target.removeprefix('gallery_')}: the target {_target!r} would clash "

@@ -161,3 +161,22 @@ def _model_inputs(wildcards):
         "train": f"results/data/{wildcards.dataset}/train.npz",
         "test": f"results/data/{wildcards.dataset}/test.npz",
     }
+
+
+def named_target_outputs():
+    """Target name -> files: one per figure entry (its curves, and its gallery as
+    gallery_<entry>), one per fixed figure or table whose rule has another name."""
+    from robcurves.exact.pipeline import exact_figure_files
+
+    both = lambda stem: [f"{stem}.pdf", f"{stem}.png"]  # noqa: E731
+    out = {}
+    for fig in config["figures"].get("robustness_curves", {}):
+        out[fig] = both(f"results/figures/curves_{fig}")
+        out[f"gallery_{fig}"] = both(f"results/figures/gallery_{fig}")
+    out["table1_robust_error"] = [f"results/tables/table1_robust_error.{e}" for e in ("csv", "md", "tex")]
+    if config["scale"]["datasets"]:
+        out["fig5_scale"] = both("results/figures/fig5_scale")
+    if exact_figure_files(config):
+        out["exact_vs_approx"] = exact_figure_files(config)
+        out["exact_gap_statistics"] = ["results/tables/exact_gap_statistics.csv"]
+    return out
