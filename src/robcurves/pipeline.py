@@ -93,6 +93,9 @@ def build_model(spec: dict, name: str, out_path: str, train_path: str | None = N
         from robcurves.training import train_model
 
         train = load_dataset(train_path)
+        if train.bounds != (0.0, 1.0) and spec.get("method", "st") != "st":
+            raise ValueError(f"training method {spec['method']!r} keeps its adversarial inputs in [0, 1], but "
+                             f"{train_path} lies in {list(train.bounds)}; use method st")
         model = models.build_model(spec.get("arch", "lenet_small"), train.input_shape, train.n_classes,
                                    seed=spec.get("seed", 0))
         t0 = time.perf_counter()
