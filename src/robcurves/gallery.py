@@ -163,11 +163,11 @@ def plot_gallery(rows: Sequence[GalleryRow], out_paths: Sequence[str | os.PathLi
                 continue
             img, kw = _display(e.x, row.bounds)
             ax_x.imshow(img, **kw)
-            ax_x.set_xlabel(f"#{e.index}: {e.label}", fontsize=6)
+            ax_x.set_xlabel(f"test #{e.index}, class {e.label}", fontsize=6)
             if e.verified:
                 img, kw = _display(e.x_adv, row.bounds)
                 ax_a.imshow(img, **kw)
-                ax_a.set_xlabel(f"{norm.label} {e.distance:.3g}: {e.adv_class}", fontsize=6)
+                ax_a.set_xlabel(f"{norm.label} {e.distance:.3g} → class {e.adv_class}", fontsize=6)
                 img, kw = _display_delta(np.asarray(e.x_adv, np.float64) - np.asarray(e.x, np.float64))
                 ax_d.imshow(img, **kw)
             else:  # never drawn as adversarial: the check on the model rejected it
