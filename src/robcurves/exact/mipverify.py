@@ -200,6 +200,8 @@ def record_from_mipverify(ans: dict[str, Any], checker, x0: np.ndarray, y: int, 
                            attack_verified=attack == 0.0, rel_tol=rel_gap, abs_tol=abs_gap)
     lower = ans.get("bound")
     lower = 0.0 if lower is None or not math.isfinite(lower) else max(0.0, float(lower))
+    if status_j == "INFEASIBLE":
+        lower = radius  # proven: nothing adversarial in the domain searched (inf: the whole box)
     upper, witness, wclass = math.inf, None, -1
     if ans.get("perturbed") is not None:
         found = checker.check(np.asarray(ans["perturbed"], dtype=np.float64), x0, y)
@@ -214,6 +216,10 @@ def record_from_mipverify(ans: dict[str, Any], checker, x0: np.ndarray, y: int, 
         return ExactResult(index, y, norm, "no_adversarial_in_domain", radius, math.inf, None, -1, seconds, radius,
                            info, attack, attack_verified=attack_witness is not None, rel_tol=rel_gap,
                            abs_tol=abs_gap)
+    if status_j == "INFEASIBLE":
+        # A verified witness inside a domain proven empty: it lies within the solver's
+        # tolerance of the decision boundary, so its distance is the minimum (to that tolerance).
+        info["infeasible_with_witness"] = True
     lower = min(lower, upper)
     ok = math.isfinite(upper) and witness is not None and upper - lower <= rel_gap * upper + abs_gap
     status = "optimal" if ok else "time_limit"
