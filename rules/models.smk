@@ -5,14 +5,14 @@ rule build_model:
     input:
         unpack(_model_inputs),
     output:
-        model="results/models/{dataset}/{model}/model.keras",
-        sidecar="results/models/{dataset}/{model}/model.json",
+        model=paths.MODEL,
+        sidecar=paths.MODEL_SIDECAR,
     params:
         spec=model_spec,
     log:
-        "logs/models/{dataset}/{model}.log",
+        paths.log("build_model"),
     benchmark:
-        "logs/benchmarks/models/{dataset}/{model}.tsv"
+        paths.benchmark("build_model")
     threads: 2
     resources:
         mem_mb=4000,

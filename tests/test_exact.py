@@ -113,7 +113,7 @@ def test_relu_2d_network_matches_grid_search():
 
 
 def test_heuristics_switch_reaches_highs_and_keeps_the_optimum():
-    from robcurves.exact.pipeline import config_from_dict
+    from robcurves.exact.stage import config_from_dict
 
     b = MilpBuilder()
     b.add_vars(0.0, 1.0, integer=True)
@@ -338,7 +338,7 @@ def test_records_round_trip(tmp_path):
 def test_shard_merge_and_figure(tmp_path):
     from robcurves.data import Dataset, save_dataset
     from robcurves.exact.figure import format_gap_statistics, plot_exact_vs_approx
-    from robcurves.exact.pipeline import exact_shard, merge_exact
+    from robcurves.exact.stage import exact_shard, merge_exact
     from robcurves.models import save_model
 
     m = _relu_model(2, (8,), 3, seed=5)
@@ -350,8 +350,10 @@ def test_shard_merge_and_figure(tmp_path):
     save_dataset(tmp_path / "test.npz", Dataset(x, y, "toy", "test", ["a", "b", "c"], "test"))
     # An attack shard for points 0..2 (point 3 has none: it is searched up to max_radius).
     dist, adv = _pgd_linf(m, x[:3], y[:3])
-    np.savez(tmp_path / "att.npz", distances=dist, x_adv=adv, status=np.array(["adversarial"] * 3),
-             indices=np.arange(3))
+    from attack_shards import warm_start_shard
+
+    warm_start_shard(tmp_path / "att.npz", tmp_path / "model.keras", tmp_path / "test.npz", "linf", np.arange(3), dist,
+                     adv, ["adversarial"] * 3)
     cfg = {"time_limit": 10, "tightening": ["interval", "symbolic", "lp"], "max_radius": {"linf": 1.0}}
     for s in range(2):
         exact_shard(str(tmp_path / "model.keras"), str(tmp_path / "test.npz"), str(tmp_path / f"s{s}of2.npz"),

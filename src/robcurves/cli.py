@@ -86,7 +86,9 @@ def _load_points(spec: str) -> tuple[np.ndarray, np.ndarray, str, tuple[float, f
     """``(x, y, name, bounds or None)`` from ``--dataset``; every problem is a :class:`UsageError`."""
     path = Path(spec)
     if not path.exists() and not spec.endswith(".npz"):
-        path = Path("results") / "data" / spec / "test.npz"
+        from robcurves.targets import data_file
+
+        path = Path(data_file(spec))
     if not path.is_file():
         where = f" (also looked at {path})" if str(path) != spec else ""
         raise UsageError(f"--dataset: file not found: {spec}{where}")
@@ -270,7 +272,7 @@ def _checked_inputs(args) -> tuple:
         model, sidecar = _load_model(args.model_path, args.nn_type, x.shape[1:])
         import robcurves.attacks  # noqa: F401  (TensorFlow starts here: its start-up notices are filtered)
     from robcurves.models import check_model_fits
-    from robcurves.pipeline import model_bounds
+    from robcurves.stages import model_bounds
 
     try:
         check_model_fits(model, None, x)

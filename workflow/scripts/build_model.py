@@ -1,9 +1,9 @@
 """Snakemake: train a model on a prepared data set, or convert a .mat file."""
-from robcurves.jobs import log_to, snakemake_threads
+from robcurves.joblog import log_to, snakemake_threads
 
 with log_to(snakemake.log[0]) as log:
     snakemake_threads(snakemake.threads)
-    from robcurves.pipeline import build_model
+    from robcurves.stages import build_model
 
     build_model(
         dict(snakemake.params.spec),

@@ -1,136 +1,27 @@
-"""The exact stage of the workflow: one shard of points, the merge, the attack warm start.
+"""Old name of :mod:`robcurves.exact.stage` (the exact stage); everything it held is importable here.
 
-Called from ``workflow/scripts/exact_*.py``; everything here works without Snakemake.
+The file lists the rules ask for moved to :mod:`robcurves.targets`; ``exact_section(config)``
+is ``config["exact"]`` of the validated config.
 """
 
-from __future__ import annotations
+from robcurves.exact.stage import (  # noqa: F401
+    config_from_dict,
+    exact_runtime_minutes,
+    exact_shard,
+    exact_tolerance,
+    load_attack_warm_start,
+    merge_exact,
+    shard_indices,
+    warm_start_settings,
+)
+from robcurves.targets import (  # noqa: F401
+    exact_attack_files,
+    exact_figure_files,
+    exact_labels,
+    exact_merged_files,
+    exact_shard_files,
+)
 
-import logging
-import math
-import os
-import time
-from typing import Any, Sequence
-
-import numpy as np
-
-from robcurves.exact.records import ExactResults, load_results, save_results, write_merged_json
-from robcurves.norms import parse_norm
-
-_log = logging.getLogger("robcurves.exact")
-
-
-def shard_indices(n_points: int, n_shards: int, shard: int) -> np.ndarray:
-    """Contiguous, near-equal parts of ``0 .. n_points-1`` (the same split as the attacks)."""
-    if n_shards < 1 or not 0 <= shard < n_shards:
-        raise ValueError(f"exact: shard {shard} of {n_shards} is not a valid shard")
-    return np.array_split(np.arange(n_points, dtype=np.int64), n_shards)[shard]
-
-
-def load_attack_warm_start(paths: Sequence[str | os.PathLike], indices: np.ndarray, norm: str,
-                           input_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-    """Attack distances (in ``norm``) and adversarial examples for ``indices``.
-
-    Reads attack shard files (``distances``, ``x_adv``, ``status`` and ``indices``; a
-    shard without ``indices`` covers the points in its order). Points the attacks do not
-    cover get ``inf`` (the exact stage then searches the box up to ``max_radius``).
-    """
-    n = len(indices)
-    dist = np.full(n, np.inf, dtype=np.float64)
-    adv = np.zeros((n, *input_shape), dtype=np.float32)
-    pos = {int(j): i for i, j in enumerate(indices)}
-    offset = 0
-    for p in paths:
-        with np.load(p, allow_pickle=False) as f:
-            d = f["distances"].astype(np.float64)
-            idx = f["indices"].astype(np.int64) if "indices" in f.files else np.arange(offset, offset + len(d))
-            xa = f["x_adv"]
-            status = f["status"].astype(str) if "status" in f.files else np.full(len(d), "adversarial")
-            meta_norm = None
-            if "meta" in f.files:
-                import json
-
-                meta_norm = json.loads(str(f["meta"])).get("norm")
-            if meta_norm is not None and parse_norm(meta_norm).name != parse_norm(norm).name:
-                raise ValueError(f"{p}: attack shard is in {meta_norm}, the exact stage runs in {norm}")
-        offset += len(d)
-        for k, j in enumerate(idx):
-            i = pos.get(int(j))
-            if i is not None and status[k] in ("adversarial", "misclassified") and np.isfinite(d[k]):
-                if d[k] < dist[i]:
-                    dist[i] = d[k]
-                    adv[i] = xa[k].reshape(input_shape)
-    return dist, adv
-
-
-def exact_shard(model_path: str, data_path: str, out_path: str, norm: str, shard: int, n_shards: int,
-                n_points: int, exact: dict[str, Any], attack_paths: Sequence[str] = (),
-                log: logging.Logger = _log) -> ExactResults:
-    """Exact minimal perturbations for shard ``shard`` of the first ``n_points`` test points.
-
-    The domain is the model's input box (its sidecar's ``bounds``), which must be the data
-    set's; one progress line per point, with the running bracket statistics.
-    """
-    from robcurves import models
-    from robcurves.data import load_dataset
-    from robcurves.exact.solve import minimal_perturbations
-    from robcurves.pipeline import check_bounds_agree, model_bounds
-
-    norm = parse_norm(norm).name
-    model, sidecar = models.load_model(model_path)
-    test = load_dataset(data_path)
-    models.check_model_fits(model, sidecar, test.x)
-    bounds = model_bounds(sidecar)
-    check_bounds_agree(test.bounds, bounds, f"data set {data_path}", f"model {model_path}")
-    n = min(int(n_points), len(test))
-    idx = shard_indices(n, n_shards, shard)
-    cfg = config_from_dict(exact, norm)
-    dist, adv = load_attack_warm_start(attack_paths, idx, norm, test.x.shape[1:]) if attack_paths else (None, None)
-    log.info("exact shard %d/%d: %d points, norm %s, box [%g, %g], time limit %.0f s, tightening %s, method %s, "
-             "attack warm start: %s", shard, n_shards, len(idx), norm, *bounds, cfg.time_limit, list(cfg.tightening),
-             cfg.method, "yes" if attack_paths else "no")
-    t0 = time.perf_counter()
-    res = minimal_perturbations(model, test.x[idx], test.y[idx], norm, cfg, attack_distances=dist, x_adv=adv,
-                                indices=idx, progress=log.info, bounds=bounds)
-    res.meta.update({"model": str(model_path), "data_sha256": test.meta["sha256"], "shard": int(shard),
-                     "n_shards": int(n_shards), "n_points": n,
-                     "attack_files": [str(p) for p in attack_paths]})
-    save_results(out_path, res)
-    log.info("exact shard %d/%d done in %.1f s: %s", shard, n_shards, time.perf_counter() - t0, res.summary())
-    return res
-
-
-def merge_exact(paths: Sequence[str | os.PathLike], out_path: str, n_points: int | None = None,
-                log: logging.Logger = _log) -> ExactResults:
-    """Gather shards into ``{norm}.json``; refuses overlapping or missing points."""
-    merged = ExactResults.concatenate(load_results(p) for p in paths)
-    if n_points is not None and (len(merged) != n_points or not np.array_equal(merged.index, np.arange(n_points))):
-        raise ValueError(f"exact: merged shards hold points {merged.index.tolist()}, expected 0..{n_points - 1}")
-    merged.meta = {**{k: v for k, v in merged.meta.items() if k not in ("shard",)}, "n_shards": len(paths)}
-    write_merged_json(out_path, merged)
-    log.info("exact merge: %s", merged.summary())
-    return merged
-
-
-def config_from_dict(exact: dict[str, Any], norm: str | None = None):
-    """:class:`ExactConfig` from the workflow's ``exact:`` section (unknown keys ignored).
-
-    ``max_radius`` may be one number or a mapping from norm to number.
-    """
-    from robcurves.exact.solve import ExactConfig
-
-    keys = {"time_limit", "tightening", "method", "tightening_share", "max_radius", "rel_gap", "abs_gap",
-            "bisect_rel_tol", "threads", "margin", "heuristics"}
-    kw = {k: v for k, v in dict(exact).items() if k in keys and v is not None}
-    if isinstance(kw.get("max_radius"), dict):
-        by_norm = {parse_norm(k).name: v for k, v in kw["max_radius"].items()}
-        kw["max_radius"] = by_norm.get(parse_norm(norm).name) if norm is not None else None
-    if kw.get("max_radius") is None or not math.isfinite(float(kw["max_radius"])):
-        kw.pop("max_radius", None)
-    return ExactConfig(**kw)
-
-
-# ----------------------------------------------------------- workflow helpers
-# Used by rules/exact.smk (kept here so that the rule file holds rules only).
 
 def exact_section(config: dict) -> dict:
     return dict(config.get("exact") or {})
@@ -138,49 +29,3 @@ def exact_section(config: dict) -> dict:
 
 def exact_n_shards(config: dict) -> int:
     return int(exact_section(config).get("shards", 1))
-
-
-def exact_shard_files(config: dict, dataset: str, model: str, norm: str) -> list[str]:
-    n = exact_n_shards(config)
-    return [f"results/exact/{dataset}/{model}/{norm}/shard{i}of{n}.npz" for i in range(n)]
-
-
-def exact_merged_files(config: dict) -> list[str]:
-    ex = exact_section(config)
-    return [f"results/exact/{config['models'][m]['dataset']}/{m}/{n}.json"
-            for m in ex.get("models", []) for n in ex.get("norms", ["linf"])]
-
-
-def exact_labels(config: dict) -> list[str]:
-    ex = exact_section(config)
-    return [f"{m} ({n})" for m in ex.get("models", []) for n in ex.get("norms", ["linf"])]
-
-
-def exact_attack_files(config: dict, dataset: str, model: str, norm: str) -> list[str]:
-    """The attack shards of this (data set, model, norm) if the config runs that norm, else []."""
-    attacks = config.get("attacks", {})
-    if norm not in attacks.get("norms", {}):
-        return []
-    n = int(attacks.get("shards", 1))
-    return [f"results/attacks/{dataset}/{model}/{norm}/shard{i}of{n}.npz" for i in range(n)]
-
-
-def exact_runtime_minutes(config: dict) -> int:
-    ex = exact_section(config)
-    per_shard = -(-int(ex.get("n_points", 20)) // exact_n_shards(config))
-    return int(per_shard * float(ex.get("time_limit", 30)) * 1.5 / 60) + 15
-
-
-def exact_tolerance(config: dict) -> dict[str, float]:
-    """What "optimal" means for the config's exact stage: ``upper - lower <= rel * upper + abs``
-    (``rel`` includes ``bisect_rel_tol`` for ``method: bisect``); for captions."""
-    cfg = config_from_dict(exact_section(config))
-    rel = cfg.rel_gap + (cfg.bisect_rel_tol if cfg.method == "bisect" else 0.0)
-    return {"rel": float(rel), "abs": float(cfg.abs_gap)}
-
-
-def exact_figure_files(config: dict) -> list[str]:
-    """The exact-vs-approximate figure, if the config asks for exact solves (for all_figures)."""
-    if not exact_section(config).get("models"):
-        return []
-    return ["results/figures/exact_vs_approx.pdf", "results/figures/exact_vs_approx.png"]

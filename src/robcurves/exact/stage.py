@@ -1,0 +1,147 @@
+"""The exact stage of the workflow: one shard of points, the merge, the attack warm start.
+
+Called from ``workflow/scripts/exact_*.py``; everything here works without Snakemake.
+(The stages before it: :mod:`robcurves.stages`; the files the rules ask for:
+:mod:`robcurves.targets`.)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from robcurves.exact.records import ExactResults, load_results, save_results, write_merged_json
+from robcurves.norms import parse_norm
+from robcurves.shards import load_attack_shards, refuse_stale_shards, shard_indices
+
+_log = logging.getLogger("robcurves.exact")
+
+
+def warm_start_settings(model, sidecar: dict, data_sha256: str, norm: str) -> dict[str, Any]:
+    """What an attack shard must have been made on to warm-start the exact stage on ``model``:
+    the same norm, data (its SHA-256), model weights and input box (:func:`robcurves.stages.attack_settings`)."""
+    from robcurves.stages import model_bounds, weights_sha256
+
+    return {"norm": parse_norm(norm).name, "data_sha256": data_sha256, "model_weights_sha256": weights_sha256(model),
+            "bounds": list(model_bounds(sidecar))}
+
+
+def load_attack_warm_start(paths: Sequence[str | os.PathLike], indices: np.ndarray, norm: str,
+                           input_shape: Sequence[int], expected: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Attack distances (in ``norm``) and adversarial examples for ``indices``.
+
+    Reads the attack shards with :func:`robcurves.shards.load_attack_shards`: they must be
+    one set made with one set of settings (their digest) in ``norm``, and, with ``expected``
+    (:func:`warm_start_settings`), on this data and this model; a stale shard is refused,
+    named. Points the attacks do not cover get ``inf`` (the exact stage then searches the
+    box up to ``max_radius``); only points the attack broke (or found misclassified) count.
+    """
+    norm = parse_norm(norm).name
+    n = len(indices)
+    dist = np.full(n, np.inf, dtype=np.float64)
+    adv = np.zeros((n, *input_shape), dtype=np.float32)
+    pos = {int(j): i for i, j in enumerate(indices)}
+    shards = load_attack_shards(paths)
+    for p, s in zip(paths, shards):
+        if parse_norm(s["meta"]["norm"]).name != norm:
+            raise ValueError(f"{p}: attack shard is in {s['meta']['norm']}, the exact stage runs in {norm}")
+    if expected:
+        refuse_stale_shards(paths, shards, expected)
+    for s in shards:
+        d = s["distances"].astype(np.float64)
+        for k, j in enumerate(s["indices"]):
+            i = pos.get(int(j))
+            if i is not None and s["status"][k] in ("adversarial", "misclassified") and np.isfinite(d[k]):
+                if d[k] < dist[i]:
+                    dist[i] = d[k]
+                    adv[i] = s["x_adv"][k].reshape(input_shape)
+    return dist, adv
+
+
+def exact_shard(model_path: str, data_path: str, out_path: str, norm: str, shard: int, n_shards: int,
+                n_points: int, exact: dict[str, Any], attack_paths: Sequence[str] = (),
+                log: logging.Logger = _log) -> ExactResults:
+    """Exact minimal perturbations for shard ``shard`` of the first ``n_points`` test points.
+
+    The domain is the model's input box (its sidecar's ``bounds``), which must be the data
+    set's; one progress line per point, with the running bracket statistics.
+    """
+    from robcurves import models
+    from robcurves.data import load_dataset
+    from robcurves.exact.solve import minimal_perturbations
+    from robcurves.stages import check_bounds_agree, model_bounds
+
+    norm = parse_norm(norm).name
+    model, sidecar = models.load_model(model_path)
+    test = load_dataset(data_path)
+    models.check_model_fits(model, sidecar, test.x)
+    bounds = model_bounds(sidecar)
+    check_bounds_agree(test.bounds, bounds, f"data set {data_path}", f"model {model_path}")
+    n = min(int(n_points), len(test))
+    idx = shard_indices(n, n_shards, shard)
+    cfg = config_from_dict(exact, norm)
+    dist, adv = (load_attack_warm_start(attack_paths, idx, norm, test.x.shape[1:],
+                                        expected=warm_start_settings(model, sidecar, test.meta["sha256"], norm))
+                 if attack_paths else (None, None))
+    log.info("exact shard %d/%d: %d points, norm %s, box [%g, %g], time limit %.0f s, tightening %s, method %s, "
+             "attack warm start: %s", shard, n_shards, len(idx), norm, *bounds, cfg.time_limit, list(cfg.tightening),
+             cfg.method, "yes" if attack_paths else "no")
+    t0 = time.perf_counter()
+    res = minimal_perturbations(model, test.x[idx], test.y[idx], norm, cfg, attack_distances=dist, x_adv=adv,
+                                indices=idx, progress=log.info, bounds=bounds)
+    res.meta.update({"model": str(model_path), "data_sha256": test.meta["sha256"], "shard": int(shard),
+                     "n_shards": int(n_shards), "n_points": n,
+                     "attack_files": [str(p) for p in attack_paths]})
+    save_results(out_path, res)
+    log.info("exact shard %d/%d done in %.1f s: %s", shard, n_shards, time.perf_counter() - t0, res.summary())
+    return res
+
+
+def merge_exact(paths: Sequence[str | os.PathLike], out_path: str, n_points: int | None = None,
+                log: logging.Logger = _log) -> ExactResults:
+    """Gather shards into ``{norm}.json``; refuses overlapping or missing points."""
+    merged = ExactResults.concatenate(load_results(p) for p in paths)
+    if n_points is not None and (len(merged) != n_points or not np.array_equal(merged.index, np.arange(n_points))):
+        raise ValueError(f"exact: merged shards hold points {merged.index.tolist()}, expected 0..{n_points - 1}")
+    merged.meta = {**{k: v for k, v in merged.meta.items() if k not in ("shard",)}, "n_shards": len(paths)}
+    write_merged_json(out_path, merged)
+    log.info("exact merge: %s", merged.summary())
+    return merged
+
+
+def config_from_dict(exact: dict[str, Any], norm: str | None = None):
+    """:class:`ExactConfig` from the workflow's ``exact:`` section (unknown keys ignored).
+
+    ``max_radius`` may be one number or a mapping from norm to number.
+    """
+    from robcurves.exact.solve import ExactConfig
+
+    keys = {"time_limit", "tightening", "method", "tightening_share", "max_radius", "rel_gap", "abs_gap",
+            "bisect_rel_tol", "threads", "margin", "heuristics"}
+    kw = {k: v for k, v in dict(exact).items() if k in keys and v is not None}
+    if isinstance(kw.get("max_radius"), dict):
+        by_norm = {parse_norm(k).name: v for k, v in kw["max_radius"].items()}
+        kw["max_radius"] = by_norm.get(parse_norm(norm).name) if norm is not None else None
+    if kw.get("max_radius") is None or not math.isfinite(float(kw["max_radius"])):
+        kw.pop("max_radius", None)
+    return ExactConfig(**kw)
+
+
+def exact_runtime_minutes(config: dict) -> int:
+    """A job's runtime for a cluster's queue, in minutes: the shard's points at the time limit, with slack."""
+    ex = config["exact"]
+    per_shard = -(-int(ex["n_points"]) // int(ex["shards"]))
+    return int(per_shard * float(ex["time_limit"]) * 1.5 / 60) + 15
+
+
+def exact_tolerance(config: dict) -> dict[str, float]:
+    """What "optimal" means for the config's exact stage: ``upper - lower <= rel * upper + abs``
+    (``rel`` includes ``bisect_rel_tol`` for ``method: bisect``); for captions."""
+    cfg = config_from_dict(config["exact"])
+    rel = cfg.rel_gap + (cfg.bisect_rel_tol if cfg.method == "bisect" else 0.0)
+    return {"rel": float(rel), "abs": float(cfg.abs_gap)}
