@@ -6,7 +6,7 @@ The patterns use the workflow's wildcards (``{dataset}``, ``{model}``, ``{norm}`
 :func:`fill`, which leaves the wildcards it is not given in place. No other module or rule
 file spells out a path under ``results/`` or ``logs/``.
 
-What the files hold: ``docs/ARCHITECTURE.md``.
+What the files hold: ``docs/CONTRACTS.md``.
 """
 
 from __future__ import annotations
