@@ -15,7 +15,7 @@ The package, one concept per module:
 - ``neighbours``: the result :class:`NearestNeighbours` and its ``.npz`` file;
 - ``summary``, ``table2``, ``fig5``: what the paper reports from it.
 
-``robcurves.distances`` is the old name of the search's API and still works.
+``robcurves.distances``, the old name of the search's module, still imports (``robcurves.RENAMED_MODULES``).
 """
 
 from robcurves.scale.duplicates import cross_class_duplicates
