@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -167,9 +168,11 @@ class _ClaimsEverything(MinimalNormAttack):
     name = "_test_claims_everything"
     defaults = {}
 
-    def _build(self, logits_fn, dim):
-        def search(x, y, seed):
-            return x.numpy() + np.float32(1e-3), np.zeros(int(x.shape[0]), bool)
+    def _build(self, problem):
+        def search(x, y, seeds, incumbent):
+            n = len(x)
+            return SimpleNamespace(x_adv=x + np.float32(1e-3), nonfinite=np.zeros(n, bool),
+                                   gradients=np.zeros(n, np.int64), forwards=np.zeros(n, np.int64))
         return search
 
 
@@ -209,14 +212,17 @@ class _OOMUnlessSmall(MinimalNormAttack):
     defaults = {}
     sizes: list = []
 
-    def _build(self, logits_fn, dim):
-        import tensorflow as tf
+    def _build(self, problem):
+        class ResourceExhaustedError(RuntimeError):  # what TensorFlow raises, by name
+            pass
 
-        def search(x, y, seed):
-            if int(x.shape[0]) > 2:
-                raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor (test)")
-            _OOMUnlessSmall.sizes.append(int(x.shape[0]))
-            return x.numpy(), np.zeros(int(x.shape[0]), bool)
+        def search(x, y, seeds, incumbent):
+            n = len(x)
+            if n > 2:
+                raise ResourceExhaustedError("OOM when allocating tensor (test)")
+            _OOMUnlessSmall.sizes.append(n)
+            return SimpleNamespace(x_adv=x, nonfinite=np.zeros(n, bool), gradients=np.zeros(n, np.int64),
+                                   forwards=np.zeros(n, np.int64))
         return search
 
 
@@ -326,8 +332,7 @@ def test_bad_inputs_fail_before_work(affine_case):
 def test_linear_distance_matches_lp(norm):
     """The first-order step: the shortest perturbation inside the box that crosses one
     hyperplane, against the LP / KKT reference, with unreachable cases."""
-    import tensorflow as tf
-
+    from robcurves import backend as B
     from robcurves.attacks.geometry import norm_ops
 
     rng = np.random.default_rng(7)
@@ -340,9 +345,8 @@ def test_linear_distance_matches_lp(norm):
         b = np.array([m - W[0] @ x[i], -W[1] @ x[i]])  # z_0 - z_1 = m at x: a = w1 - w0
         ref.append(box_constrained(W, b, x[i], 0, norm))
         a = (W[1] - W[0])[None]
-        got.append(norm_ops(norm).linear_distance(
-            tf.constant(a, tf.float32), tf.constant([m], tf.float32),
-            tf.constant(-x[i][None], tf.float32), tf.constant(1 - x[i][None], tf.float32)).numpy()[0])
+        got.append(B.to_numpy(norm_ops(norm).linear_distance(
+            B.to_tensor(a), B.to_tensor([m]), B.to_tensor(-x[i][None]), B.to_tensor(1 - x[i][None])))[0])
     got, ref = np.array(got), np.array(ref)
     assert np.array_equal(np.isinf(got), np.isinf(ref)) and np.isinf(ref).any() and np.isfinite(ref).any()
     fin = np.isfinite(ref)
