@@ -382,3 +382,89 @@ def test_result_save_load_concatenate(tmp_path, affine_case):
     assert np.array_equal(back.per_method["pgd_bisection"], res.per_method["pgd_bisection"])
     both = AttackResult.concatenate([res, back])
     assert len(both) == 2 * len(res) and both.status[0] == "misclassified"
+
+
+# ----------------------------------------------------------------------------- budget, masking, presets
+@pytest.fixture(scope="module")
+def relu_case():
+    """A small ReLU MLP on digits (scikit-learn's trainer) as Keras, and 16 test points."""
+    from sklearn.neural_network import MLPClassifier
+
+    from robcurves.data import load_sklearn_digits
+
+    train, test = load_sklearn_digits(test_size=0.3, seed=0)
+    clf = MLPClassifier(hidden_layer_sizes=(12,), activation="relu", max_iter=200, random_state=1)
+    clf.fit(train.x.reshape(len(train.x), -1), train.y)
+    inp = keras.Input(train.x.shape[1:])
+    d1, d2 = keras.layers.Dense(12, activation="relu"), keras.layers.Dense(10)
+    model = keras.Model(inp, d2(d1(keras.layers.Flatten()(inp))))
+    d1.set_weights([clf.coefs_[0].astype(np.float32), clf.intercepts_[0].astype(np.float32)])
+    d2.set_weights([clf.coefs_[1].astype(np.float32), clf.intercepts_[1].astype(np.float32)])
+    ok = np.flatnonzero(clf.predict(test.x.reshape(len(test.x), -1)) == test.y)[:16]
+    return model, test.x[ok], test.y[ok]
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_compacted_batches_give_the_same_distances(relu_case, norm):
+    """Rows that leave the batch (pruned or stopped early) change nothing but the cost."""
+    model, x, y = relu_case
+    early = {"name": "fmn", "targets": 3, "steps": 60, "patience": 10, "prune_after": 10, "prune_margin": 0.05}
+    packed = minimal_perturbations(model, x, y, norm, methods=[early], progress=False)
+    loose = minimal_perturbations(model, x, y, norm, methods=[{**early, "compact": False}], progress=False)
+    np.testing.assert_allclose(packed.distances, loose.distances, rtol=1e-6)
+    full = minimal_perturbations(model, x, y, norm, methods=[{**early, "patience": 0, "prune_after": 0}],
+                                 progress=False)
+    spent = packed.config["gradients_per_point"]["mean"]
+    assert spent < 0.8 * loose.config["gradients_per_point"]["mean"], "compaction saved nothing"
+    assert spent < 0.8 * full.config["gradients_per_point"]["mean"], "early stopping / pruning saved nothing"
+
+
+def _quantised(W, b):
+    """An affine classifier behind a quantising input layer: its gradient is zero."""
+    inp = keras.Input(SHAPE)
+    h = keras.layers.Flatten()(inp)
+    q = keras.layers.Lambda(lambda t: keras.ops.round(t * 4.0) / 4.0)(h)
+    dense = keras.layers.Dense(W.shape[0])
+    model = keras.Model(inp, dense(q))
+    dense.set_weights([W.T.astype(np.float32), b.astype(np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_masking_check_flags_a_quantising_input_layer(affine_case, norm):
+    from robcurves.attacks import masking_check
+
+    W, b, plain, X, labels = affine_case
+    masked = _quantised(W, b)
+    x, y, _ = _pick_inactive(W, b, X, labels, norm, n=8)
+    y = np.argmax(np.asarray(masked(x)), axis=1)
+    res = minimal_perturbations(masked, x, y, norm, methods=[{"name": "fmn", "targets": 1, "steps": 20}],
+                                progress=False)
+    rep = masking_check(masked, x, y, res, n_points=8, queries=200)
+    assert rep["checked"] == 8 and rep["beaten"] >= 4, rep
+    assert res.config["masking_check"]["beaten"] == rep["beaten"]
+    won = res.method == "masking_check"
+    assert won.sum() == rep["beaten"]
+    is_adv, dist = verify_adversarial(masked, x, res.x_adv, y, norm)
+    assert is_adv[won].all() and np.allclose(dist[won], res.distances[won])
+    # The same check on the plain model: gradients work, nothing to report.
+    res2 = minimal_perturbations(plain, x, np.argmax(np.asarray(plain(x)), axis=1), norm, progress=False)
+    rep2 = masking_check(plain, x, np.argmax(np.asarray(plain(x)), axis=1), res2, n_points=8, queries=200)
+    assert rep2["beaten"] == 0, rep2
+
+
+def test_presets():
+    from robcurves.attacks import STRENGTHS
+
+    assert STRENGTHS == ("fast", "default", "thorough")
+    for norm in NORMS:
+        assert default_methods(norm) == default_methods(norm, "default")
+        cost = {}
+        for s in STRENGTHS:
+            ms = default_methods(norm, s)
+            for m in ms:
+                validate_method_config(norm, m)
+            cost[s] = sum(max(1, m.get("targets", 1)) * m.get("steps", 100) for m in ms)
+        assert cost["fast"] < cost["default"] < cost["thorough"], cost
+    with pytest.raises(ValueError, match="unknown attack strength 'strong'"):
+        default_methods("l2", "strong")

@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nn_type", default=None, help="layout of a .mat model: cnn (cnn_lenet_small) or fc1")
     p.add_argument("--n_points", type=int, default=None, help="use the first n points (default: all)")
     p.add_argument("--norms", nargs="+", default=["inf", "2", "1"], help="norms, e.g. --norms 2 1 inf")
+    p.add_argument("--strength", choices=["fast", "default", "thorough"], default="default",
+                   help="the attack preset (README, 'Strength of the search'; default: %(default)s)")
+    p.add_argument("--backend", choices=["auto", "tensorflow", "jax", "torch"], default="auto",
+                   help="Keras backend (auto: KERAS_BACKEND, else tensorflow)")
+    p.add_argument("--masking_check", type=int, default=20, metavar="N",
+                   help="gradient-free check for gradient masking on N points per norm (0: off; default: %(default)s)")
     p.add_argument("--batch_size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", action="store_true", help="write one curve JSON per norm to --out")
@@ -90,7 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         raise SystemExit(f"robcurves: {err}")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from robcurves.attacks import default_methods, minimal_perturbations
+    from robcurves import backend
+
+    try:
+        backend.select(args.backend)
+    except ValueError as err:
+        raise SystemExit(f"robcurves: {err}")
+    from robcurves.attacks import default_methods, masking_check, minimal_perturbations
     from robcurves.curves import RobustnessCurve
 
     x, y, data_name = _load_points(args.dataset)
@@ -107,12 +119,18 @@ def main(argv: list[str] | None = None) -> int:
     label = Path(args.model_path).stem
     curves = []
     for norm in norms:
-        res = minimal_perturbations(model, x, y, norm, methods=default_methods(norm.name),
+        res = minimal_perturbations(model, x, y, norm, methods=default_methods(norm.name, args.strength),
                                     batch_size=args.batch_size, seed=args.seed, progress=True)
+        masking = masking_check(model, x, y, res, n_points=args.masking_check, seed=args.seed)
+        if masking["beaten"]:
+            print(f"robcurves: warning: gradient masking suspected in {norm.name}: the gradient-free check beat "
+                  f"the gradient attacks on {masking['beaten']} of {masking['checked']} checked points",
+                  file=sys.stderr)
         d = np.where(res.status == "error", np.inf, res.distances).astype(np.float64)
         curve = RobustnessCurve(norm=norm.name, distances=d, label=label, status=res.status, method=res.method,
                                 config={"model_path": args.model_path, "dataset": args.dataset,
-                                        "n_points": len(y), "seed": args.seed, "attack": res.config})
+                                        "n_points": len(y), "seed": args.seed, "strength": args.strength,
+                                        "attack": res.config, "masking_check": masking})
         curves.append(curve)
         fin = d[np.isfinite(d)]
         summary = {"norm": norm.name, "n_points": curve.n_points,

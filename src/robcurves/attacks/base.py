@@ -318,7 +318,7 @@ class MinimalNormAttack:
         raise NotImplementedError
 
     def run(self, x: np.ndarray, y: np.ndarray, seed: "int | np.ndarray" = 0,
-            incumbent: np.ndarray | None = None) -> Candidates:
+            incumbent: np.ndarray | None = None, warm: np.ndarray | None = None) -> Candidates:
         """Candidates for one batch (``x`` flattened ``(B, D)``, ``y`` ``(B,)``).
 
         ``seed``: an int (row ``r`` then gets the stream ``seed_pair(seed, r)``) or
@@ -335,6 +335,8 @@ class MinimalNormAttack:
             seeds = B.row_seeds(int(seed), np.arange(len(x)))
         else:
             seeds = np.asarray(seed, np.int32).reshape(len(x), 2)
+        warm = x if warm is None else np.ascontiguousarray(warm, np.float32).reshape(x.shape)
+        self._warm = warm
         out = self._search(x, y, seeds, inc)
         return Candidates(np.asarray(out.x_adv, np.float32), np.asarray(out.nonfinite, bool),
                           np.asarray(out.gradients, np.int64), np.asarray(out.forwards, np.int64))

@@ -57,6 +57,9 @@ class FMN(MinimalNormAttack):
         "tol": 1e-3,  # relative improvement that counts
         "prune_after": 0,  # from this step on, drop rows far behind the point's best (0: off)
         "prune_margin": 0.1,  # "far behind": best > (1 + prune_margin) x the point's best
+        "compact": True,  # finished rows leave the batch (False: they stay, frozen; for tests)
+        "restarts": 1,  # runs per target; runs after the first start at a random point
+        "random_start": 0.5,  # radius of those starts, as a fraction of the first eps
     }
 
     def _build(self, problem: Problem):
@@ -109,18 +112,30 @@ class FMN(MinimalNormAttack):
         patience = int(opt["patience"])
         prune_after = int(opt["prune_after"])
         prune_margin = float(opt["prune_margin"])
+        compact = bool(opt["compact"])
 
-        def search(x, y, seed, incumbent):
+        def search(x, y, seeds, incumbent):
             n = len(x)
             xt, yt = B.to_tensor(x), B.to_tensor(y, "int32")
             t, e0, bad0 = (B.to_numpy(v) for v in estimates(xt, yt))
+            restarts = max(1, int(opt["restarts"]))
+            if restarts > 1:  # every target once more per restart (restart-major)
+                t, e0 = np.tile(t, (1, restarts)), np.tile(e0, (1, restarts))
             kk = t.shape[1]
             # Rows: one per (target, point), target-major.
             point = np.tile(np.arange(n), kk)
             rx, ry = x[point], y[point]
             rt = t.T.reshape(-1).astype(np.int32)
-            r = len(point)
             delta = np.zeros_like(rx)
+            if restarts > 1:  # random starts, from the points' own streams
+                first = kk // restarts
+                rr = np.arange(first * n, kk * n)
+                s = B.fold_seeds(B.to_tensor(seeds[point[rr]], "int32"), 7)
+                s = B.to_tensor(B.to_numpy(s) ^ (rr // n).astype(np.int32)[:, None], "int32")
+                radius = B.to_tensor((e0.T.reshape(-1)[rr] * float(opt["random_start"])).astype(np.float32))
+                start = B.to_numpy(ops_norm.random_in_ball((len(rr), problem.dim), radius, s))
+                delta[rr] = np.clip(rx[rr] + start, lo_b, hi_b) - rx[rr]
+            r = len(point)
             eps = e0.T.reshape(-1).astype(np.float32)
             best = np.zeros_like(rx)
             best_norm = np.full(r, np.inf, np.float32)
@@ -131,7 +146,7 @@ class FMN(MinimalNormAttack):
             grads = np.full(n, est_cost, np.int64)
             k = 0
             while k <= steps and active.any():
-                idx = np.flatnonzero(active)
+                idx = np.flatnonzero(active) if compact else np.arange(r)
                 m = len(idx)
                 rows = problem.rows(m)
                 n_iter = min(chunk, steps + 1 - k)
@@ -140,7 +155,9 @@ class FMN(MinimalNormAttack):
                 out = chunk_fn(*(B.to_tensor(a, None) for a in args),
                                B.to_tensor(np.int32(k), "int32"), B.to_tensor(np.int32(n_iter), "int32"))
                 out = [B.to_numpy(o)[:m] for o in out]
-                delta[idx], eps[idx], best[idx], best_norm[idx], bad[idx], ref[idx], stall[idx] = out
+                keep = active[idx]  # without compaction, finished rows ran but stay as they were
+                for arr, o in zip((delta, eps, best, best_norm, bad, ref, stall), out):
+                    arr[idx[keep]] = o[keep]
                 np.add.at(grads, point[idx], n_iter)
                 k += n_iter
                 if k > steps:

@@ -38,6 +38,9 @@ class PGDBisection(MinimalNormAttack):
         # 0: untargeted margin loss; k >= 1: one bisection per each of the k classes
         # whose boundary is closest to first order (exact for affine models).
         "targets": 1,
+        # > 0: start from the ensemble's best so far where there is one: bisect between
+        # (1 - warm_bracket) x its distance and its distance, PGD warm-started from it.
+        "warm_bracket": 0.0,
     }
 
     def _build(self, problem: Problem):
@@ -94,6 +97,13 @@ class PGDBisection(MinimalNormAttack):
             best = np.zeros_like(x)  # its perturbation
             grads = np.full(n, est_cost, np.int64)
             calls = [0]
+            warm_bracket = float(opt["warm_bracket"])
+            lo_warm = np.zeros(n, np.float32)
+            if warm_bracket > 0:
+                have = np.isfinite(incumbent)
+                best[have] = self._warm[have] - x[have]
+                hi[have] = norm_np.norm_of(best[have])
+                lo_warm[have] = hi[have] * np.float32(1.0 - min(warm_bracket, 1.0))
 
             def attempt(eps, active, target):
                 """PGD at eps on the active rows; updates best/hi; returns success mask."""
@@ -132,7 +142,7 @@ class PGDBisection(MinimalNormAttack):
             for j in range(targets.shape[1]):
                 target = targets[:, j].astype(np.int32)
                 e0 = est[:, j]
-                lo = np.zeros(n, np.float32)
+                lo = lo_warm.copy()
                 # A later target is tried only where it promises (to first order) a
                 # shorter perturbation than the best one already found.
                 cand = ~nonfinite & (e0 < hi)
