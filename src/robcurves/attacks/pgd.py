@@ -146,6 +146,8 @@ class PGDBisection(MinimalNormAttack):
                 # A later target is tried only where it promises (to first order) a
                 # shorter perturbation than the best one already found.
                 cand = ~nonfinite & (e0 < hi)
+                if j == 0 and warm_bracket > 0:  # the best so far is searched below, whatever the estimate
+                    cand |= ~nonfinite & (lo_warm > 0)
                 exhausted = np.zeros(n, bool)
                 for _ in range(n_bracket):
                     todo = cand & ~np.isfinite(hi) & ~exhausted
