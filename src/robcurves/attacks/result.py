@@ -135,20 +135,45 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
     return np.concatenate(out)
 
 
-def verify_candidates(logits_fn, x, x_adv, y, norm: "Norm | str", bounds=(0.0, 1.0)):
+def _is_model(obj) -> bool:
+    """A Keras model/layer or a PyTorch module (as opposed to a NumPy logits function)."""
+    import sys
+
+    try:
+        import keras
+
+        if isinstance(obj, keras.Layer):
+            return True
+    except ImportError:  # pragma: no cover - keras is a dependency
+        pass
+    if "torch" in sys.modules:
+        import torch
+
+        return isinstance(obj, torch.nn.Module)
+    return False
+
+
+def verify_candidates(model, x, x_adv, y, norm: "Norm | str", bounds=(0.0, 1.0), batch_size: int = 512):
     """Clip ``x_adv`` into the box, re-run the model, recompute the distance.
 
-    ``logits_fn`` maps a NumPy batch shaped like ``x`` to NumPy float32 logits. Returns
-    ``(is_adv, distances, x_clipped)``: ``is_adv`` by the one rule of
-    :mod:`robcurves.adversarial` (finite logits, margin < 0; a tie is not adversarial);
-    ``distances`` is the float32 ``norm`` distance of the clipped candidate from ``x``.
+    ``model``: a model (see :func:`predict_logits`) or a function mapping a NumPy batch
+    shaped like ``x`` to float32 logits. Returns ``(is_adv, distances, x_clipped)``:
+    ``is_adv`` by the one rule of :mod:`robcurves.adversarial` (finite logits, margin < 0;
+    a tie is not adversarial); ``distances`` is the float32 ``norm`` distance of the
+    clipped candidate from ``x``.
     """
-    return verify_witnesses(logits_fn, x, x_adv, y, parse_norm(norm), bounds)
+    if _is_model(model):
+        def logits_fn(xc):
+            return predict_logits(model, xc, batch_size)
+    else:
+        def logits_fn(xc):
+            return np.asarray(model(xc), np.float32)
+    return verify_witnesses(logits_fn, np.asarray(x, np.float32), x_adv, y, parse_norm(norm), bounds)
 
 
 def verify_adversarial(model, x, x_adv, y, norm: "Norm | str", bounds=(0.0, 1.0), batch_size: int = 512):
     """``(is_adv, distances)``: is each clipped ``x_adv`` adversarial for ``model`` (the
     rule of :mod:`robcurves.adversarial`), and its float32 distance from ``x`` in ``norm``."""
     x = np.asarray(x, np.float32)
-    is_adv, dist, _ = verify_candidates(lambda xc: predict_logits(model, xc, batch_size), x, x_adv, y, norm, bounds)
+    is_adv, dist, _ = verify_candidates(model, x, x_adv, y, norm, bounds, batch_size)
     return is_adv, dist
