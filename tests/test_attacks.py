@@ -468,3 +468,23 @@ def test_presets():
         assert cost["fast"] < cost["default"] < cost["thorough"], cost
     with pytest.raises(ValueError, match="unknown attack strength 'strong'"):
         default_methods("l2", "strong")
+
+
+def test_warm_start_candidates_are_verified_and_shortened(affine_case):
+    """Witnesses from another norm (or stage) compete as 'warm_start': verified, then
+    shortened by the line search; a candidate that does not flip never counts."""
+    W, b, model, X, labels = affine_case
+    x, y, _ = _pick_inactive(W, b, X, labels, "l2", n=6)
+    other = minimal_perturbations(model, x, y, "linf", progress=False)  # linf witnesses
+    weak = [{"name": "fmn", "targets": 0, "steps": 1, "refine_steps": 0}]
+    far = np.clip(x + 2.0 * (other.x_adv - x), 0.0, 1.0)  # beyond the boundary along the same direction
+    res = minimal_perturbations(model, x, y, "l2", methods=weak, candidates=[far, x + 1e-3], progress=False)
+    raw = parse_norm("l2").distance(other.x_adv, x)
+    far_d = parse_norm("l2").distance(far, x)
+    assert np.all(res.per_method["warm_start"] <= raw * 1.001), "the line search did not come back to the boundary"
+    assert np.all(res.per_method["warm_start"] < far_d * 0.9)
+    assert np.all(res.distances <= res.per_method["warm_start"])
+    is_adv, dist = verify_adversarial(model, x, res.x_adv, y, "l2")
+    assert is_adv.all() and np.allclose(dist, res.distances)
+    with pytest.raises(ValueError, match="warm-start candidate has shape"):
+        minimal_perturbations(model, x, y, "l2", methods=weak, candidates=[other.x_adv[:2]], progress=False)

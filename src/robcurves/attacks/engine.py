@@ -314,7 +314,8 @@ def minimal_perturbations(
             d = np.where(better, d2, d)
             xc = np.where(better[:, None], xc2, xc)
         d = np.where(ok, d, np.inf).astype(np.float32)
-        per_method[nm][b] = d
+        # "warm_start" is called once per candidate set: it keeps the best of them.
+        per_method[nm][b] = np.minimum(per_method[nm][b], d) if nm == "warm_start" else d
         improved = ok & (d < dist[b])
         idx = b[improved]
         dist[idx] = d[improved]
