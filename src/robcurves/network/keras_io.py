@@ -16,13 +16,15 @@ import numpy as np
 import keras
 
 from robcurves.network import layers as L
+from robcurves.network.fold import fold_scales
 from robcurves.network.graph import Network
 
 _log = logging.getLogger("robcurves.network")
 
 SUPPORTED_KERAS = (
-    "InputLayer, Dense, Conv2D, ReLU, Activation (relu, linear; softmax as the last layer), Flatten, "
-    "Reshape, Add, Dropout, Softmax (as the last layer)"
+    "InputLayer, Dense, Conv2D, ReLU, Activation (relu, linear; softmax as the last layer), Flatten, Reshape, "
+    "Add, BatchNormalization, Normalization, Rescaling, AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D, "
+    "GlobalMaxPooling2D, Dropout, Softmax (as the last layer)"
 )
 
 
@@ -99,6 +101,13 @@ class _Walker:
 
     def __init__(self, builder: _Builder) -> None:
         self.b = builder
+        self.softmax_layers: list = []
+
+    def scale(self, layer, src: int, sc: np.ndarray, off: np.ndarray) -> tuple[int, bool]:
+        """An elementwise affine layer (folded into a neighbour later where exact)."""
+        shape = self.b.shapes[src]
+        sc, off = _compact(np.broadcast_to(sc, shape)), _compact(np.broadcast_to(off, shape))
+        return self.b.add(L.Scale(shape, sc, off, name=layer.name), [src]), False
 
     def activation(self, layer, fn, src: int) -> tuple[int, bool]:
         act = _activation_name(fn)
@@ -108,6 +117,7 @@ class _Walker:
             return _relu_of(self.b, src, f"{layer.name}/relu" if not isinstance(layer, keras.layers.Activation)
                             else layer.name), False
         if act == "softmax":
+            self.softmax_layers.append(layer)
             return src, f"{layer.name!r} ({type(layer).__name__})"
         raise _reject(layer, f"activation {act!r} (only relu, linear, or softmax as the last layer)")
 
@@ -128,6 +138,7 @@ class _Walker:
             axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
             if axis not in (-1, len(b.shapes[one])):
                 raise _reject(layer, f"softmax over axis {layer.axis}")
+            self.softmax_layers.append(layer)
             return one, f"{layer.name!r} (Softmax)"
         if isinstance(layer, K.Flatten):
             if getattr(layer, "data_format", "channels_last") != "channels_last":
@@ -146,11 +157,61 @@ class _Walker:
                 name = layer.name if k == len(srcs) - 2 else f"{layer.name}/{k}"
                 out = b.add(L.Add([b.shapes[out], b.shapes[s]], name=name), [out, s])
             return out, False
+        if isinstance(layer, K.BatchNormalization):
+            shape = b.shapes[one]
+            axis = layer.axis if isinstance(layer.axis, int) else (list(layer.axis)[0] if len(layer.axis) == 1 else None)
+            if axis not in (-1, len(shape)):
+                raise _reject(layer, f"only BatchNormalization over the last (channel) axis, got axis {layer.axis}")
+            n = shape[-1]
+            gamma = L.to_numpy(layer.gamma) if layer.scale else np.ones(n)
+            beta = L.to_numpy(layer.beta) if layer.center else np.zeros(n)
+            sc = gamma / np.sqrt(L.to_numpy(layer.moving_variance) + float(layer.epsilon))
+            off = beta - L.to_numpy(layer.moving_mean) * sc
+            return self.scale(layer, one, sc, off)
+        if isinstance(layer, K.Normalization):
+            shape = b.shapes[one]
+            mean = np.broadcast_to(L.to_numpy(layer.mean)[0], shape)
+            std = np.maximum(np.sqrt(np.broadcast_to(L.to_numpy(layer.variance)[0], shape)), keras.backend.epsilon())
+            if getattr(layer, "invert", False):
+                return self.scale(layer, one, std, mean)
+            return self.scale(layer, one, 1.0 / std, -mean / std)
+        if isinstance(layer, K.Rescaling):
+            shape = b.shapes[one]
+            sc = np.broadcast_to(np.asarray(layer.scale, dtype=np.float64), shape)
+            off = np.broadcast_to(np.asarray(layer.offset, dtype=np.float64), shape)
+            return self.scale(layer, one, sc, off)
+        if isinstance(layer, (K.MaxPooling2D, K.AveragePooling2D)):
+            if layer.data_format != "channels_last":
+                raise _reject(layer, f"data_format must be channels_last, got {layer.data_format!r}")
+            cls = L.MaxPooling2D if isinstance(layer, K.MaxPooling2D) else L.AveragePooling2D
+            return b.add(cls(b.shapes[one], layer.pool_size, layer.strides, layer.padding, name=layer.name), [one]), False
+        if isinstance(layer, (K.GlobalAveragePooling2D, K.GlobalMaxPooling2D)):
+            if layer.data_format != "channels_last":
+                raise _reject(layer, f"data_format must be channels_last, got {layer.data_format!r}")
+            shape = b.shapes[one]
+            if isinstance(layer, K.GlobalAveragePooling2D):
+                out = b.add(L.GlobalAveragePooling2D(shape, name=layer.name), [one])
+            else:  # one window over the whole map
+                mp = b.add(L.MaxPooling2D(shape, shape[:2], shape[:2], "valid", name=layer.name), [one])
+                out = b.add(L.Flatten(b.shapes[mp], name=f"{layer.name}/flatten"), [mp])
+            if layer.keepdims:
+                out = b.add(L.Reshape(b.shapes[out], (1, 1, shape[2]), name=f"{layer.name}/keepdims"), [out])
+            return out, False
         if isinstance(layer, (K.Dropout, K.SpatialDropout1D, K.SpatialDropout2D, K.GaussianDropout,
                               K.GaussianNoise, K.AlphaDropout)):
             b.meta["removed"].append(f"{layer.name} ({type(layer).__name__}, the identity at inference)")
             return one, False
         raise _reject(layer, "not supported")
+
+
+def _compact(a: np.ndarray) -> np.ndarray:
+    """A per-element array of shape (..., C) as (C,) when it is constant over the other axes."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim > 1:
+        first = a.reshape(-1, a.shape[-1])[0]
+        if np.all(a == first):
+            return first.copy()
+    return a.copy()
 
 
 def _history(t):
@@ -221,6 +282,8 @@ def from_keras(model, *, bounds: tuple[float, float] = (0.0, 1.0), check: bool =
     if out == 0:
         raise UnsupportedLayer(f"model {model.name!r} has no layers")
     meta = {"source": "keras", "model_name": model.name, "softmax_removed": bool(soft), **b.meta}
+    if not live:
+        b.items, out = fold_scales(b.items, out, meta["folded"])
     # Layers not on the path to the output never get a node; drop nodes the output does not use.
     net = Network(b.input_shape, _used(b.items, out), bounds=bounds, meta=meta, name=name or model.name)
     if soft:
@@ -229,8 +292,30 @@ def from_keras(model, *, bounds: tuple[float, float] = (0.0, 1.0), check: bool =
         if log is not None:
             log(msg)
     if check:
-        check_against(net, lambda x: np.asarray(model(x, training=False)), softmax=bool(soft), what="Keras model")
+        check_against(net, lambda x: _logits_of(model, walker.softmax_layers[-1:] if soft else [], x),
+                      what="Keras model")
     return net
+
+
+def _logits_of(model, softmax_layers: list, x: np.ndarray) -> np.ndarray:
+    """The model's outputs with its final softmax switched off for the call (the logits:
+    comparing probabilities would miss errors where the softmax saturates)."""
+    saved = []
+    try:
+        for layer in softmax_layers:
+            if hasattr(layer, "activation") and not isinstance(layer, keras.layers.Softmax):
+                saved.append((layer, "activation", layer.activation))
+                layer.activation = keras.activations.linear
+            else:
+                saved.append((layer, "call", None))
+                layer.call = lambda inputs, *a, **k: inputs
+        return np.asarray(model(x, training=False))
+    finally:
+        for layer, attr, old in saved:
+            if attr == "activation":
+                layer.activation = old
+            else:
+                del layer.call
 
 
 def _used(items, out: int) -> list[tuple[L.Layer, tuple[int, ...]]]:
