@@ -15,8 +15,8 @@ from keras import ops  # noqa: E402
 
 from robcurves.network import (  # noqa: E402
     Add, AveragePooling2D, Conv2D, Dense, Domain, Flatten, GlobalAveragePooling2D, MaxPooling2D, Network, ReLU,
-    Reshape, Scale, UnsupportedLayer, backward, concretize, crown_bounds, from_keras, identity_spec,
-    interval_bounds, linear_bounds,
+    Pad2D, Reshape, Scale, UnsupportedLayer, backward, concretize, crown_bounds, from_keras, identity_spec,
+    interval_bounds, linear_bounds, to_keras,
 )
 from robcurves.network.layers import tf_same_pads  # noqa: E402
 
@@ -90,6 +90,8 @@ def random_layers(rng):
             out.append((cls((H, W, C), k, s, pad, name=f"{op}_{pad}"),
                         lambda x, k=k, s=s, pads=pads, op=op: ref_pool(x, k, s, pads, op)))
     out.append((GlobalAveragePooling2D((4, 5, 3)), lambda x: x.mean(axis=(1, 2))))
+    out.append((Pad2D((4, 5, 2), (1, 0, 2, -1)),
+                lambda x: np.pad(x, ((0, 0), (1, 0), (2, 0), (0, 0)))[:, :, :-1]))
     return out
 
 
@@ -480,3 +482,15 @@ def test_live_description_trains_with_the_model(rng):
     assert all(g is not None for g in grads)
     m.layers[-1].bias.assign(m.layers[-1].bias + 1.0)  # the description follows the model
     np.testing.assert_allclose(np.asarray(net.evaluate(x)), np.asarray(m(x)), atol=1e-5)
+
+
+def test_to_keras_round_trips_every_layer(rng, tmp_path):
+    for make in (residual_net, pooled_net):
+        net = make(rng)
+        m = to_keras(net)
+        m.save(tmp_path / "m.keras")
+        back = keras.models.load_model(tmp_path / "m.keras", compile=False)
+        x = rng.random((4, *net.input_shape)).astype(np.float32)
+        np.testing.assert_allclose(np.asarray(back(x)), net.predict(x), rtol=1e-5, atol=1e-5)
+        again = from_keras(back)
+        assert again.kinds() == net.kinds(), (again.kinds(), net.kinds())

@@ -16,15 +16,15 @@ from robcurves.network.bounds import (
     Domain, backward, concretize, crown_bounds, identity_spec, interval_bounds, linear_bounds,
 )
 from robcurves.network.graph import Network, Node
-from robcurves.network.keras_io import UnsupportedLayer, check_against, from_keras
+from robcurves.network.keras_io import UnsupportedLayer, check_against, from_keras, to_keras
 from robcurves.network.onnx_io import from_onnx
 from robcurves.network.layers import (
     Add, AffineLayer, AveragePooling2D, Conv2D, Dense, Flatten, GlobalAveragePooling2D, Layer, MaxPooling2D, ReLU,
-    Reshape, Scale, conv2d_matrix,
+    Pad2D, Reshape, Scale, conv2d_matrix,
 )
 
 __all__ = [
-    "Add", "AffineLayer", "AveragePooling2D", "Conv2D", "Dense", "GlobalAveragePooling2D", "MaxPooling2D", "Scale", "Domain", "Flatten", "Layer", "Network", "Node", "ReLU", "Reshape",
+    "Add", "AffineLayer", "AveragePooling2D", "Conv2D", "Dense", "GlobalAveragePooling2D", "MaxPooling2D", "Pad2D", "Scale", "Domain", "Flatten", "Layer", "Network", "Node", "ReLU", "Reshape",
     "UnsupportedLayer", "backward", "check_against", "concretize", "conv2d_matrix", "crown_bounds", "from_keras", "from_onnx",
-    "identity_spec", "interval_bounds", "linear_bounds",
+    "identity_spec", "interval_bounds", "linear_bounds", "to_keras",
 ]

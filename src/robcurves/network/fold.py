@@ -91,6 +91,14 @@ def _fold_before(sc: L.Scale, nxt: L.Layer, flat: bool):
     return None
 
 
+def _fold_pad(pad: L.Pad2D, nxt: L.Layer):
+    """``Conv2D(Pad2D(x))`` as one Conv2D (the pads add up), or None."""
+    if isinstance(nxt, L.Conv2D) and not nxt.live and min(pad.pads) >= 0:
+        pads = tuple(p + q for p, q in zip(pad.pads, nxt.pads))
+        return L.Conv2D(pad.in_shape, nxt.params["W"], nxt.params.get("b"), nxt.strides, pads, name=nxt.name)
+    return None
+
+
 def fold_scales(items: list, out: int, folded: list[str]) -> tuple[list, int]:
     """Fold every Scale that can be folded; returns the new node list and output id.
 
@@ -103,6 +111,14 @@ def fold_scales(items: list, out: int, folded: list[str]) -> tuple[list, int]:
         changed = False
         users = _users(items, out)
         for k, (layer, ins) in enumerate(items, start=1):
+            if isinstance(layer, L.Pad2D) and len(users.get(k, [])) == 1 and k != out:
+                u = users[k][0]
+                new = _fold_pad(layer, items[u - 1][0])
+                if new is not None:
+                    items[u - 1] = (new, ins)
+                    folded.append(f"{layer.name} into {new.name} after it")
+                    changed = True
+                    break
             if not isinstance(layer, L.Scale) or k not in users and k != out:
                 continue
             p = ins[0]

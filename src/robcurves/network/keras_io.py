@@ -24,7 +24,7 @@ _log = logging.getLogger("robcurves.network")
 SUPPORTED_KERAS = (
     "InputLayer, Dense, Conv2D, ReLU, Activation (relu, linear; softmax as the last layer), Flatten, Reshape, "
     "Add, BatchNormalization, Normalization, Rescaling, AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D, "
-    "GlobalMaxPooling2D, Dropout, Softmax (as the last layer)"
+    "GlobalMaxPooling2D, ZeroPadding2D, Cropping2D, DepthwiseConv2D, Dropout, Softmax (as the last layer)"
 )
 
 
@@ -103,6 +103,24 @@ class _Walker:
         self.b = builder
         self.softmax_layers: list = []
 
+    def depthwise(self, layer, src: int) -> int:
+        """DepthwiseConv2D as a Conv2D with a block-diagonal kernel (1x1 and multiplier 1: a Scale)."""
+        if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
+            raise _reject(layer, "only channels_last, undilated depthwise convolutions")
+        if self.b.live:
+            raise _reject(layer, "depthwise convolutions cannot be trained here")
+        k = L.to_numpy(layer.kernel)  # (kh, kw, C, m)
+        bias = L.to_numpy(layer.bias) if layer.use_bias else np.zeros(k.shape[2] * k.shape[3])
+        kh, kw, C, m = k.shape
+        shape = self.b.shapes[src]
+        if (kh, kw, m) == (1, 1, 1) and tuple(layer.strides) == (1, 1):
+            return self.b.add(L.Scale(shape, k[0, 0, :, 0], bias, name=layer.name), [src])
+        full = np.zeros((kh, kw, C, C * m), dtype=np.float32)
+        for c in range(C):
+            full[:, :, c, c * m:(c + 1) * m] = k[:, :, c, :]
+        return self.b.add(L.Conv2D(shape, full, bias.astype(np.float32), layer.strides, layer.padding,
+                                   name=layer.name), [src])
+
     def scale(self, layer, src: int, sc: np.ndarray, off: np.ndarray) -> tuple[int, bool]:
         """An elementwise affine layer (folded into a neighbour later where exact)."""
         shape = self.b.shapes[src]
@@ -129,6 +147,14 @@ class _Walker:
             return self.activation(layer, layer.activation, _dense(b, layer, one))
         if isinstance(layer, K.Conv2D):
             return self.activation(layer, layer.activation, _conv(b, layer, one))
+        if isinstance(layer, K.DepthwiseConv2D):
+            return self.activation(layer, layer.activation, self.depthwise(layer, one))
+        if isinstance(layer, (K.ZeroPadding2D, K.Cropping2D)):
+            if layer.data_format != "channels_last":
+                raise _reject(layer, f"data_format must be channels_last, got {layer.data_format!r}")
+            (t, bo), (l, r) = layer.padding if isinstance(layer, K.ZeroPadding2D) else layer.cropping
+            sign = 1 if isinstance(layer, K.ZeroPadding2D) else -1
+            return b.add(L.Pad2D(b.shapes[one], [sign * t, sign * bo, sign * l, sign * r], name=layer.name), [one]), False
         if isinstance(layer, K.ReLU):
             _check_plain_relu(layer)
             return _relu_of(b, one, layer.name), False
@@ -350,3 +376,104 @@ def check_against(net: Network, reference: Callable[[np.ndarray], np.ndarray], s
         raise ValueError(f"the network description disagrees with the {what} on random inputs (max difference "
                          f"{diff:.3g}): refusing to build a wrong network")
     return diff
+
+
+def to_keras(net: Network, name: str | None = None, check: bool = True):
+    """A plain Keras functional model of standard layers computing the description's logits.
+
+    Conv2D, Dense, ReLU, Add, Flatten, Reshape, MaxPooling2D, AveragePooling2D,
+    GlobalAveragePooling2D (ZeroPadding2D for pads that are not TensorFlow's); BatchNorm and
+    normalisation are already folded; an unfolded per-channel scaling becomes a 1x1
+    DepthwiseConv2D (a per-element one a Normalization layer); no softmax. This is what the
+    workflow saves for models from Keras or ONNX files, so every later stage reads a model
+    of the same kind. ``check`` compares it with the description on random inputs.
+    """
+    K = keras.layers
+    inp = keras.Input(net.input_shape, name="input")
+    vals = [inp]
+    weights: list[tuple[Any, list[np.ndarray]]] = []
+    used_names: set[str] = set()
+
+    def nm(base: str) -> str:
+        base = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in base) or "layer"
+        out, k = base, 1
+        while out in used_names:
+            out, k = f"{base}_{k}", k + 1
+        used_names.add(out)
+        return out
+
+    for node in net.nodes[1:]:
+        layer = node.layer
+        xs = [vals[i] for i in node.inputs]
+        kind = layer.kind
+        if kind == "dense":
+            W = layer.numpy("W").astype(np.float32)
+            b = (layer.numpy("b") if "b" in layer.params else np.zeros(W.shape[1])).astype(np.float32)
+            kl = K.Dense(W.shape[1], name=nm(node.name))
+            y = kl(xs[0])
+            weights.append((kl, [W, b]))
+        elif kind == "conv2d":
+            W = layer.numpy("W").astype(np.float32)
+            b = (layer.numpy("b") if "b" in layer.params else np.zeros(W.shape[3])).astype(np.float32)
+            x, padding = xs[0], layer.padding_name
+            if padding is None:
+                t, bo, l, r = layer.pads
+                if min(t, bo, l, r) < 0:
+                    x = K.Cropping2D(((max(-t, 0), max(-bo, 0)), (max(-l, 0), max(-r, 0))), name=nm(f"{node.name}_crop"))(x)
+                if max(t, bo, l, r) > 0:
+                    x = K.ZeroPadding2D(((max(t, 0), max(bo, 0)), (max(l, 0), max(r, 0))), name=nm(f"{node.name}_pad"))(x)
+                padding = "valid"
+            kl = K.Conv2D(W.shape[3], W.shape[:2], strides=layer.strides, padding=padding, name=nm(node.name))
+            y = kl(x)
+            weights.append((kl, [W, b]))
+        elif kind == "relu":
+            y = K.ReLU(name=nm(node.name))(xs[0])
+        elif kind in ("flatten", "reshape"):
+            y = (K.Flatten(name=nm(node.name)) if kind == "flatten" else K.Reshape(layer.target, name=nm(node.name)))(xs[0])
+        elif kind == "add":
+            y = K.Add(name=nm(node.name))(xs)
+        elif kind in ("max_pooling2d", "average_pooling2d"):
+            if layer.padding_name is None:
+                raise UnsupportedLayer(f"to_keras: layer {node.name!r} ({kind}) has pads {layer.pads}, which Keras "
+                                       "pooling layers cannot express (only TensorFlow's same/valid)")
+            cls = K.MaxPooling2D if kind == "max_pooling2d" else K.AveragePooling2D
+            y = cls(layer.pool, layer.strides, layer.padding_name, name=nm(node.name))(xs[0])
+        elif kind == "global_average_pooling2d":
+            y = K.GlobalAveragePooling2D(name=nm(node.name))(xs[0])
+        elif kind == "pad2d":
+            t, bo, l, r = layer.pads
+            x = xs[0]
+            if min(layer.pads) < 0:
+                x = K.Cropping2D(((max(-t, 0), max(-bo, 0)), (max(-l, 0), max(-r, 0))), name=nm(f"{node.name}_crop"))(x)
+            if max(layer.pads) > 0:
+                x = K.ZeroPadding2D(((max(t, 0), max(bo, 0)), (max(l, 0), max(r, 0))), name=nm(node.name))(x)
+            y = x
+        elif kind == "scale":
+            s, o = layer.numpy("s"), layer.full("b")
+            shape = layer.in_shape
+            o_c = o.reshape(-1, shape[-1])
+            if s.ndim <= 1 and np.all(o_c == o_c[0]) and len(shape) == 3:
+                s_c = np.broadcast_to(s, (shape[-1],))
+                kl = K.DepthwiseConv2D(1, use_bias=True, name=nm(node.name))
+                y = kl(xs[0])
+                weights.append((kl, [s_c.reshape(1, 1, -1, 1).astype(np.float32), o_c[0].astype(np.float32)]))
+            elif len(shape) == 1:
+                kl = K.Dense(shape[0], name=nm(node.name))
+                y = kl(xs[0])
+                weights.append((kl, [np.diag(np.broadcast_to(s, shape)).astype(np.float32), o.astype(np.float32)]))
+            else:
+                sf = layer.full("s")
+                if np.any(sf <= 0):
+                    raise UnsupportedLayer(f"to_keras: layer {node.name!r} (scale) scales elements by non-positive "
+                                           "factors per position; no standard Keras layer expresses it")
+                y = K.Normalization(axis=(1, 2, 3), mean=(-o / sf)[None], variance=(1.0 / sf ** 2)[None],
+                                    name=nm(node.name))(xs[0])
+        else:
+            raise UnsupportedLayer(f"to_keras: layer {node.name!r} ({kind}) has no Keras counterpart here")
+        vals.append(y)
+    model = keras.Model(inp, vals[-1], name=nm(name or net.name))
+    for kl, w in weights:
+        kl.set_weights(w)
+    if check:
+        check_against(net, lambda x: np.asarray(model(x, training=False)), what="exported Keras model")
+    return model

@@ -986,3 +986,46 @@ class MaxPooling2D(_Pool):
         groups = np.where(w < H * W, w * C + c, -1).reshape(ho * wo * C, k)
         olo, ohi = (np.asarray(b, dtype=np.float64).reshape(-1) for b in out_bounds)
         return milp.add_max(hs[0], groups, lo, hi, olo, ohi, relax=relax)
+
+
+class Pad2D(AffineLayer):
+    """Zero padding (positive pads) or cropping (negative pads) of H and W: ``(top, bottom, left, right)``.
+
+    Keras ZeroPadding2D/Cropping2D; the reader folds it into the Conv2D that follows."""
+
+    kind = "pad2d"
+
+    def __init__(self, in_shape: Shape, pads: Sequence[int], name: str = "pad2d") -> None:
+        self.pads = tuple(int(p) for p in pads)
+        super().__init__([in_shape], name)
+        if len(self.in_shape) != 3:
+            raise ValueError(f"pad2d {name!r}: needs an (H, W, C) input, got {self.in_shape}")
+
+    def _out_shape(self) -> Shape:
+        H, W, C = self.in_shape
+        t, b, l, r = self.pads
+        if H + t + b < 1 or W + l + r < 1:
+            raise ValueError(f"pad2d {self.name!r}: pads {self.pads} leave nothing of {self.in_shape}")
+        return (H + t + b, W + l + r, C)
+
+    def linear(self, x):
+        return _pad_or_crop(x, self.pads)
+
+    linear_abs = linear
+
+    def linear_t(self, a):
+        return _pad_or_crop(a, tuple(-p for p in self.pads))
+
+    def matrix(self) -> sp.csr_matrix:
+        H, W, C = self.in_shape
+        Ho, Wo, _ = self.out_shape
+        t, _, l, _ = self.pads
+        i, j, c = np.meshgrid(np.arange(Ho), np.arange(Wo), np.arange(C), indexing="ij")
+        si, sj = i - t, j - l
+        ok = (si >= 0) & (si < H) & (sj >= 0) & (sj < W)
+        rows = ((i * Wo + j) * C + c)[ok]
+        cols = ((si * W + sj) * C + c)[ok]
+        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(Ho * Wo * C, H * W * C))
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "pads": list(self.pads)}
