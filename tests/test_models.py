@@ -175,7 +175,7 @@ def test_lenet_small_adapts_to_input(shape, flat):
     assert model.get_layer("fc1").kernel.shape == (flat, 100)
     assert [type(layer).__name__ for layer in model.layers] == [
         "InputLayer", "Conv2D", "ReLU", "Conv2D", "ReLU", "Flatten", "Dense", "ReLU", "Dense"]
-    M.check_conventions(model)
+    assert M.describe(model).kinds() == {"conv2d": 2, "relu": 3, "flatten": 1, "dense": 2}
     out = M.predict_logits(model, np.zeros((2, *shape), dtype=np.float32))
     assert out.shape == (2, 10) and out.dtype == np.float32
 
@@ -194,15 +194,20 @@ def test_builders_are_deterministic_by_seed():
         M.build_model("vgg", (8, 8, 1), 3)
 
 
-def test_check_conventions_rejects_fused_activation_and_softmax():
+def test_saving_rejects_unsupported_layers_by_name_and_softmax_outputs(tmp_path):
     inp = keras.Input((4, 4, 1))
     x = keras.layers.Flatten()(inp)
-    bad = keras.Model(inp, keras.layers.Dense(3, activation="relu")(x))
-    with pytest.raises(ValueError, match="activation must be None"):
-        M.check_conventions(bad)
-    bad = keras.Model(inp, keras.layers.Softmax()(keras.layers.Dense(3)(x)))
-    with pytest.raises(ValueError, match="only InputLayer"):
-        M.check_conventions(bad)
+    side = {"dataset": "toy", "made_by": {"kind": "test"}}
+    bad = keras.Model(inp, keras.layers.Dense(3, activation="tanh", name="tanh_dense")(x))
+    with pytest.raises(ValueError, match="tanh_dense"):
+        M.save_model(bad, tmp_path / "a.keras", side)
+    soft = keras.Model(inp, keras.layers.Softmax()(keras.layers.Dense(3)(x)))
+    with pytest.raises(ValueError, match="ends in a softmax"):
+        M.save_model(soft, tmp_path / "b.keras", side)
+    assert not (tmp_path / "a.keras").exists() and not (tmp_path / "b.keras").exists()
+    # a fused ReLU is fine: the description splits it
+    M.save_model(keras.Model(inp, keras.layers.Dense(3)(keras.layers.Dense(5, activation="relu")(x))),
+                 tmp_path / "c.keras", side)
 
 
 # --------------------------------------------------------------------- save / load
