@@ -184,6 +184,8 @@ class _Walker:
                 out = b.add(L.Add([b.shapes[out], b.shapes[s]], name=name), [out, s])
             return out, False
         if isinstance(layer, K.BatchNormalization):
+            if b.live:
+                raise _reject(layer, "BatchNormalization layers cannot be trained by robcurves.training")
             shape = b.shapes[one]
             axis = layer.axis if isinstance(layer.axis, int) else (list(layer.axis)[0] if len(layer.axis) == 1 else None)
             if axis not in (-1, len(shape)):

@@ -41,6 +41,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 Shape = tuple[int, ...]
 
+#: Conv2D.jvp: inputs up to this size push many directions through one matmul with the
+#: conv's matrix (much faster on a CPU than convolving batch * directions small maps)
+DENSE_JVP_MAX = 8192
+
 
 # ------------------------------------------------------------------------ helpers
 
@@ -504,7 +508,7 @@ class Conv2D(AffineLayer):
         ops = keras_ops
         if isinstance(v, np.ndarray):
             return _unfold(self._np_linear(_fold(v, self.in_shape)), lead, self.out_shape)
-        if isinstance(lead[1], int) and lead[1] > 64 and n_in <= 8192 and keras.backend.backend() == "tensorflow":
+        if v.shape[0] != 1 and n_in <= DENSE_JVP_MAX and keras.backend.backend() == "tensorflow":
             # Many directions (MMR): one matmul with the conv's matrix (the conv of the
             # identity) is much faster on CPU than convolving batch * d small feature maps.
             eye = ops.reshape(ops.eye(n_in, dtype=dtype_of(v)), (n_in, *self.in_shape))
