@@ -1,4 +1,4 @@
-"""Command line: robustness curves for your own Keras model and data, without Snakemake.
+"""Command line: robustness curves for your own Keras or ONNX model and data, without Snakemake.
 
 The flags follow the original ``generate_robustness_curves.py``::
 
@@ -7,8 +7,10 @@ The flags follow the original ``generate_robustness_curves.py``::
 ``--dataset`` is an ``.npz`` file: the project's format (``x`` NHWC float32 in [0, 1],
 ``y`` int64, ``meta``), or any ``.npz`` with ``x``/``y`` (or ``x_test``/``y_test``)
 arrays; a bare name such as ``mnist`` means ``results/data/mnist/test.npz``.
-``--model_path`` is a ``.keras`` file (a sidecar is optional) or one of Croce et al.'s
-``.mat`` files, whose layout ``--nn_type`` names (``cnn`` or ``fc1``).
+``--model_path`` is a ``.keras``/``.h5`` file (a sidecar is optional), an ``.onnx`` file
+(e.g. from ``torch.onnx.export``), or one of Croce et al.'s ``.mat`` files, whose layout
+``--nn_type`` names (``cnn`` or ``fc1``). A model that ends in a softmax is used through
+its logits, with a warning.
 """
 
 from __future__ import annotations
@@ -57,21 +59,26 @@ def _load_points(spec: str) -> tuple[np.ndarray, np.ndarray, str]:
 def _load_model(path: str, nn_type: str | None, input_shape):
     from robcurves import models
 
-    if path.endswith(".mat"):
-        layout = {"cnn": "cnn_lenet_small", "fc": "fc1", None: "auto"}.get(nn_type, nn_type)
-        return models.convert_mat(path, layout=layout, input_shape=input_shape)
-    if models.sidecar_path(path).exists():
-        return models.load_model(path)[0]
-    import keras
-
-    return keras.models.load_model(path, compile=False)
+    if not Path(path).is_file():
+        raise SystemExit(f"robcurves: model file not found: {path}")
+    try:
+        if path.endswith(".mat"):
+            layout = {"cnn": "cnn_lenet_small", "fc": "fc1", None: "auto"}.get(nn_type, nn_type)
+            return models.convert_mat(path, layout=layout, input_shape=input_shape)
+        if path.endswith(".keras") and models.sidecar_path(path).exists():
+            return models.load_model(path)[0]
+        # your own .keras/.h5 or .onnx: read as its network description (a softmax output
+        # is removed with a warning: the curves are computed on the logits)
+        return models.read_model_file(path, log=lambda msg: print(f"robcurves: warning: {msg}", file=sys.stderr))[0]
+    except (ValueError, FileNotFoundError) as err:
+        raise SystemExit(f"robcurves: {err}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="robcurves", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True, help="an .npz file of test points, or a prepared data set's name")
-    p.add_argument("--model_path", required=True, help="a .keras model or a Croce et al. .mat file")
+    p.add_argument("--model_path", required=True, help="a .keras/.h5 or .onnx model, or a Croce et al. .mat file")
     p.add_argument("--nn_type", default=None, help="layout of a .mat model: cnn (cnn_lenet_small) or fc1")
     p.add_argument("--n_points", type=int, default=None, help="use the first n points (default: all)")
     p.add_argument("--norms", nargs="+", default=["inf", "2", "1"], help="norms, e.g. --norms 2 1 inf")

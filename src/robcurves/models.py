@@ -455,3 +455,46 @@ def mat_sidecar(
         "architecture": layout,
         "made_by": {"kind": "convert", "source": mat_path.name, "sha256": _file_sha256(mat_path), "layout": layout},
     }
+
+
+# ------------------------------------------------------------- your own Keras / ONNX file
+
+def read_model_file(path: str | os.PathLike, source: str | None = None, input_layout: str = "auto",
+                    bounds: Sequence[float] = DEFAULT_BOUNDS, log=None) -> tuple[keras.Model, dict[str, Any]]:
+    """Read a ``.keras``/``.h5`` or ``.onnx`` model as the plain Keras model of its description.
+
+    Returns ``(model, made_by)``: the model (:func:`robcurves.network.to_keras`: standard
+    layers, BatchNorm and normalisation folded, a final softmax removed, so it gives logits)
+    and the sidecar's ``made_by`` record: ``kind`` (``keras`` or ``onnx``), the file name and
+    its SHA-256, whether a softmax was removed, what was folded or dropped, the ONNX input
+    layout. ``source`` defaults to the file's ending. A layer or op the description cannot
+    represent raises ``ValueError`` naming it; ``log`` (a callable) gets the softmax warning.
+    """
+    from robcurves.network import from_keras, from_onnx, to_keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    suffix = path.suffix.lower()
+    source = source or ("onnx" if suffix == ".onnx" else "keras")
+    box = (float(bounds[0]), float(bounds[1]))
+    if source == "onnx":
+        net = from_onnx(path, bounds=box, input_layout=input_layout, log=log)
+    elif source == "keras":
+        if suffix not in (".keras", ".h5"):
+            raise ValueError(f"{path}: a Keras model file must end in .keras or .h5")
+        try:
+            src = keras.models.load_model(path, compile=False)
+        except Exception as err:  # a corrupt file or a custom layer Keras cannot rebuild
+            raise ValueError(f"{path}: Keras cannot load this file ({type(err).__name__}: {err})") from None
+        net = from_keras(src, bounds=box, log=log)
+    else:
+        raise ValueError(f"unknown model file source {source!r}: expected 'keras' or 'onnx'")
+    model = to_keras(net, name=path.stem)
+    made_by = {"kind": source, "source": path.name, "sha256": _file_sha256(path),
+               "softmax_removed": bool(net.meta.get("softmax_removed")),
+               "folded": list(net.meta.get("folded", [])), "removed": list(net.meta.get("removed", [])),
+               "layers": dict(net.kinds())}
+    if source == "onnx":
+        made_by.update(opset=net.meta.get("opset"), input_layout=net.meta.get("input_layout"))
+    return model, made_by
