@@ -154,8 +154,6 @@ def cross_check(cfg: dict, deep: bool = True) -> list[str]:
             elif Path(m["path"]).suffix.lower() not in suffixes:
                 problems.append(f"config: models.{name}.path {m['path']!r} must end in {' or '.join(suffixes)} "
                                 f"for source: {m['source']}")
-        if "input_layout" in m and m["source"] != "onnx":
-            problems.append(f"config: models.{name}.input_layout is only for source: onnx")
     for m in cfg.get("exact", {}).get("models", []):
         if m not in models:
             problems.append(f"config: exact.models names {m!r}, which is not under models")
