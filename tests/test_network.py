@@ -216,40 +216,7 @@ def test_relu_split_fixes_the_unit_and_alpha_is_clipped(rng):
 
 # ----------------------------------------------------------------------- networks
 
-def residual_net(rng, shape=(6, 6, 2), n_classes=4):
-    """conv -> relu -> conv -> add (residual) -> relu -> conv stride 2 -> relu -> flatten -> dense -> relu -> dense."""
-    H, W, C = shape
-    k = lambda *s: rng.normal(size=s).astype(np.float32) * 0.6  # noqa: E731
-    c1 = Conv2D(shape, k(3, 3, C, 4), k(4), (1, 1), "same", name="c1")
-    r1 = ReLU(c1.out_shape, name="r1")
-    c2 = Conv2D(r1.out_shape, k(3, 3, 4, 4), k(4), (1, 1), "same", name="c2")
-    add = Add([c2.out_shape, c1.out_shape], name="add")
-    r2 = ReLU(add.out_shape, name="r2")
-    c3 = Conv2D(r2.out_shape, k(2, 2, 4, 3), k(3), (2, 2), "valid", name="c3")
-    r3 = ReLU(c3.out_shape, name="r3")
-    fl = Flatten(r3.out_shape)
-    d1 = Dense(fl.out_shape, k(fl.out_shape[0], 8), k(8), name="d1")
-    r4 = ReLU(d1.out_shape, name="r4")
-    d2 = Dense(r4.out_shape, k(8, n_classes), k(n_classes), name="logits")
-    return Network(shape, [(c1, [0]), (r1, [1]), (c2, [2]), (add, [3, 1]), (r2, [4]), (c3, [5]), (r3, [6]),
-                           (fl, [7]), (d1, [8]), (r4, [9]), (d2, [10])], name="residual")
-
-
-def pooled_net(rng, shape=(8, 8, 2), n_classes=3):
-    """scale (normalisation) -> conv -> relu -> maxpool -> conv -> add(avgpool skip) -> relu -> GAP -> dense."""
-    k = lambda *s: rng.normal(size=s).astype(np.float32) * 0.6  # noqa: E731
-    sc = Scale(shape, rng.uniform(0.5, 2, size=2), rng.normal(size=2) * 0.3, name="norm")
-    c1 = Conv2D(shape, k(3, 3, 2, 4), k(4), (1, 1), "same", name="c1")
-    r1 = ReLU(c1.out_shape, name="r1")
-    mp = MaxPooling2D(r1.out_shape, (2, 2), (2, 2), "valid", name="mp")
-    c2 = Conv2D(mp.out_shape, k(3, 3, 4, 4), k(4), (1, 1), "same", name="c2")
-    ap = AveragePooling2D(r1.out_shape, (3, 3), (2, 2), "same", name="ap")
-    add = Add([c2.out_shape, ap.out_shape], name="add")
-    r2 = ReLU(add.out_shape, name="r2")
-    gap = GlobalAveragePooling2D(r2.out_shape, name="gap")
-    d = Dense(gap.out_shape, k(4, n_classes), k(n_classes), name="logits")
-    return Network(shape, [(sc, [0]), (c1, [1]), (r1, [2]), (mp, [3]), (c2, [4]), (ap, [3]), (add, [5, 6]),
-                           (r2, [7]), (gap, [8]), (d, [9])], name="pooled")
+from network_cases import pooled_net, residual_net  # noqa: E402
 
 
 def domain_samples(rng, x0, norm, eps, n, bounds=(0.0, 1.0)):
@@ -494,3 +461,38 @@ def test_to_keras_round_trips_every_layer(rng, tmp_path):
         np.testing.assert_allclose(np.asarray(back(x)), net.predict(x), rtol=1e-5, atol=1e-5)
         again = from_keras(back)
         assert again.kinds() == net.kinds(), (again.kinds(), net.kinds())
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_the_keras_ops_side_runs_on_every_backend(backend):
+    """Logits and bounds on TensorFlow, JAX and (when importable) PyTorch equal the NumPy side."""
+    import importlib.util
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    mod = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[backend]
+    if importlib.util.find_spec(mod) is None:
+        pytest.skip(f"{mod} is not importable")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "3",
+           "PYTHONPATH": str(root / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run([sys.executable, str(root / "tests" / "network_backend_probe.py")], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads([ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")][-1][6:])
+    assert res["backend"] == backend
+    for make in (residual_net, pooled_net):
+        net = make(np.random.default_rng(7))
+        x = np.random.default_rng(8).random((2, *net.input_shape))
+        got = res[make.__name__]
+        assert got["dtype"] == "float64"
+        np.testing.assert_allclose(got["logits"], net.evaluate_numpy(x), rtol=1e-4, atol=1e-4)
+        dom = Domain.ball(x, "l2", 0.3)
+        for key, fn in (("interval", interval_bounds), ("crown", crown_bounds)):
+            want = fn(net, dom)[-1]
+            for g, w in zip(got[key], want):
+                # float64 on both sides; 1e-6: the relaxation's discrete choices (argmax of
+                # equal lower bounds in a max-pool window) may fall differently on a tie
+                np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
