@@ -463,9 +463,10 @@ def test_to_keras_round_trips_every_layer(rng, tmp_path):
         assert again.kinds() == net.kinds(), (again.kinds(), net.kinds())
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+@pytest.mark.parametrize("backend", ["jax", "torch"])
 def test_the_keras_ops_side_runs_on_every_backend(backend):
-    """Logits and bounds on TensorFlow, JAX and (when importable) PyTorch equal the NumPy side."""
+    """Logits and bounds on JAX and (when importable) PyTorch equal the NumPy side (TensorFlow,
+    the default backend, is what every other test here runs)."""
     import importlib.util
     import json
     import subprocess
