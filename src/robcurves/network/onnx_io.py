@@ -172,7 +172,7 @@ class _Reader:
             self.consts[out] = self._constant(node, a)
             return
         if ins and all(const_in) and op in ("Gather", "Unsqueeze", "Squeeze", "Concat", "Cast", "Mul", "Add", "Sub",
-                                            "Div", "Reshape", "Identity", "Slice"):
+                                            "Div", "Reshape", "Identity", "Slice", "Transpose"):
             self.consts[out] = self._fold_const(node, a)
             return
         if op == "Shape":
@@ -295,6 +295,9 @@ class _Reader:
             return c[0].reshape([int(s) for s in c[1]])
         if op == "Identity":
             return c[0]
+        if op == "Transpose":  # e.g. jax2onnx's HWIO -> OIHW kernels
+            perm = a.get("perm")
+            return np.transpose(c[0], None if perm is None else [int(p) for p in perm])
         if op == "Slice":
             starts, ends = c[1], c[2]
             axes = c[3] if len(c) > 3 and c[3] is not None else np.arange(len(starts))
@@ -500,6 +503,7 @@ def onnx_reference(model, input_layout: str) -> Callable[[np.ndarray], np.ndarra
     opts.inter_op_num_threads = 1
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
+    batch_one = sess.get_inputs()[0].shape[0] == 1  # exporters such as jax2onnx fix the batch to 1
 
     def run(x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -507,6 +511,9 @@ def onnx_reference(model, input_layout: str) -> Callable[[np.ndarray], np.ndarra
             x = x.transpose(0, 3, 1, 2)
         elif input_layout == "(N, F)":
             x = x.reshape(len(x), -1)
-        return np.asarray(sess.run(None, {name: np.ascontiguousarray(x)})[0])
+        x = np.ascontiguousarray(x)
+        if batch_one:
+            return np.concatenate([np.asarray(sess.run(None, {name: x[i:i + 1]})[0]) for i in range(len(x))])
+        return np.asarray(sess.run(None, {name: x})[0])
 
     return run
