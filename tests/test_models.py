@@ -290,8 +290,8 @@ def test_model_file_sources_are_checked_before_any_job(tmp_path):
         "c": {"dataset": "d", "source": "onnx", "path": str(tmp_path / "c.keras")},
         "e": {"dataset": "d", "source": "keras"}}}
     missing = missing_model_files(cfg)
-    assert any("models.a (source: keras)" in m and "a.keras" in m for m in missing)
-    assert any("models.b (source: onnx)" in m for m in missing)
+    assert any(m.strip() == f"models.a: {tmp_path / 'a.keras'} (source: keras)" for m in missing)
+    assert any("models.b: " in m and "(source: onnx)" in m for m in missing)
     problems = cross_check(cfg, deep=False)
     assert any("models.c.path" in p and ".onnx" in p for p in problems)
     assert any("models.e has source: keras but no path" in p for p in problems)

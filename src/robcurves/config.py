@@ -199,5 +199,5 @@ def missing_model_files(cfg: dict, root: str | os.PathLike = ".") -> list[str]:
     out = []
     for name, m in cfg.get("models", {}).items():
         if m["source"] in MODEL_FILE_SUFFIXES and "path" in m and not (Path(root) / m["path"]).is_file():
-            out.append(f"  models.{name} (source: {m['source']}): {m['path']}")
+            out.append(f"  models.{name}: {m['path']} (source: {m['source']})")
     return out
