@@ -346,4 +346,4 @@ def test_cli_takes_an_onnx_file(tmp_path):
     assert '"norm": "linf"' in proc.stdout and '"n_points": 3' in proc.stdout
     bad = subprocess.run([sys.executable, "-m", "robcurves", "--dataset", str(tmp_path / "d.npz"), "--model_path",
                           str(tmp_path / "missing.onnx")], capture_output=True, text=True, timeout=300)
-    assert bad.returncode != 0 and "model file not found" in bad.stderr and "Traceback" not in bad.stderr
+    assert bad.returncode != 0 and "file not found" in bad.stderr and "Traceback" not in bad.stderr
