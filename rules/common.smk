@@ -20,20 +20,21 @@ except ConfigError as err:
 config.clear()
 config.update(_validated)
 
-# Croce et al.'s .mat files. A real run stops before any job starts, listing every missing
-# file; a dry run (-n) only warns and shows the whole DAG (a converted model whose file is
-# missing gets no .mat input). workflow.dryrun is known when the DAG is built, not here.
+# Model files (Croce et al.'s .mat files, your own .keras/.h5 or .onnx). A real run stops
+# before any job starts, listing every missing file; a dry run (-n) only warns and shows the
+# whole DAG (a model whose file is missing gets no file input). workflow.dryrun is known
+# when the DAG is built, not here.
 MISSING_MODEL_FILES = missing_model_files(config)
 _MISSING_MESSAGE = (
-    "model files are missing; put Croce et al.'s .mat files at these paths "
-    "(docs/PAPER.md gives each file's original name and where to download it):\n"
+    "model files are missing; put them at these paths (for Croce et al.'s .mat files, "
+    "docs/PAPER.md gives each file's original name and where to download it):\n"
     + "\n".join(MISSING_MODEL_FILES)
 )
 _MISSING_WARNED = []
 
 
-def mat_input(path):
-    """The .mat input of a converted model, or none while the file is missing (see above)."""
+def model_file_input(path):
+    """The file input of a model read from a file, or none while the file is missing (see above)."""
     if Path(path).is_file():
         return path
     if workflow.dryrun and not _MISSING_WARNED:
@@ -86,8 +87,8 @@ def _raw_manifest(wildcards):
 
 def _model_inputs(wildcards):
     spec = model_spec(wildcards)
-    if spec["source"] == "convert":
-        return {"mat": mat_input(spec["path"]), "test": targets.data_file(wildcards.dataset)}
+    if spec["source"] in ("convert", "keras", "onnx"):
+        return {"file": model_file_input(spec["path"]), "test": targets.data_file(wildcards.dataset)}
     return {
         "train": targets.data_file(wildcards.dataset, "train"),
         "test": targets.data_file(wildcards.dataset),

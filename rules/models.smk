@@ -1,4 +1,5 @@
-# Models: train one on a prepared data set, or convert Croce et al.'s .mat file.
+# Models: train one on a prepared data set, convert Croce et al.'s .mat file, or read your
+# own .keras/.h5 or .onnx file (saved as the plain Keras model of its network description).
 
 
 rule build_model:

@@ -1,4 +1,4 @@
-"""Snakemake: train a model on a prepared data set, or convert a .mat file."""
+"""Snakemake: train a model on a prepared data set, or read a .mat, .keras/.h5 or .onnx file."""
 from robcurves.joblog import log_to, snakemake_threads
 
 with log_to(snakemake.log[0]) as log:
@@ -11,6 +11,6 @@ with log_to(snakemake.log[0]) as log:
         out_path=snakemake.output.model,
         train_path=snakemake.input.get("train"),
         test_path=snakemake.input.get("test"),
-        mat_path=snakemake.input.get("mat"),
+        model_file=snakemake.input.get("file"),
         log=log,
     )
