@@ -11,6 +11,7 @@ import tensorflow as tf
 from robcurves import training as T
 from robcurves.data import Dataset, load_sklearn_digits
 from robcurves.models import fc1, lenet_small
+from robcurves.norms import parse_norm
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,7 @@ def test_chain_reproduces_the_model():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(7, 8, 8, 1)).astype(np.float32)
     for model in (lenet_small((8, 8, 1), 10, seed=1), fc1((8, 8, 1), 10, hidden=32, seed=1)):
-        logits, pre = T._forward(T.network_of(model), tf.constant(x))
+        logits, pre = T.forward._forward(T.network_of(model), tf.constant(x))
         np.testing.assert_allclose(logits.numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
         assert len(pre) == (3 if model.name == "cnn_lenet_small" else 1)
 
@@ -191,7 +192,7 @@ def test_mmr_distances_match_the_geometry_of_a_one_layer_net():
     z = x.reshape(4, -1) @ w + b
     for norm, q in (("linf", 1), ("l2", 2)):
         gamma = 1e3  # every distance is below gamma: the term is the mean of 1 - d / gamma
-        _, rb, _ = T._mmr_terms(ops, tf.constant(x), tf.constant(y), T.parse_norm(norm), 5, 3, gamma, gamma)
+        _, rb, _ = T.mmr._mmr_terms(ops, tf.constant(x), tf.constant(y), parse_norm(norm), 5, 3, gamma, gamma)
         dist = np.abs(z) / np.linalg.norm(w, ord=q, axis=0)
         np.testing.assert_allclose(rb.numpy(), np.mean(1 - dist / gamma, axis=1), rtol=1e-5)
 
@@ -207,10 +208,10 @@ def test_mmr_geometry_matches_autodiff_on_a_cnn(monkeypatch, dense_conv_max, nor
     model = lenet_small((8, 8, 1), 10, seed=4)
     ops = T.network_of(model)
     x = tf.constant(rng.uniform(size=(3, 8, 8, 1)).astype(np.float32))
-    logits, dist, v = T._region_geometry(ops, x, T.parse_norm(norm))
+    logits, dist, v = T.mmr._region_geometry(ops, x, parse_norm(norm))
     with tf.GradientTape(persistent=True) as tape:
         tape.watch(x)
-        z, pre = T._forward(ops, x)
+        z, pre = T.forward._forward(ops, x)
         pre = tf.concat([tf.reshape(p, (3, -1)) for p in pre], axis=1)
     jac_pre = tape.batch_jacobian(pre, x).numpy().reshape(3, pre.shape[1], -1)  # (B, n_hidden, d)
     jac_z = tape.batch_jacobian(z, x).numpy().reshape(3, 10, -1)

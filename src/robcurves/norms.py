@@ -53,6 +53,25 @@ class Norm:
             return np.sum(np.abs(d), axis=1, dtype=np.float32)
         return np.sqrt(np.sum(d * d, axis=1, dtype=np.float32)).astype(np.float32)
 
+    def diameter(self, dim: int, bounds: "tuple[float, float]" = (0.0, 1.0)) -> float:
+        """The largest distance (in this norm) of two points of the box ``bounds ** dim``:
+        the radius of a ball around any point of the box that holds the whole box."""
+        width = float(bounds[1]) - float(bounds[0])
+        if math.isinf(self.p):
+            return width
+        if self.p == 2.0:
+            return width * math.sqrt(dim)  # sqrt, not ** 0.5: the same bits as the attacks always had
+        return width * float(dim) ** (1.0 / self.p)
+
+    def ops(self, l1_sparsity: float = 0.01):
+        """This norm as ``keras.ops`` operations on flattened batches (any Keras backend):
+        ``norm``, ``dual_norm``, ``descent``, ``project``, ``random_in_ball`` and the
+        linearised steps (:mod:`robcurves.attacks.geometry`; ``l1_sparsity``: the share of
+        coordinates an l1 step moves)."""
+        from robcurves.attacks.geometry import norm_ops
+
+        return norm_ops(self, l1_sparsity)
+
     def __str__(self) -> str:  # pragma: no cover - convenience
         return self.name
 

@@ -285,10 +285,4 @@ def norm_ops(norm: "Norm | str", l1_sparsity: float = 0.01):
 
 def max_distance(norm: "Norm | str", dim: int, bounds: tuple[float, float]) -> float:
     """The largest distance two points of the box can have, in ``norm``."""
-    n = parse_norm(norm)
-    width = float(bounds[1]) - float(bounds[0])
-    if n.name == "linf":
-        return width
-    if n.name == "l2":
-        return width * math.sqrt(dim)
-    return width * dim
+    return parse_norm(norm).diameter(dim, bounds)
