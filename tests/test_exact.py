@@ -376,7 +376,8 @@ def test_ascending_margin_queries_certify_a_valid_lower_bound():
     import time
 
     from robcurves.exact.bounds import InputDomain
-    from robcurves.exact.solve import _solve_ascend, _State, keras_checker
+    from robcurves.exact.checker import keras_checker
+    from robcurves.exact.strategies import SearchState, solve_ascend
 
     m = _relu_model(2, (12, 12), 3, seed=5)
     x = np.array([[0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)
@@ -384,13 +385,13 @@ def test_ascending_margin_queries_certify_a_valid_lower_bound():
     ref = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, method="minimize"))
     assert ref.status[0] == "optimal"
     net, checker = network_from_keras(m), keras_checker(m, "linf")
-    st = _State(x0=x[0], y=int(y[0]))
+    st = SearchState(x0=x[0], y=int(y[0]))
     assert st.offer(checker.check(ref.witness[0], x[0], int(y[0])))
     dom = InputDomain.ball(x[0].reshape(-1).astype(np.float64), parse_norm("linf"), st.upper * 1.01)
     class_lb = {k: 0.0 for k in range(net.n_classes) if k != st.y}
     info: dict = {}
-    lower = _solve_ascend(net, checker, st, dom, ExactConfig(time_limit=20), time.perf_counter() + 20, info, 0.0,
-                          class_lb)
+    lower = solve_ascend(net, checker, st, dom, ExactConfig(time_limit=20), time.perf_counter() + 20, info, 0.0,
+                         class_lb)
     assert info["ascend"] and all(s["outcome"] in ("robust", "attacked", "unknown") for s in info["ascend"])
     # Every radius proven robust lies below the true minimum (at most the verified witness).
     assert all(s["r"] <= ref.upper[0] * (1 + 1e-6) for s in info["ascend"] if s["outcome"] == "robust")

@@ -18,7 +18,7 @@ import pytest  # noqa: E402
 import scipy.io  # noqa: E402
 
 from robcurves.exact.mipverify import export_mipverify, julia_executable, record_from_mipverify  # noqa: E402
-from robcurves.exact.solve import keras_checker  # noqa: E402
+from robcurves.exact.checker import keras_checker  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 JULIA_PROJECT = ROOT / "workflow" / "julia"

@@ -53,6 +53,69 @@ class Norm:
             return np.sum(np.abs(d), axis=1, dtype=np.float32)
         return np.sqrt(np.sum(d * d, axis=1, dtype=np.float32)).astype(np.float32)
 
+    def abs_rows(self, a: np.ndarray) -> np.ndarray:
+        """Per-row norm of rows of absolute values ``a`` (float64 in, float64 out; the
+        direct distances of :mod:`robcurves.scale`)."""
+        if math.isinf(self.p):
+            return a.max(axis=1)
+        if self.p == 1.0:
+            return a.sum(axis=1)
+        return np.sqrt(np.einsum("ij,ij->i", a, a))
+
+    @property
+    def is_box(self) -> bool:
+        """Whether the ball is a box (linf): per-coordinate bounds describe it exactly."""
+        return math.isinf(self.p)
+
+    # ------------------------------------------------------------------ the ball in a MILP
+    # ``milp`` is a :class:`robcurves.exact.milp.MilpBuilder` (``add_vars``, ``add_rows``,
+    # ``set_cost``); ``x`` the column indices of the input, already bounded by the domain's
+    # ``lo``/``hi`` (which hold the box and, for linf, the radius).
+
+    @property
+    def milp_encodable(self) -> bool:
+        """Whether the ball and the distance are linear (linf, l1); l2 would need a quadratic
+        objective (MIQP), which HiGHS cannot solve."""
+        return math.isinf(self.p) or self.p == 1.0
+
+    def _refuse_milp(self) -> None:
+        if not self.milp_encodable:
+            raise ValueError(f"exact: the {self.name} ball cannot be encoded in an LP/MILP (only linf and l1)")
+
+    def add_milp_ball(self, milp, x: np.ndarray, x0: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                      radius: float) -> None:
+        """Rows that keep ``x`` within ``radius`` of ``x0``. linf: none (the ball is in
+        ``lo``/``hi``); l1: ``d >= |x - x0|`` and ``sum d <= radius`` with new columns
+        ``d``, added right after ``x`` (:meth:`add_milp_distance` finds them there)."""
+        self._refuse_milp()
+        if self.is_box:
+            return
+        n = len(x)
+        d = milp.add_vars(np.zeros(n), np.maximum(hi - x0, x0 - lo))
+        k = np.arange(n)
+        # d - x >= -x0 ; d + x >= x0 ; sum d <= r
+        milp.add_rows(np.concatenate([k, k, n + k, n + k]), np.concatenate([d, x, d, x]),
+                      np.concatenate([np.ones(n), -np.ones(n), np.ones(n), np.ones(n)]),
+                      np.concatenate([-x0, x0]), np.inf)
+        milp.add_rows(np.zeros(n, dtype=np.int64), d, np.ones(n), -np.inf, radius)
+
+    def add_milp_distance(self, milp, x: np.ndarray, x0: np.ndarray, radius: float) -> None:
+        """The objective ``min ||x - x0||`` (after :meth:`add_milp_ball`). linf: a new column
+        ``t <= radius`` with ``|x_i - x0_i| <= t``; l1: the sum of the ball's ``d``."""
+        self._refuse_milp()
+        n = len(x)
+        if not self.is_box:
+            milp.set_cost(np.asarray(x) + n, np.ones(n))
+            return
+        t = milp.add_vars(0.0, radius)
+        k = np.arange(n)
+        # x - t <= x0 ; x + t >= x0
+        milp.add_rows(np.concatenate([k, k, n + k, n + k]),
+                      np.concatenate([x, np.repeat(t, n), x, np.repeat(t, n)]),
+                      np.concatenate([np.ones(n), -np.ones(n), np.ones(n), np.ones(n)]),
+                      np.concatenate([np.full(n, -np.inf), x0]), np.concatenate([x0, np.full(n, np.inf)]))
+        milp.set_cost(t, [1.0])
+
     def diameter(self, dim: int, bounds: "tuple[float, float]" = (0.0, 1.0)) -> float:
         """The largest distance (in this norm) of two points of the box ``bounds ** dim``:
         the radius of a ball around any point of the box that holds the whole box."""

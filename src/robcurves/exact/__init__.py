@@ -4,10 +4,18 @@ Public API:
 
 - :func:`minimal_perturbations` - records for a batch of points of a Keras model;
 - :func:`minimal_perturbation` - one point, given a network description and a :class:`Checker`;
-- :class:`ExactConfig` - the settings (the workflow's ``exact:`` config section);
+- :class:`ExactConfig` - the settings (the workflow's ``exact:`` config section); its ``method``
+  names one of the search strategies in :data:`STRATEGIES` (``METHODS``: the old name);
 - :class:`InputDomain`, :func:`compute_bounds` - one point's domain and the bounds on every node;
 - :class:`ExactResult`, :class:`ExactResults`, :func:`save_results`, :func:`load_results`,
   :func:`write_merged_json`, :func:`read_merged_json` - result records and their files.
+
+By role: :mod:`.bounds` (the domain, bounds on every node, the network's MILP rows),
+:mod:`.milp` (the MILP builder and HiGHS), :mod:`.queries` (the per-class MILPs),
+:mod:`.strategies` (how the queries close a bracket), :mod:`.checker` (the float32 check of
+every witness), :mod:`.solve` (the per-point driver and the batch API), :mod:`.records` (result
+records and files), :mod:`.stage` (the workflow stage), :mod:`.mipverify` (the MIPVerify.jl
+backend), :mod:`.figure` (the exact-vs-attack figure).
 
 The network is :class:`robcurves.network.Network` (read with :func:`robcurves.network.from_keras`):
 its layers emit their own MILP rows. Distances are always in the record's norm (linf or l1;
@@ -19,12 +27,12 @@ from robcurves.exact.bounds import TIGHTENING_METHODS, InputDomain, compute_boun
 from robcurves.exact.records import (
     STATUSES, ExactResult, ExactResults, load_results, read_merged_json, save_results, write_merged_json,
 )
-from robcurves.exact.solve import (
-    METHODS, Checker, ExactConfig, keras_checker, minimal_perturbation, minimal_perturbations,
-)
+from robcurves.exact.checker import Checker, keras_checker
+from robcurves.exact.solve import METHODS, ExactConfig, minimal_perturbation, minimal_perturbations
+from robcurves.exact.strategies import STRATEGIES
 
 __all__ = [
     "Checker", "ExactConfig", "ExactResult", "ExactResults", "InputDomain", "METHODS", "STATUSES",
-    "TIGHTENING_METHODS", "compute_bounds", "keras_checker", "load_results", "minimal_perturbation",
+    "STRATEGIES", "TIGHTENING_METHODS", "compute_bounds", "keras_checker", "load_results", "minimal_perturbation",
     "minimal_perturbations", "read_merged_json", "save_results", "write_merged_json",
 ]

@@ -90,20 +90,9 @@ def batched(net: Network, pre: list) -> list:
 
 
 def add_input(milp: MilpBuilder, dom: InputDomain) -> VarVector:
-    """Input variables in [lo, hi]; for l1 also ``sum |x - x0| <= radius`` (via ``d >= |x - x0|``)."""
+    """Input variables in [lo, hi] and the ball's rows (:meth:`robcurves.norms.Norm.add_milp_ball`)."""
     x = milp.add_vars(dom.lo, dom.hi)
-    if np.isinf(dom.norm.p):
-        return VarVector.of_vars(x)
-    if dom.norm.p != 1.0:
-        raise ValueError(f"exact: the {dom.norm.name} ball cannot be encoded in an LP/MILP (only linf and l1)")
-    n = len(x)
-    d = milp.add_vars(np.zeros(n), np.maximum(dom.hi - dom.x0, dom.x0 - dom.lo))
-    k = np.arange(n)
-    # d - x >= -x0 ; d + x >= x0 ; sum d <= r
-    milp.add_rows(np.concatenate([k, k, n + k, n + k]), np.concatenate([d, x, d, x]),
-                  np.concatenate([np.ones(n), -np.ones(n), np.ones(n), np.ones(n)]),
-                  np.concatenate([-dom.x0, dom.x0]), np.inf)
-    milp.add_rows(np.zeros(n, dtype=np.int64), d, np.ones(n), -np.inf, dom.radius)
+    dom.norm.add_milp_ball(milp, x, dom.x0, dom.lo, dom.hi, dom.radius)
     return VarVector.of_vars(x)
 
 
@@ -201,7 +190,7 @@ def compute_bounds(net: Network, dom: InputDomain, tightening=("interval",), tim
         relu_inputs = sorted({net.nodes[r].inputs[0] for r in net.layer_nodes("relu")})
         for i in relu_inputs:
             # an affine function of the input is bounded exactly over a box already (linf)
-            if np.isinf(dom.norm.p) and net.is_affine_in_input(i):
+            if dom.norm.is_box and net.is_affine_in_input(i):
                 continue
             out.lp_solves += _lp_tighten_node(net, pre, i, dom, deadline, threads)
             pre[:] = _flat(interval_bounds(net, d, given=dict(enumerate(batched(net, pre)))))

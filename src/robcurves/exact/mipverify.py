@@ -29,6 +29,8 @@ from robcurves.norms import parse_norm
 _log = logging.getLogger("robcurves.exact")
 
 SCRIPT = "exact_mipverify.jl"
+# exact_mipverify.jl searches MIPVerify's UnrestrictedPerturbationFamily (the whole box) for l1.
+UNRESTRICTED_NORMS = ("l1",)
 
 
 def julia_executable() -> str | None:
@@ -95,7 +97,7 @@ def export_mipverify(model, path: str | os.PathLike) -> list[dict[str, Any]]:
 def mipverify_shard(model_path: str, data_path: str, out_path: str, norm: str, shard: int, n_shards: int,
                     n_points: int, exact: dict[str, Any], attack_paths: Sequence[str] = (),
                     julia_project: str | os.PathLike = "workflow/julia", log: logging.Logger = _log) -> ExactResults:
-    """The MIPVerify counterpart of :func:`robcurves.exact.pipeline.exact_shard` (same outputs, same rules).
+    """The MIPVerify counterpart of :func:`robcurves.exact.stage.exact_shard` (same outputs, same rules).
 
     Points the model already misclassifies (:func:`robcurves.adversarial.is_adversarial`)
     are recorded ``misclassified`` and never sent to Julia. An attack's example counts
@@ -105,17 +107,18 @@ def mipverify_shard(model_path: str, data_path: str, out_path: str, norm: str, s
     """
     from robcurves import models
     from robcurves.data import load_dataset
-    from robcurves.exact.pipeline import config_from_dict, load_attack_warm_start, shard_indices
+    from robcurves.exact.checker import keras_checker
     from robcurves.exact.records import BracketTally
-    from robcurves.exact.solve import keras_checker
-    from robcurves.pipeline import check_bounds_agree, model_bounds
+    from robcurves.exact.stage import config_from_dict, load_attack_warm_start, warm_start_settings
+    from robcurves.shards import shard_indices
+    from robcurves.stages import check_bounds_agree, model_bounds
     from robcurves.progress import Progress
 
     exe = julia_executable()
     if exe is None:
         raise RuntimeError("exact.backend is 'mipverify' but `julia` is not on PATH (see workflow/julia/README.md)")
     norm = parse_norm(norm)
-    if norm.name not in ("linf", "l1"):
+    if not norm.milp_encodable:
         raise ValueError(f"mipverify backend: norm {norm.name} is not supported here (linf, l1)")
     model, sidecar = models.load_model(model_path)
     test = load_dataset(data_path)
@@ -128,8 +131,9 @@ def mipverify_shard(model_path: str, data_path: str, out_path: str, norm: str, s
     idx = shard_indices(n, n_shards, shard)
     cfg = config_from_dict(exact, norm.name)
     x, y = test.x[idx], test.y[idx]
-    dist, adv = (load_attack_warm_start(attack_paths, idx, norm.name, test.x.shape[1:]) if attack_paths
-                 else (np.full(len(idx), np.inf), None))
+    dist, adv = (load_attack_warm_start(attack_paths, idx, norm.name, test.x.shape[1:],
+                                        expected=warm_start_settings(model, sidecar, test.meta["sha256"], norm.name))
+                 if attack_paths else (np.full(len(idx), np.inf), None))
     checker = keras_checker(model, norm, bounds)
     clean = np.asarray(checker.logits_fn(x), dtype=np.float32) if len(x) else np.zeros((0, 2), np.float32)
     mis = is_adversarial(clean, y) if len(x) else np.zeros(0, bool)
@@ -138,7 +142,7 @@ def mipverify_shard(model_path: str, data_path: str, out_path: str, norm: str, s
     for i in range(len(x)):
         ok = adv is not None and np.isfinite(dist[i]) and not mis[i]
         verified.append(checker.check(adv[i], x[i], int(y[i])) if ok else None)
-    unrestricted = norm.name == "l1"  # exact_mipverify.jl: UnrestrictedPerturbationFamily for l1
+    unrestricted = norm.name in UNRESTRICTED_NORMS
     default_r = cfg.max_radius if cfg.max_radius is not None else checker.default_radius()
     radius = np.array([v[1] * (1 + 1e-6) + 1e-7 if v is not None else default_r for v in verified], dtype=np.float64)
     todo = np.flatnonzero(~mis)

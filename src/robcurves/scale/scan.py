@@ -12,7 +12,6 @@ on the order of the tiles.
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any, Callable, Sequence
 
@@ -40,12 +39,7 @@ def pair_distances(x2: np.ndarray, rows: np.ndarray, cols: np.ndarray, norm: str
     for s in range(0, len(rows), step):
         diff = x2[rows[s:s + step]].astype(np.float64) - x2[cols[s:s + step]].astype(np.float64)
         np.abs(diff, out=diff)
-        if math.isinf(p.p):
-            out[s:s + step] = diff.max(axis=1)
-        elif p.p == 1.0:
-            out[s:s + step] = diff.sum(axis=1)
-        else:
-            out[s:s + step] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+        out[s:s + step] = p.abs_rows(diff)
     return out
 
 
