@@ -20,7 +20,8 @@ class Norm:
 
     name: str  # canonical identifier: "linf", "l2" or "l1"
     p: float  # math.inf, 2.0 or 1.0
-    label: str  # for plots: r"$\ell_\infty$" etc.
+    label: str  # for plots and TeX: r"$\ell_\infty$" etc.
+    symbol: str = ""  # for plain text and Markdown: "ℓ∞" etc.
 
     @property
     def dual_p(self) -> float:
@@ -139,9 +140,9 @@ class Norm:
         return self.name
 
 
-LINF = Norm("linf", math.inf, r"$\ell_\infty$")
-L2 = Norm("l2", 2.0, r"$\ell_2$")
-L1 = Norm("l1", 1.0, r"$\ell_1$")
+LINF = Norm("linf", math.inf, r"$\ell_\infty$", "ℓ∞")
+L2 = Norm("l2", 2.0, r"$\ell_2$", "ℓ2")
+L1 = Norm("l1", 1.0, r"$\ell_1$", "ℓ1")
 
 NORMS = {n.name: n for n in (LINF, L2, L1)}
 

@@ -87,7 +87,7 @@ class Domain:
     @property
     def has_ball(self) -> bool:
         """A ball that the box does not already describe (l2 or l1)."""
-        return self.norm is not None and not math.isinf(self.norm.p)
+        return self.norm is not None and not self.norm.is_box
 
 
 def _tensor(v, dtype: str, ops):

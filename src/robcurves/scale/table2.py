@@ -11,12 +11,10 @@ import math
 import os
 from typing import Any, Mapping, Sequence
 
+from robcurves.norms import NORMS
 from robcurves.scale.neighbours import KINDS, NearestNeighbours
 from robcurves.scale.summary import NORM_ORDER, STATS, dimensionality, distance_summary
 from robcurves.tablewriter import csv_text, markdown_table, tex_escape, tex_row, write_tables
-
-_TEX_NORM = {"linf": r"$\ell_\infty$", "l2": r"$\ell_2$", "l1": r"$\ell_1$"}
-_MD_NORM = {"linf": "ℓ∞", "l2": "ℓ2", "l1": "ℓ1"}
 
 
 def table2_rows(
@@ -86,7 +84,7 @@ def table2_markdown(rows: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
     for kind, title in (("inter", "Nearest other-class (inter-class) distance"),
                         ("intra", "Nearest same-class (intra-class) distance")):
         head = ["Dataset", "Samples", "Classes", "Dimensionality"]
-        head += [f"{s} {_MD_NORM[n]}" for s in STATS for n in norms]
+        head += [f"{s} {NORMS[n].symbol}" for s in STATS for n in norms]
         head += [f"dropped (< {min_d:g})"]
         if kind == "intra":
             head += ["no neighbour"]
@@ -119,7 +117,7 @@ def table2_latex(rows: Sequence[Mapping[str, Any]], digits: int = 2) -> str:
         lines.append(rf" & & & & {groups} & \\")
         rules = " ".join(rf"\cmidrule(lr){{{5 + i * k}-{4 + (i + 1) * k}}}" for i in range(len(STATS)))
         lines.append(rules)
-        sub = " & ".join(_TEX_NORM[n] for _ in STATS for n in norms)
+        sub = " & ".join(NORMS[n].label for _ in STATS for n in norms)
         lines.append(tex_row(["Dataset", "Samples", "Classes", "Dimensionality", sub, "dropped"]))
         lines.append(r"\midrule")
         for r in rows:
