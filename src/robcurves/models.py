@@ -273,15 +273,19 @@ def check_model_fits(model: keras.Model, sidecar: Mapping[str, Any] | None, x: n
 def predict_logits(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
     """Logits of ``model`` on the batch ``x`` (NHWC), float32 of shape ``(N, n_classes)``.
 
-    Raises ``ValueError`` if any logit is NaN or infinite.
+    The checked form of the one batched forward pass,
+    :func:`robcurves.attacks.result.predict_logits` (inference mode, any Keras backend):
+    ``x`` must fit the model, and a NaN or infinite logit raises ``ValueError``.
     """
     x = np.asarray(x, dtype=np.float32)
     check_model_fits(model, None, x)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
-    parts = [np.asarray(model(x[i:i + batch_size], training=False), dtype=np.float32)
-             for i in range(0, len(x), batch_size)]
-    logits = np.concatenate(parts) if parts else np.zeros((0, model_n_classes(model)), dtype=np.float32)
+    if len(x) == 0:
+        return np.zeros((0, model_n_classes(model)), dtype=np.float32)
+    from robcurves.attacks.result import predict_logits as forward
+
+    logits = forward(model, x, batch_size)
     bad = ~np.all(np.isfinite(logits), axis=1)
     if bad.any():
         raise ValueError(
