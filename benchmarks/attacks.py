@@ -44,9 +44,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from robcurves import paths, targets  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT.parent / "shared" / "reference"
-CACHE = ROOT / "results" / "benchmarks"
+CACHE = ROOT / paths.BENCHMARK_CACHE
 
 THRESHOLDS = {  # robust error is reported at these eps, per norm
     "mmr_mnist": {"linf": [0.1], "l2": [0.3, 2.0], "l1": [1.0, 10.0]},
@@ -81,7 +83,7 @@ def load_digits_model(kind: str, n: int):
 
     train, test = load_sklearn_digits(test_size=0.3, seed=0)
     wf_name = {"st": "digits_st", "at": "digits_at_linf"}[kind]
-    wf_path = ROOT / "results" / "models" / "digits" / wf_name / "model.keras"
+    wf_path = ROOT / targets.model_files("digits", wf_name)["model"]
     path = CACHE / "models" / f"digits_{kind}.keras"
     if wf_path.exists():
         model, _ = load_model(wf_path)

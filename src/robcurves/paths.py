@@ -22,6 +22,7 @@ CURVE = "results/curves/{dataset}/{model}/{norm}.json"
 EXACT_SHARD = "results/exact/{dataset}/{model}/{norm}/shard{shard}of{nshards}.npz"
 EXACT_MERGED = "results/exact/{dataset}/{model}/{norm}.json"
 DISTANCES = "results/distances/{dataset}.npz"
+BENCHMARK_CACHE = "results/benchmarks"  # benchmarks/*.py keep their trained models and saved runs here
 FIGURE = "results/figures/{name}.{ext}"
 TABLE = "results/tables/{name}.{ext}"
 
