@@ -271,12 +271,8 @@ def check_model_fits(model: keras.Model, sidecar: Mapping[str, Any] | None, x: n
 
 
 def predict_logits(model: keras.Model, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
-    """Logits of ``model`` on the batch ``x`` (NHWC), float32 of shape ``(N, n_classes)``.
-
-    The checked form of the one batched forward pass,
-    :func:`robcurves.attacks.result.predict_logits` (inference mode, any Keras backend):
-    ``x`` must fit the model, and a NaN or infinite logit raises ``ValueError``.
-    """
+    """Logits (float32, ``(N, n_classes)``) of ``model`` on ``x`` (NHWC): the checked form of
+    :func:`robcurves.attacks.result.predict_logits` (``x`` must fit; non-finite logits raise)."""
     x = np.asarray(x, dtype=np.float32)
     check_model_fits(model, None, x)
     if batch_size < 1:
