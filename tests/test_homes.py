@@ -16,6 +16,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "robcurves"
 PATH_LITERAL = re.compile(r"(^|[^\w.])(results|logs)/")
 HEX_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}\b")
+# A branch on which norm it is: on its exponent, or on its name.
+NORM_BRANCH = re.compile(r"\.p\s*[!=]=|is(inf|finite)\([\w.]*\.p\)"
+                         r"|\b(norm|n|nm|norm_name)(\.name)?\s*[!=]=\s*[\"'](linf|l2|l1|inf)[\"']")
+# Where a branch on the norm is the point: the norm object itself and its keras.ops side;
+# the scale kernels choose an algorithm per norm (l2 by GEMM); Square Attack's per-norm
+# proposals (attacks/, another engineer's) are left for now.
+NORM_HOMES = {"norms.py", "attacks/geometry.py", "scale/kernels_tf.py", "attacks/masking.py"}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -56,6 +63,28 @@ def test_every_path_pattern_lives_in_robcurves_paths():
     found = [f"{p.relative_to(ROOT)}:{line}: {s!r}" for p in workflow_code() if p.name != "paths.py"
              or p.parent != SRC for line, s in strings(p) if PATH_LITERAL.search(s)]
     assert found == [], "path patterns outside robcurves/paths.py:\n" + "\n".join(found)
+
+
+def test_norm_branches_live_in_the_norm_object():
+    """Training, exact, scale and MIPVerify ask the norm object (robcurves.norms.Norm), not ``if norm == ...``."""
+    found = [f"{p.relative_to(SRC)}:{i}: {line.strip()}" for p in sorted(SRC.rglob("*.py"))
+             if str(p.relative_to(SRC)) not in NORM_HOMES
+             for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+             if NORM_BRANCH.search(line.split("#")[0])]
+    assert found == [], "norm branches outside robcurves/norms.py:\n" + "\n".join(found)
+
+
+def test_one_box_diameter():
+    """The attacks' largest distance and the exact stage's default radius are the norm's diameter."""
+    from robcurves.attacks.geometry import max_distance
+    from robcurves.exact.checker import Checker
+    from robcurves.norms import NORMS
+
+    for norm in NORMS.values():
+        want = {"linf": 2.0, "l2": 2.0 * 48 ** 0.5, "l1": 96.0}[norm.name]
+        assert norm.diameter(48, (-1.0, 1.0)) == pytest.approx(want, rel=1e-12)
+        assert max_distance(norm, 48, (-1.0, 1.0)) == norm.diameter(48, (-1.0, 1.0))
+        assert Checker(None, (4, 4, 3), norm, (-1.0, 1.0)).default_radius() == norm.diameter(48, (-1.0, 1.0))
 
 
 def test_every_colour_lives_in_robcurves_palette():

@@ -84,7 +84,7 @@ class ExactConfig:
     heuristics: bool = False
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
+        if self.method not in STRATEGIES:
             raise ValueError(f"exact: method must be one of {METHODS}, got {self.method!r}")
         if not self.time_limit > 0:
             raise ValueError(f"exact: time_limit must be positive seconds, got {self.time_limit}")

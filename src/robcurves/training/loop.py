@@ -69,7 +69,7 @@ def _build_loss(method: Method, net: Network, eps: float | None, opts: Mapping[s
             ce_worst = tf.reduce_mean(_ce(worst, y))
             kappa = sched["kappa"]
             return kappa * ce + (1.0 - kappa) * ce_worst, ce, z
-    else:  # pragma: no cover - METHODS is closed
+    else:  # pragma: no cover - TRAINING_METHODS is closed
         raise AssertionError(fam)
     return loss
 
