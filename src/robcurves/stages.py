@@ -44,6 +44,19 @@ def check_bounds_agree(data_bounds: tuple[float, float], bounds: tuple[float, fl
                          f"inputs lie in [{bounds[0]:g}, {bounds[1]:g}] (sidecar 'bounds')")
 
 
+def open_model_and_data(model_path: str, data_path: str):
+    """``(model, sidecar, test, bounds)``: a stage's model and data set, checked to fit each
+    other (input shape, classes) and to share one input box (returned as ``bounds``)."""
+    from robcurves import models
+
+    model, sidecar = models.load_model(model_path)
+    test = load_dataset(data_path)
+    models.check_model_fits(model, sidecar, test.x)
+    bounds = model_bounds(sidecar)
+    check_bounds_agree(test.bounds, bounds, f"data set {data_path}", f"model {model_path}")
+    return model, sidecar, test, bounds
+
+
 def rescale_to_bounds(ds, bounds: "tuple[float, float] | list[float] | None"):
     """A data set whose [0, 1] values are mapped affinely onto ``bounds`` (e.g. [-1, 1]).
 
@@ -188,14 +201,10 @@ def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shar
 
     backend.select(attack.get("backend", "auto"))
     backend.configure_devices(memory_growth=True, deterministic=bool(attack.get("deterministic", False)))
-    from robcurves import attacks, models
+    from robcurves import attacks
 
     norm = parse_norm(norm).name
-    model, sidecar = models.load_model(model_path)
-    test = load_dataset(data_path)
-    models.check_model_fits(model, sidecar, test.x)
-    bounds = model_bounds(sidecar)
-    check_bounds_agree(test.bounds, bounds, f"data set {data_path}", f"model {model_path}")
+    model, sidecar, test, bounds = open_model_and_data(model_path, data_path)
     n = len(test) if n_points is None else min(int(n_points), len(test))
     idx = shard_indices(n, n_shards, shard)
     settings = attack_settings(norm, attack, n_points, model, sidecar, test.meta["sha256"])

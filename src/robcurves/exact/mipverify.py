@@ -105,14 +105,12 @@ def mipverify_shard(model_path: str, data_path: str, out_path: str, norm: str, s
     every witness. For l1, MIPVerify searches an unrestricted family (the whole [0, 1] box),
     so those records have no finite ``domain_radius``.
     """
-    from robcurves import models
-    from robcurves.data import load_dataset
     from robcurves.exact.checker import keras_checker
     from robcurves.exact.records import BracketTally
     from robcurves.exact.stage import config_from_dict, load_attack_warm_start, warm_start_settings
-    from robcurves.shards import shard_indices
-    from robcurves.stages import check_bounds_agree, model_bounds
     from robcurves.progress import Progress
+    from robcurves.shards import shard_indices
+    from robcurves.stages import open_model_and_data
 
     exe = julia_executable()
     if exe is None:
@@ -120,10 +118,7 @@ def mipverify_shard(model_path: str, data_path: str, out_path: str, norm: str, s
     norm = parse_norm(norm)
     if not norm.milp_encodable:
         raise ValueError(f"mipverify backend: norm {norm.name} is not supported here (linf, l1)")
-    model, sidecar = models.load_model(model_path)
-    test = load_dataset(data_path)
-    bounds = model_bounds(sidecar)
-    check_bounds_agree(test.bounds, bounds, f"data set {data_path}", f"model {model_path}")
+    model, sidecar, test, bounds = open_model_and_data(model_path, data_path)
     if bounds != (0.0, 1.0):
         raise ValueError(f"mipverify backend: MIPVerify's perturbation families keep inputs in [0, 1], but model "
                          f"{model_path} takes inputs in [{bounds[0]:g}, {bounds[1]:g}]; use exact.backend: highs")
