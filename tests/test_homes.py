@@ -20,9 +20,11 @@ HEX_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}\b")
 NORM_BRANCH = re.compile(r"\.p\s*[!=]=|is(inf|finite)\([\w.]*\.p\)"
                          r"|\b(norm|n|nm|norm_name)(\.name)?\s*[!=]=\s*[\"'](linf|l2|l1|inf)[\"']")
 # Where a branch on the norm is the point: the norm object itself and its keras.ops side;
-# the scale kernels choose an algorithm per norm (l2 by GEMM); Square Attack's per-norm
-# proposals (attacks/, another engineer's) are left for now.
-NORM_HOMES = {"norms.py", "attacks/geometry.py", "scale/kernels_tf.py", "attacks/masking.py"}
+# the scale kernels choose an algorithm per norm (l2 by GEMM). Left for now, in other
+# engineers' packages: Square Attack's per-norm proposals (attacks/masking.py) and branch and
+# bound's float32 distance slack and direct-layer shortcut (exact/bab/; both belong on Norm).
+NORM_HOMES = {"norms.py", "attacks/geometry.py", "scale/kernels_tf.py", "attacks/masking.py",
+              "exact/bab/rounding.py", "exact/bab/bounds.py"}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
