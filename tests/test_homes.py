@@ -19,12 +19,12 @@ HEX_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}\b")
 # A branch on which norm it is: on its exponent, or on its name.
 NORM_BRANCH = re.compile(r"\.p\s*[!=]=|is(inf|finite)\([\w.]*\.p\)"
                          r"|\b(norm|n|nm|norm_name)(\.name)?\s*[!=]=\s*[\"'](linf|l2|l1|inf)[\"']")
-# Where a branch on the norm is the point: the norm object itself and its keras.ops side;
-# the scale kernels choose an algorithm per norm (l2 by GEMM). Left for now, in other
-# engineers' packages: Square Attack's per-norm proposals (attacks/masking.py) and branch and
-# bound's float32 distance slack and direct-layer shortcut (exact/bab/; both belong on Norm).
-NORM_HOMES = {"norms.py", "attacks/geometry.py", "scale/kernels_tf.py", "attacks/masking.py",
-              "exact/bab/rounding.py", "exact/bab/bounds.py"}
+# Where a branch on the norm is the point: the norm object itself; the scale kernels choose
+# an algorithm per norm (l2 by GEMM). attacks/ is not scanned: its norm strategy objects are
+# attacks/geometry.py (the keras.ops side, behind Norm.ops), and its per-method choices
+# (engine, masking) are the attacks engineer's. Left for now: branch and bound's float32
+# distance slack and direct-layer shortcut (exact/bab/, arriving with its merge; both belong on Norm).
+NORM_HOMES = {"norms.py", "scale/kernels_tf.py", "exact/bab/rounding.py", "exact/bab/bounds.py"}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:
@@ -70,7 +70,7 @@ def test_every_path_pattern_lives_in_robcurves_paths():
 def test_norm_branches_live_in_the_norm_object():
     """Training, exact, scale and MIPVerify ask the norm object (robcurves.norms.Norm), not ``if norm == ...``."""
     found = [f"{p.relative_to(SRC)}:{i}: {line.strip()}" for p in sorted(SRC.rglob("*.py"))
-             if str(p.relative_to(SRC)) not in NORM_HOMES
+             if str(p.relative_to(SRC)) not in NORM_HOMES and p.relative_to(SRC).parts[0] != "attacks"
              for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
              if NORM_BRANCH.search(line.split("#")[0])]
     assert found == [], "norm branches outside robcurves/norms.py:\n" + "\n".join(found)
