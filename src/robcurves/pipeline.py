@@ -164,6 +164,16 @@ def expected_settings(norm: str, attack: dict, n_points: int | None, data_sha: s
             "robcurves_version": robcurves.__version__, "data_sha256": data_sha}
 
 
+def masking_options(check: dict) -> dict:
+    """The keyword arguments of :func:`robcurves.attacks.masking_check` from the config's
+    ``attacks.masking_check`` section (package defaults for keys it leaves out)."""
+    from robcurves.attacks import masking
+
+    return {"sample": float(check.get("sample", masking.DEFAULT_SAMPLE)),
+            "min_ratio": float(check.get("min_ratio", masking.DEFAULT_MIN_RATIO)),
+            "queries": int(check.get("queries", masking.DEFAULT_QUERIES))}
+
+
 def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shard: int, n_shards: int,
                  n_points: int | None, attack: dict, log: logging.Logger = _log) -> None:
     """Minimal perturbations in ``norm`` for shard ``shard`` of the first ``n_points`` test points.
@@ -201,10 +211,9 @@ def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shar
         point_ids=idx,
     )
     check = attack.get("masking_check", {}) or {}
-    if int(check.get("n_points", 20)) > 0 and len(idx):
-        report = attacks.masking_check(model, test.x[idx], test.y[idx], result, n_points=int(check.get("n_points", 20)),
-                                       queries=int(check.get("queries", 300)), seed=attack.get("seed", 0),
-                                       point_ids=idx)
+    if check.get("enabled", True) and len(idx):
+        report = attacks.masking_check(model, test.x[idx], test.y[idx], result, **masking_options(check),
+                                       seed=attack.get("seed", 0), point_ids=idx, bounds=bounds)
         if report["beaten"]:
             log.warning("gradient masking suspected: the gradient-free search beat the gradient attacks on %d of %d "
                         "checked points (their distances now come from it)", report["beaten"], report["checked"])

@@ -116,8 +116,7 @@ class FMN(MinimalNormAttack):
 
         def search(x, y, seeds, incumbent):
             n = len(x)
-            xt, yt = B.to_tensor(x), B.to_tensor(y, "int32")
-            t, e0, bad0 = (B.to_numpy(v) for v in estimates(xt, yt))
+            t, e0, bad0 = estimates(x, y)
             restarts = max(1, int(opt["restarts"]))
             if restarts > 1:  # every target once more per restart (restart-major)
                 t, e0 = np.tile(t, (1, restarts)), np.tile(e0, (1, restarts))
