@@ -47,7 +47,12 @@ _PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
         "l2": [{"name": "fmn", "targets": 3, "prune_after": 30, "prune_margin": 0.1},
                {"name": "fmn", "targets": 0, "prune_after": 30, "prune_margin": 0.1}],
         "l1": [{"name": "fmn", "targets": 9, "prune_after": 40, "prune_margin": 0.3},
-               {"name": "fmn", "targets": 3, "alpha_init": 0.3, "prune_after": 40, "prune_margin": 0.3}],
+               {"name": "fmn", "targets": 3, "alpha_init": 0.3, "prune_after": 40, "prune_margin": 0.3},
+               # foolbox's FMN-l1 geometry (dense steps of absolute length, the ball's projection,
+               # then clipping): it reaches other points than the sparse, box-aware runs; with it
+               # the ensemble is worse than foolbox's FMN on 3.0% of 200 MMR points (27.5%
+               # without) for 15% more gradients.
+               {"name": "fmn", "targets": 0, "l1_sparsity": 0.0, "absolute_step": True, "box_aware": False}],
     },
     "fast": {
         "linf": [{"name": "fmn", "targets": 1, "steps": 20, "refine_steps": 8}],
@@ -64,7 +69,8 @@ _PRESETS: dict[str, dict[str, list[dict[str, Any]]]] = {
                {"name": "pgd_bisection", "targets": 3, "steps": 20, "restarts": 5, "warm_bracket": 0.05,
                 "bisection_steps": 6}],
         "l1": [{"name": "fmn", "targets": 9}, {"name": "fmn", "targets": 3, "alpha_init": 0.3},
-               {"name": "fmn", "targets": 0}, {"name": "fab", "steps": 100}],
+               {"name": "fmn", "targets": 0}, {"name": "fab", "steps": 100},
+               {"name": "fmn", "targets": 0, "l1_sparsity": 0.0, "absolute_step": True, "box_aware": False}],
     },
 }
 
