@@ -1,0 +1,328 @@
+"""Branch and bound for one question: "is there an adversarial example of class k within radius r?"
+
+One :class:`Query` holds a point's :class:`~robcurves.exact.bab.bounds.RootBounds` at
+radius ``r`` and the classes still to settle. Its subdomains (ReLU splits) live in a
+batched store over the root's unstable neurons ``U`` (split signs, alpha, beta as
+``(N, |U|)`` arrays), so a domain costs a few kilobytes. Each round takes the ``batch``
+domains with the lowest bounds, splits each on its chosen neuron, bounds the ``2 batch``
+children with warm-started alpha-beta-CROWN, drops the children whose bound proves them,
+and tries every child's bound minimiser on the float32 model (the per-domain attack): a
+verified adversarial example ends the query.
+
+Outcome per class: ``"robust"`` (every subdomain proven), ``"attacked"`` (a verified
+witness, which the caller gets) or ``"unknown"`` (time or domain budget spent).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from robcurves.adversarial import is_adversarial
+from robcurves.exact.bab.bounds import BoundEngine, RootBounds
+from robcurves.exact.bab.branching import babsr_scores, top_candidates
+
+
+@dataclass
+class BabSettings:
+    """Knobs of the branch and bound (defaults chosen by measurement, see benchmarks/README.md).
+
+    ``batch``: domains split per round; ``iters_root``/``iters``: alpha(-beta) ascent
+    steps at the root and per child; ``lr_alpha``/``lr_beta``: Adam step sizes;
+    ``fsb``: candidates per domain for filtered smart branching (1 = BaBSR alone);
+    ``max_domains``: the store's capacity (beyond it the query gives up: ``unknown``).
+    """
+
+    batch: int = 64
+    iters_root: int = 30
+    iters: int = 10
+    lr_alpha: float = 0.1
+    lr_beta: float = 0.05
+    fsb: int = 1
+    max_domains: int = 200_000
+    use_beta: bool = True
+    refine: str = "none"  # "none" | "last" | "all": per-domain CROWN bounds of the later ReLU layers
+    refine_chunk: int = 1024
+
+
+@dataclass
+class QueryResult:
+    status: dict  # class -> "robust" | "attacked" | "unknown"
+    witness: np.ndarray | None = None  # float32, flat
+    witness_class: int = -1
+    rounds: int = 0
+    domains: int = 0  # children bounded
+    seconds: float = 0.0
+    max_queue: int = 0
+    info: dict = field(default_factory=dict)
+
+    @property
+    def robust(self) -> bool:
+        return all(v == "robust" for v in self.status.values())
+
+
+class _Store:
+    """Open subdomains: split signs / alpha / beta over the root-unstable neurons."""
+
+    def __init__(self, U: int):
+        self.U = U
+        self.L = np.zeros((0, U))
+        self.H = np.zeros((0, U))
+        self.S = np.zeros((0, U), np.int8)
+        self.A = np.zeros((0, U), np.float32)
+        self.B = np.zeros((0, U), np.float32)
+        self.lb = np.zeros(0)
+        self.cls = np.zeros(0, np.int64)
+        self.split = np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.lb)
+
+    def add(self, S, A, B, lb, cls, split, L, H) -> None:
+        self.L = np.concatenate([self.L, L])
+        self.H = np.concatenate([self.H, H])
+        self.S = np.concatenate([self.S, S.astype(np.int8)])
+        self.A = np.concatenate([self.A, A.astype(np.float32)])
+        self.B = np.concatenate([self.B, B.astype(np.float32)])
+        self.lb = np.concatenate([self.lb, lb])
+        self.cls = np.concatenate([self.cls, cls])
+        self.split = np.concatenate([self.split, split])
+
+    def pop_worst(self, n: int):
+        n = min(n, len(self))
+        if n == len(self):
+            take = np.arange(n)
+        else:
+            take = np.argpartition(self.lb, n - 1)[:n]
+        keep = np.ones(len(self), bool)
+        keep[take] = False
+        out = (self.S[take], self.A[take], self.B[take], self.lb[take], self.cls[take], self.split[take],
+               self.L[take], self.H[take])
+        self.L, self.H = self.L[keep], self.H[keep]
+        self.S, self.A, self.B = self.S[keep], self.A[keep], self.B[keep]
+        self.lb, self.cls, self.split = self.lb[keep], self.cls[keep], self.split[keep]
+        return out
+
+    def drop_class(self, k: int) -> None:
+        keep = self.cls != k
+        self.L, self.H = self.L[keep], self.H[keep]
+        self.S, self.A, self.B = self.S[keep], self.A[keep], self.B[keep]
+        self.lb, self.cls, self.split = self.lb[keep], self.cls[keep], self.split[keep]
+
+
+class Query:
+    """Branch and bound over ReLU splits for one point at one radius (see module docstring)."""
+
+    def __init__(self, engine: BoundEngine, root: RootBounds, y: int, logits_fn: Callable[[np.ndarray], np.ndarray],
+                 input_shape: tuple[int, ...], settings: BabSettings | None = None):
+        self.eng = engine
+        self.root = root
+        self.y = int(y)
+        self.logits_fn = logits_fn
+        self.input_shape = tuple(input_shape)
+        self.cfg = settings or BabSettings()
+        self.K = len(engine.net.layers)
+        masks = root.unstable_masks()
+        self.idx = [np.flatnonzero(m) for m in masks]
+        self.off = np.cumsum([0] + [len(i) for i in self.idx])
+        self.U = int(self.off[-1])
+        self.default_alpha = [(hi > -lo).astype(np.float64) for lo, hi in zip(root.lower, root.upper)]
+        self.biases = [layer.bias for layer in engine.net.layers[:-1]]
+
+    # ------------------------------------------------------------ dense <-> compact
+    def _dense(self, S, A, B):
+        R = len(S)
+        signs, alphas, betas = [], [], []
+        for k, idx in enumerate(self.idx):
+            n = len(self.root.lower[k])
+            s = np.zeros((R, n))
+            a = np.broadcast_to(self.default_alpha[k], (R, n)).copy()
+            b = np.zeros((R, n))
+            sl = slice(self.off[k], self.off[k + 1])
+            s[:, idx] = S[:, sl]
+            a[:, idx] = A[:, sl]
+            b[:, idx] = B[:, sl]
+            signs.append(s)
+            alphas.append(a)
+            betas.append(b)
+        return signs, alphas, betas
+
+    def _dense_bounds(self, L, H):
+        lows, ups = [], []
+        for k, idx in enumerate(self.idx):
+            sl = slice(self.off[k], self.off[k + 1])
+            lo = np.broadcast_to(self.root.lower[k], (len(L), len(self.root.lower[k]))).copy()
+            hi = np.broadcast_to(self.root.upper[k], (len(L), len(self.root.upper[k]))).copy()
+            lo[:, idx] = L[:, sl]
+            hi[:, idx] = H[:, sl]
+            lows.append(lo)
+            ups.append(hi)
+        return lows, ups
+
+    def _refine(self, S, L, H):
+        """Per-domain CROWN bounds of the root-unstable neurons of the later ReLU layers.
+
+        Split constraints make the split neurons' relaxations exact, which tightens the
+        layers above them. Returns tightened ``(L, H)`` (compact); every bound stays valid
+        for its domain (the tighter of the old and the new one is kept).
+        """
+        if self.cfg.refine == "none" or self.U == 0:
+            return L, H
+        L, H = L.copy(), H.copy()
+        layers = range(1, len(self.idx)) if self.cfg.refine == "all" else [len(self.idx) - 1]
+        for k in layers:
+            if k < 1 or len(self.idx[k]) == 0:
+                continue
+            sl = slice(self.off[k], self.off[k + 1])
+            todo = (S[:, sl] == 0) & (L[:, sl] < 0) & (H[:, sl] > 0)
+            dom, col = np.nonzero(todo)
+            if len(dom) == 0:
+                continue
+            n = len(self.root.lower[k])
+            for i in range(0, len(dom), self.cfg.refine_chunk // 2):
+                dd, cc = dom[i:i + self.cfg.refine_chunk // 2], col[i:i + self.cfg.refine_chunk // 2]
+                m = len(dd)
+                C = np.zeros((2 * m, n))
+                C[np.arange(m), self.idx[k][cc]] = 1.0
+                C[m + np.arange(m), self.idx[k][cc]] = -1.0
+                rows = np.concatenate([dd, dd])
+                signs, _, _ = self._dense(S[rows], np.zeros((2 * m, self.U)), np.zeros((2 * m, self.U)))
+                lows, ups = self._dense_bounds(L[rows], H[rows])
+                lows, ups = self.eng.apply_splits(lows, ups, signs)
+                alphas = [(hi > -lo).astype(np.float64) for lo, hi in zip(lows, ups)]
+                lb = self.eng.bound(self.root, k + 1, C, alphas, None, signs, lows=lows, ups=ups)
+                j = self.off[k] + cc
+                L[dd, j] = np.maximum(L[dd, j], lb[:m])
+                H[dd, j] = np.minimum(H[dd, j], -lb[m:])
+        return L, H
+
+    def _compact(self, dense: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate([d[:, idx] for d, idx in zip(dense, self.idx)], axis=1) if self.U else \
+            np.zeros((len(dense[0]), 0))
+
+    def _rows(self, cls: np.ndarray) -> np.ndarray:
+        return self.eng.margin_rows(self.y, cls)
+
+    # ------------------------------------------------------------ evaluation
+    def _evaluate(self, S, A, B, cls, iters: int, L, H):
+        """Bound rows (alpha-beta ascent from ``A``/``B``), then one full pass for branching and the attack."""
+        L, H = self._refine(S, L, H)
+        signs, alphas, betas = self._dense(S, A, B)
+        lows, ups = self._dense_bounds(L, H)
+        C = self._rows(cls)
+        lb, alphas, betas, xs, lams = self.eng.optimise(
+            self.root, self.K, C, alphas, betas, signs, iters=iters, lr_alpha=self.cfg.lr_alpha,
+            lr_beta=self.cfg.lr_beta, stop_at=0.0, use_beta=self.cfg.use_beta, lows=lows, ups=ups, full=True)
+        # Neurons that a subdomain's own bounds made stable are settled: not worth a split.
+        settled = np.where((L >= 0) | (H <= 0), 1, 0).astype(np.int8)
+        score = babsr_scores(lams, self.root.lower, self.root.upper, self.biases, self.idx, S + settled * (S == 0))
+        if self.cfg.fsb > 1:
+            split = self._fsb(S, A, B, cls, alphas, betas, score, L, H)
+        else:
+            split = top_candidates(score, 1)[:, 0]
+        return lb, self._compact(alphas), self._compact(betas), split, xs, L, H
+
+    def _fsb(self, S, A, B, cls, alphas, betas, score, L, H):
+        """Filtered smart branching: bound both children of the top candidates with one CROWN pass."""
+        cand = top_candidates(score, self.cfg.fsb)  # (R, k)
+        R, k = cand.shape
+        best = cand[:, 0].copy()
+        best_val = np.full(R, -np.inf)
+        Ac, Bc = self._compact(alphas), self._compact(betas)
+        for j in range(k):
+            col = cand[:, j]
+            ok = col >= 0
+            if not ok.any():
+                continue
+            rows = np.flatnonzero(ok)
+            vals = []
+            for sign in (1, -1):
+                S2 = S[rows].copy()
+                S2[np.arange(len(rows)), col[rows]] = sign
+                sg, al, be = self._dense(S2, Ac[rows], Bc[rows])
+                lo, hi = self._dense_bounds(L[rows], H[rows])
+                vals.append(self.eng.bound(self.root, self.K, self._rows(cls[rows]), al, be, sg, lows=lo, ups=hi))
+            v = np.minimum(vals[0], vals[1])
+            better = v > best_val[rows]
+            best[rows[better]] = col[rows[better]]
+            best_val[rows[better]] = v[better]
+        return best
+
+    def _attack(self, xs: np.ndarray):
+        """The bound minimisers on the float32 model: the first verified adversarial one, or None."""
+        xf = np.clip(xs.astype(np.float32), 0.0, 1.0)
+        logits = np.asarray(self.logits_fn(xf.reshape(len(xf), *self.input_shape)), dtype=np.float32)
+        adv = is_adversarial(logits, self.y)
+        if not adv.any():
+            return None
+        i = int(np.flatnonzero(adv)[0])
+        return xf[i], int(np.argmax(logits[i]))
+
+    # ------------------------------------------------------------ the loop
+    def run(self, classes, deadline: float) -> QueryResult:
+        t0 = time.perf_counter()
+        classes = [int(k) for k in classes]
+        status = {k: "unknown" for k in classes}
+        res = QueryResult(status)
+        cls = np.array(classes, dtype=np.int64)
+        S0 = np.zeros((len(cls), self.U), np.int8)
+        A0 = self._compact([np.broadcast_to(a, (len(cls), len(a))) for a in self.default_alpha]) if self.U else \
+            np.zeros((len(cls), 0))
+        B0 = np.zeros_like(A0)
+        L0 = np.concatenate([lo[idx] for lo, idx in zip(self.root.lower, self.idx)])[None].repeat(len(cls), 0)
+        H0 = np.concatenate([hi[idx] for hi, idx in zip(self.root.upper, self.idx)])[None].repeat(len(cls), 0)
+        lb, A, B, split, xs, L0, H0 = self._evaluate(S0, A0, B0, cls, self.cfg.iters_root, L0, H0)
+        res.info["root_lb"] = {int(k): float(v) for k, v in zip(cls, lb)}
+        found = self._attack(xs)
+        if found is not None:
+            return self._finish(res, found, t0)
+        store = _Store(self.U)
+        open_ = lb <= 0
+        for k, ok in zip(cls, ~open_):
+            if ok:
+                status[int(k)] = "robust"
+        store.add(S0[open_], A[open_], B[open_], lb[open_], cls[open_], split[open_], L0[open_], H0[open_])
+        while len(store) and time.perf_counter() < deadline:
+            # A domain without a neuron left to split cannot be refined here.
+            stuck = store.split < 0
+            if stuck.any():
+                res.info["stuck"] = int(stuck.sum())
+                break
+            S, A, B, lb_p, cls_p, sp, L, H = store.pop_worst(self.cfg.batch)
+            n = len(lb_p)
+            S2 = np.concatenate([S, S])
+            S2[np.arange(n), sp] = 1
+            S2[n + np.arange(n), sp] = -1
+            A2, B2, cls2 = np.concatenate([A, A]), np.concatenate([B, B]), np.concatenate([cls_p, cls_p])
+            L2, H2 = np.concatenate([L, L]), np.concatenate([H, H])
+            lb2, A2, B2, split2, xs, L2, H2 = self._evaluate(S2, A2, B2, cls2, self.cfg.iters, L2, H2)
+            lb2 = np.maximum(lb2, np.concatenate([lb_p, lb_p]))  # a child's domain lies inside its parent's
+            res.rounds += 1
+            res.domains += 2 * n
+            found = self._attack(xs)
+            if found is not None:
+                return self._finish(res, found, t0, store)
+            keep = lb2 <= 0
+            store.add(S2[keep], A2[keep], B2[keep], lb2[keep], cls2[keep], split2[keep], L2[keep], H2[keep])
+            res.max_queue = max(res.max_queue, len(store))
+            if len(store) > self.cfg.max_domains:
+                break
+        for k in classes:
+            if status[k] != "robust" and not np.any(store.cls == k):
+                status[k] = "robust"
+        res.info["open"] = int(len(store))
+        res.info["min_lb"] = float(store.lb.min()) if len(store) else None
+        res.seconds = time.perf_counter() - t0
+        return res
+
+    def _finish(self, res: QueryResult, found, t0: float, store: _Store | None = None) -> QueryResult:
+        res.witness, res.witness_class = found
+        for k in res.status:
+            if res.status[k] != "robust":
+                res.status[k] = "unknown"
+        res.status[int(res.witness_class)] = "attacked"
+        res.seconds = time.perf_counter() - t0
+        return res
