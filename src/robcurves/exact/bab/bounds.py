@@ -1,29 +1,33 @@
 """Linear bounds of the float32 network: CROWN, alpha-CROWN and beta-CROWN, batched over rows.
 
-A *row* asks for a lower bound of ``c . z_s`` (``z_s`` the pre-activations of linear layer
-``s``; ``s = K`` the logits) over the input domain of one point, under the ReLU
-relaxations of that row's subdomain. Rows are batched: a batch holds the rows of many
-subdomains (branch and bound) or of many neurons (intermediate bounds).
+A *row* asks for a lower bound of ``c . z_s`` (``z_s`` the values of node ``s`` of the
+network description; the logits for margins) over the input domain of one point, under
+the ReLU relaxations of that row's subdomain. Rows are batched: a batch holds the rows of
+many subdomains (branch and bound) or of many neurons (intermediate bounds).
 
-Back-substitution from ``z_s`` down to the input (Zhang et al. 2018, CROWN): on a
-linear layer the coefficients pass through ``W^T`` and collect ``Lambda . b``; on a ReLU
-with pre-activation bounds ``l < 0 < u`` the lower line ``alpha z`` (``alpha`` in [0, 1],
-optimised by gradient ascent: alpha-CROWN, Xu et al. 2021) serves positive coefficients
-and the upper line ``u (z - l) / (u - l)`` negative ones. A split neuron (branch and
-bound) is stable in its subdomain; its split constraint ``S_j zh_j >= 0`` enters with a
-multiplier ``beta_j >= 0`` as ``-beta_j S_j zh_j`` (beta-CROWN, Wang et al. 2021), which
-keeps the bound valid for every ``beta`` and tightens it at the optimum.
+Back-substitution from ``z_s`` down to the input (Zhang et al. 2018, CROWN) uses each
+layer's own transpose (``linear_t``); on a ReLU with pre-activation bounds ``l < 0 < u``
+the lower line ``alpha z`` (``alpha`` in [0, 1], optimised by gradient ascent:
+alpha-CROWN, Xu et al. 2021) serves positive coefficients and the upper line
+``u (z - l) / (u - l)`` negative ones. A split neuron is stable in its subdomain; its split
+constraint ``S_j zh_j >= 0`` enters with a multiplier ``beta_j >= 0`` as
+``-beta_j S_j zh_j`` (beta-CROWN, Wang et al. 2021): valid for every ``beta``, tight at the
+optimum.
 
-Soundness for the float32 model (see :mod:`robcurves.exact.bab.rounding`): each linear
-layer's float32 rounding ``delta_k``, ``|delta_k| <= e_k``, enters as ``-|Lambda_k| . e_k``;
-the float64 rounding of the computation itself is subtracted as
-``FLOAT64_SLACK (|c| . M_s + sum beta . M_k)``. The input domain's minimum is exact
+Soundness for the float32 model (see :mod:`robcurves.exact.bab.rounding`): the rounding of
+node ``k``, ``|delta_k| <= g_k (|W_k| |h| + |b_k|)``, enters as ``-g_k |Lambda| . |b_k|``
+and, where the node's input ``h`` is non-negative over the domain (a ReLU output, or the
+input box), as the non-negative coefficient ``g_k |W_k|^T |Lambda|`` on ``h``, which the
+relaxation below bounds jointly with everything else; elsewhere with ``|h|``'s interval
+bound. The float64 rounding of the computation itself is subtracted as
+``slack64 (|c| . M_s + sum beta . M_k)``. The minimum over the input domain is exact
 (:mod:`robcurves.exact.bab.concretize`).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -31,7 +35,7 @@ import numpy as np
 
 from robcurves.exact.bab import rounding
 from robcurves.exact.bab.concretize import linear_lower
-from robcurves.exact.bab.network import BoundNet
+from robcurves.exact.bab.network import BoundGraph, bound_graph
 from robcurves.exact.bab.ops import jit, numpy, ops, tensor, value_and_grad
 from robcurves.norms import Norm, parse_norm
 
@@ -72,17 +76,19 @@ class InputBall:
 class RootBounds:
     """Bounds of one point's domain: what every subdomain of it starts from.
 
-    ``lower[k]``/``upper[k]``: bounds of the float32 pre-activations ``zh_{k+1}`` of ReLU
-    layer ``k`` (0-based, flat); ``err[k]``: the float32 rounding bound ``e`` of linear
-    layer ``k`` (every layer, the logits included).
+    ``lower[k]``/``upper[k]``: bounds of the float32 pre-activations of ReLU ``k`` (flat);
+    ``node_lo``/``node_hi``: interval bounds of every node (flat), whose signs and
+    magnitudes the rounding terms use.
     """
 
     ball: InputBall
     lower: list[np.ndarray]
     upper: list[np.ndarray]
-    err: list[np.ndarray]
+    node_lo: list[np.ndarray]
+    node_hi: list[np.ndarray]
     seconds: float = 0.0
     info: dict = field(default_factory=dict)
+    _t: dict = field(default_factory=dict, repr=False)
 
     def unstable_masks(self) -> list[np.ndarray]:
         return [(lo < 0) & (hi > 0) for lo, hi in zip(self.lower, self.upper)]
@@ -91,180 +97,205 @@ class RootBounds:
         return int(sum(m.sum() for m in self.unstable_masks()))
 
 
-def _relax(lam_a, lo, hi, alpha):
-    """ReLU relaxation of the coefficients ``lam_a`` on ``relu(z)``: ``(coef on z, constant)``."""
-    active = lo >= 0
-    inactive = hi <= 0
-    unstable = ops.logical_not(ops.logical_or(active, inactive))
-    width = ops.where(unstable, hi - lo, ops.ones_like(hi))
-    s = ops.where(unstable, hi / width, ops.zeros_like(hi))
-    pos = ops.maximum(lam_a, 0.0)
-    neg = ops.minimum(lam_a, 0.0)
-    a = ops.clip(alpha, 0.0, 1.0)
-    coef = ops.where(active, lam_a, ops.where(unstable, pos * a + neg * s, ops.zeros_like(lam_a)))
-    const = ops.sum(ops.where(unstable, -neg * s * lo, ops.zeros_like(lam_a)), axis=1)
-    return coef, const
-
-
 class BoundEngine:
-    """CROWN-family bounds of one :class:`BoundNet` in one norm, on ``keras.ops`` (float64)."""
+    """CROWN-family bounds of one network in one norm, on ``keras.ops`` (float64)."""
 
-    def __init__(self, net: BoundNet, norm: "Norm | str", chunk: int = 512):
-        self.net = net
+    def __init__(self, net, norm: "Norm | str", chunk: int = 512):
+        self.g = bound_graph(net)
+        self.net = self.g.net
         self.norm = parse_norm(norm)
         self.p = self.norm.p
-        self.K = len(net.layers)
         self.chunk = int(chunk)
-        self.M = net.magnitudes()
-        longest = sum(layer.fan_in + layer.n_out + 4 for layer in net.layers) + 4 * net.n_inputs + 64
-        self.slack64 = rounding.float64_slack(self.K + 1, longest)
+        self.M = self.g.magnitudes()
+        longest = sum(nd.n for nd in self.g.nodes) * 2 + 4 * self.g.n_inputs + 64
+        self.slack64 = rounding.float64_slack(len(self.g.nodes), longest)
         self._fns: dict = {}
-        # Constants are made eagerly: a tensor first made inside a traced function
-        # cannot be reused by the next trace.
-        for layer in net.layers:
-            layer._k()
-        self._Mt = [tensor(mk[None]) for mk in self.M]
-        self.gam = [float(rounding.gamma(layer.fan_in + 2)) * (1 + 1e-12) for layer in net.layers]
-        self.input_nonnegative = net.bounds[0] >= 0
-        self._xmag = tensor(np.full((1, net.n_inputs), max(abs(net.bounds[0]), abs(net.bounds[1]))))
+        # Constants are made eagerly: a tensor first made inside a traced function cannot
+        # be reused by the next trace.
+        self._Mt = [tensor(m[None]) for m in self.M]
+        self._bias = {i: tensor(nd.bias.reshape(1, *nd.shape)) for i, nd in enumerate(self.g.nodes)
+                      if nd.bias is not None}
+        self._absbias = {i: ops.abs(b) for i, b in self._bias.items()}
+        for i, nd in enumerate(self.g.nodes):  # warm the layers' own tensor caches
+            if nd.kind in ("dense", "conv2d"):
+                z = ops.zeros((1, *nd.shape), dtype="float64")
+                self.g.transpose(i, z)
+                self.g.transpose(i, z, absolute=True)
+
+    @property
+    def n_classes(self) -> int:
+        return self.g.n_classes
 
     # ---------------------------------------------------------------- the pass
-    def _backward(self, start: int, C, lows, ups, alphas, betas, signs, x0, dlo, dhi, radius,
+    def _backward(self, start: int, C, lows, ups, alphas, betas, signs, masks, mags, x0, dlo, dhi, radius,
                   want_argmin: bool = False, want_lams: bool = False):
-        """Lower bound of ``C . zh_start`` (``start`` 1-based: linear layer ``start``).
+        """Lower bound of ``C . zh_start`` (``C``: (R, n_start) on node ``start``, flat).
 
-        ``lows``/``ups``/``alphas``/``betas``/``signs``: per ReLU layer below ``start``
-        ((R or 1, n_k) tensors).
-
-        The float32 rounding of linear layer ``k`` is ``|delta_k| <= g_k (|W_k| ah + |b_k|)``
-        with ``ah >= 0`` the layer's input (a ReLU output, or the input in a box with
-        ``lo >= 0``). Its worst case against the coefficients ``Lambda`` on ``z_k`` is
-        ``-g_k |Lambda| . |b_k| - g_k (|W_k|^T |Lambda|) . ah``: a constant and a
-        non-negative coefficient on ``ah``, which the ReLU relaxation below then bounds
-        jointly with the rest (tighter than ``|ah| <= u`` unit by unit).
+        ``lows``/``ups``/``alphas``/``betas``/``signs``: per ReLU ((R or 1, n_k) tensors;
+        entries for ReLUs after ``start`` are ignored); ``masks``/``mags``: per node, 1
+        where the node's value is non-negative over the domain, and ``|value|``'s bound.
         """
-        lam = C
+        g = self.g
+        coef = {start: ops.reshape(C, (-1, *g.nodes[start].shape))}
         const = ops.zeros_like(C[:, 0])
         err = ops.zeros_like(C[:, 0])
-        slack = ops.sum(ops.abs(C) * self._M(start - 1), axis=1)
-        lams = []
-        for k in range(start - 1, -1, -1):  # linear layer k (0-based)
-            layer = self.net.layers[k]
-            g = self.gam[k]
-            absl = ops.abs(lam)
-            const = const + ops.sum(lam * layer.b(), axis=1)
-            err = err + g * ops.sum(absl * layer.abs_b(), axis=1)
-            lam_a = layer.backward(lam)
-            wabs = layer.backward(absl, absolute=True)
-            if k == 0 and not self.input_nonnegative:
-                err = err + g * ops.sum(wabs * self._xmag, axis=1)
-            else:
-                lam_a = lam_a - g * wabs
-            if k == 0:
-                break
-            j = k - 1  # the ReLU layer below
-            if want_lams:
-                lams.append(lam_a)
-            coef, c = _relax(lam_a, lows[j], ups[j], alphas[j])
-            coef = coef - ops.maximum(betas[j], 0.0) * signs[j]
-            slack = slack + ops.sum(ops.maximum(betas[j], 0.0) * ops.abs(signs[j]) * self._M(j), axis=1)
-            const = const + c
-            lam = coef
-        val, xs = linear_lower(lam_a, x0, dlo, dhi, radius, self.p, want_argmin)
+        slack = ops.sum(ops.abs(C) * self._Mt[start], axis=1)
+        lams = {}
+        for j in range(start, 0, -1):
+            A = coef.pop(j, None)
+            if A is None:
+                continue
+            nd = g.nodes[j]
+            if nd.kind == "relu":
+                k = g.relu_index[j]
+                lam_a = ops.reshape(A, (-1, nd.n))
+                if want_lams:
+                    lams[k] = lam_a
+                lo, hi = lows[k], ups[k]
+                active = lo >= 0
+                inactive = hi <= 0
+                unstable = ops.logical_not(ops.logical_or(active, inactive))
+                s = ops.where(unstable, hi / ops.where(unstable, hi - lo, ops.ones_like(hi)), ops.zeros_like(hi))
+                pos = ops.maximum(lam_a, 0.0)
+                neg = ops.minimum(lam_a, 0.0)
+                a = ops.clip(alphas[k], 0.0, 1.0)
+                z = ops.where(active, lam_a, ops.where(unstable, pos * a + neg * s, ops.zeros_like(lam_a)))
+                const = const + ops.sum(ops.where(unstable, -neg * s * lo, ops.zeros_like(lam_a)), axis=1)
+                b = ops.maximum(betas[k], 0.0)
+                z = z - b * signs[k]
+                slack = slack + ops.sum(b * ops.abs(signs[k]) * self._Mt[nd.inputs[0]], axis=1)
+                self._acc(coef, nd.inputs[0], ops.reshape(z, (-1, *g.nodes[nd.inputs[0]].shape)))
+                continue
+            if nd.kind in ("flatten", "reshape"):
+                self._acc(coef, nd.inputs[0], g.layer(j).linear_t(A))
+                continue
+            absA = ops.abs(A)
+            if nd.kind == "add":
+                for i in nd.inputs:
+                    r = nd.gamma * absA
+                    m = masks[i]
+                    err = err + ops.sum(ops.reshape(r * (1.0 - m) * mags[i], (-1, nd.n)), axis=1)
+                    self._acc(coef, i, A - r * m)
+                continue
+            # dense / conv2d
+            i = nd.inputs[0]
+            if j in self._bias:
+                const = const + ops.sum(ops.reshape(A * self._bias[j], (-1, nd.n)), axis=1)
+                err = err + nd.gamma * ops.sum(ops.reshape(absA * self._absbias[j], (-1, nd.n)), axis=1)
+            a_in = g.transpose(j, A)
+            r = nd.gamma * g.transpose(j, absA, absolute=True)
+            m = masks[i]
+            err = err + ops.sum(ops.reshape(r * (1.0 - m) * mags[i], (-1, g.nodes[i].n)), axis=1)
+            self._acc(coef, i, a_in - r * m)
+        lam_x = ops.reshape(coef[0], (-1, g.n_inputs))
+        val, xs = linear_lower(lam_x, x0, dlo, dhi, radius, self.p, want_argmin)
         lb = val + const - err * (1.0 + 1e-9) - self.slack64 * slack
-        return lb, xs, lams[::-1]
+        return lb, xs, [lams[k] for k in sorted(lams)]
 
-    def _M(self, k: int):
-        return self._Mt[k]
+    @staticmethod
+    def _acc(coef: dict, i: int, v) -> None:
+        coef[i] = v if i not in coef else coef[i] + v
 
     def _fn(self, start: int, mode: str):
         key = (start, mode)
         if key in self._fns:
             return self._fns[key]
         if mode == "plain":
-            def f(C, lows, ups, alphas, betas, signs, x0, dlo, dhi, radius):
-                lb, _, _ = self._backward(start, C, lows, ups, alphas, betas, signs, x0, dlo, dhi, radius)
+            def f(C, lows, ups, alphas, betas, signs, masks, mags, x0, dlo, dhi, radius):
+                lb, _, _ = self._backward(start, C, lows, ups, alphas, betas, signs, masks, mags, x0, dlo, dhi, radius)
                 return lb
         elif mode == "full":
-            def f(C, lows, ups, alphas, betas, signs, x0, dlo, dhi, radius):
-                return self._backward(start, C, lows, ups, alphas, betas, signs, x0, dlo, dhi, radius,
+            def f(C, lows, ups, alphas, betas, signs, masks, mags, x0, dlo, dhi, radius):
+                return self._backward(start, C, lows, ups, alphas, betas, signs, masks, mags, x0, dlo, dhi, radius,
                                       want_argmin=True, want_lams=True)
         elif mode.startswith("opt"):
-            _, iters, lr_a, lr_b, use_beta, full = mode.split(":")
-            iters, lr_a, lr_b = int(iters), float(lr_a), float(lr_b)
-            use_beta, full = use_beta == "1", full == "1"
-
-            def loss(params, C, lows, ups, signs, x0, dlo, dhi, radius, weight):
-                n = len(params) // 2
-                lb, _, _ = self._backward(start, C, lows, ups, params[:n], params[n:], signs, x0, dlo, dhi, radius)
-                return -ops.sum(lb * weight), lb
-
-            vg = value_and_grad(loss)
-
-            def f(alphas, betas, C, lows, ups, signs, x0, dlo, dhi, radius, stop_at):
-                # Adam ascent on the lower bounds in one compiled loop; every iterate is a valid
-                # bound, the best per row is kept with its parameters.
-                n = len(alphas)
-                params = list(alphas) + list(betas)
-                zeros = [ops.zeros_like(p) for p in params]
-                lb0 = ops.full_like(C[:, 0], -1e300)
-
-                def body(t, state):
-                    params, m, v, best, best_p = state
-                    weight = ops.cast(best <= stop_at, best.dtype)
-                    (_, lb), grads = vg(params, C, lows, ups, signs, x0, dlo, dhi, radius, weight)
-                    better = lb > best
-                    best = ops.where(better, lb, best)
-                    bc = ops.expand_dims(better, 1)
-                    best_p = [ops.where(bc, p, bp) for p, bp in zip(params, best_p)]
-                    tf_ = ops.cast(t + 1, best.dtype)
-                    new, m2, v2 = [], [], []
-                    for i, (p, g) in enumerate(zip(params, grads)):
-                        is_beta = i >= n
-                        if is_beta and not use_beta:
-                            new.append(p)
-                            m2.append(m[i])
-                            v2.append(v[i])
-                            continue
-                        mi = 0.9 * m[i] + 0.1 * g
-                        vi = 0.999 * v[i] + 0.001 * g * g
-                        step = (mi / (1 - ops.power(0.9, tf_))) / (ops.sqrt(vi / (1 - ops.power(0.999, tf_))) + 1e-8)
-                        if is_beta:
-                            new.append(ops.maximum(p - lr_b * step, 0.0))
-                        else:
-                            new.append(ops.clip(p - lr_a * step, 0.0, 1.0))
-                        m2.append(mi)
-                        v2.append(vi)
-                    return new, m2, v2, best, best_p
-
-                state = (params, zeros, list(zeros), lb0, list(params))
-                _, _, _, best, best_p = ops.fori_loop(0, iters, body, state)
-                out = [best, best_p[:n], best_p[n:]]
-                if full:
-                    lb2, xs, lams = self._backward(start, C, lows, ups, best_p[:n], best_p[n:], signs, x0, dlo, dhi,
-                                                   radius, want_argmin=True, want_lams=True)
-                    out += [ops.maximum(best, lb2), xs, lams]
-                return out
-
+            f = self._make_opt(start, mode)
         else:  # pragma: no cover
             raise ValueError(mode)
         self._fns[key] = jit(f)
         return self._fns[key]
 
+    def _make_opt(self, start: int, mode: str):
+        _, iters, lr_a, lr_b, use_beta, full = mode.split(":")
+        iters, lr_a, lr_b = int(iters), float(lr_a), float(lr_b)
+        use_beta, full = use_beta == "1", full == "1"
+
+        def loss(params, C, lows, ups, signs, masks, mags, x0, dlo, dhi, radius, weight):
+            n = len(params) // 2
+            lb, _, _ = self._backward(start, C, lows, ups, params[:n], params[n:], signs, masks, mags, x0, dlo, dhi,
+                                      radius)
+            return -ops.sum(lb * weight), lb
+
+        vg = value_and_grad(loss)
+
+        def f(alphas, betas, C, lows, ups, signs, masks, mags, x0, dlo, dhi, radius, stop_at):
+            # Adam ascent on the lower bounds in one compiled loop; every iterate is a valid
+            # bound, the best per row is kept with its parameters.
+            n = len(alphas)
+            params = list(alphas) + list(betas)
+            zeros = [ops.zeros_like(p) for p in params]
+            lb0 = ops.full_like(C[:, 0], -1e300)
+
+            def body(t, state):
+                params, m, v, best, best_p = state
+                weight = ops.cast(best <= stop_at, best.dtype)
+                (_, lb), grads = vg(params, C, lows, ups, signs, masks, mags, x0, dlo, dhi, radius, weight)
+                better = lb > best
+                best = ops.where(better, lb, best)
+                bc = ops.expand_dims(better, 1)
+                best_p = [ops.where(bc, p, bp) for p, bp in zip(params, best_p)]
+                tt = ops.cast(t + 1, best.dtype)
+                new, m2, v2 = [], [], []
+                for i, (p, gr) in enumerate(zip(params, grads)):
+                    is_beta = i >= n
+                    if is_beta and not use_beta:
+                        new.append(p)
+                        m2.append(m[i])
+                        v2.append(v[i])
+                        continue
+                    mi = 0.9 * m[i] + 0.1 * gr
+                    vi = 0.999 * v[i] + 0.001 * gr * gr
+                    step = (mi / (1 - ops.power(0.9, tt))) / (ops.sqrt(vi / (1 - ops.power(0.999, tt))) + 1e-8)
+                    if is_beta:
+                        new.append(ops.maximum(p - lr_b * step, 0.0))
+                    else:
+                        new.append(ops.clip(p - lr_a * step, 0.0, 1.0))
+                    m2.append(mi)
+                    v2.append(vi)
+                return new, m2, v2, best, best_p
+
+            state = (params, zeros, list(zeros), lb0, list(params))
+            _, _, _, best, best_p = ops.fori_loop(0, iters, body, state)
+            out = [best, best_p[:n], best_p[n:]]
+            if full:
+                lb2, xs, lams = self._backward(start, C, lows, ups, best_p[:n], best_p[n:], signs, masks, mags, x0,
+                                               dlo, dhi, radius, want_argmin=True, want_lams=True)
+                out += [ops.maximum(best, lb2), xs, lams]
+            return out
+
+        return f
+
     # ------------------------------------------------------------- plumbing
-    def _ball_tensors(self, ball: InputBall, rows: int | None = None):
-        x0, dlo, dhi = (tensor(a[None]) for a in (ball.x0, ball.dlo, ball.dhi))
-        return x0, dlo, dhi, tensor(np.array([ball.radius]))
+    def _root_tensors(self, root: RootBounds):
+        """The per-point constants of ``root`` as tensors (made once per root)."""
+        if not root._t:
+            b = root.ball
+            root._t["ball"] = (tensor(b.x0[None]), tensor(b.dlo[None]), tensor(b.dhi[None]),
+                               tensor(np.array([b.radius])))
+            masks, mags = [], []
+            for nd, lo, hi in zip(self.g.nodes, root.node_lo, root.node_hi):
+                masks.append(tensor((lo >= 0).astype(np.float64).reshape(1, *nd.shape)))
+                mags.append(tensor(np.maximum(np.abs(lo), np.abs(hi)).reshape(1, *nd.shape)))
+            root._t["masks"], root._t["mags"] = masks, mags
+        return root._t
 
     @staticmethod
     def _t(arrs: Sequence[np.ndarray]):
         return [tensor(a if a.ndim == 2 else a[None]) for a in arrs]
 
-    def _defaults(self, root: RootBounds, start: int, R: int, alphas=None, betas=None, signs=None, lows=None,
-                  ups=None):
-        nrelu = start - 1
-        lows = root.lower[:nrelu] if lows is None else lows[:nrelu]
-        ups = root.upper[:nrelu] if ups is None else ups[:nrelu]
+    def _defaults(self, root: RootBounds, alphas=None, betas=None, signs=None, lows=None, ups=None):
+        lows = root.lower if lows is None else lows
+        ups = root.upper if ups is None else ups
         if alphas is None:
             alphas = [np.atleast_2d((hi > -lo).astype(np.float64)) for lo, hi in zip(lows, ups)]
         if betas is None:
@@ -279,28 +310,30 @@ class BoundEngine:
         out_l, out_u = [], []
         for lo, hi, s in zip(lows, ups, signs):
             s = np.asarray(s)
-            lo2 = np.where(s > 0, np.maximum(lo, 0.0), lo)
-            hi2 = np.where(s < 0, np.minimum(hi, 0.0), hi)
-            out_l.append(lo2)
-            out_u.append(hi2)
+            out_l.append(np.where(s > 0, np.maximum(lo, 0.0), lo))
+            out_u.append(np.where(s < 0, np.minimum(hi, 0.0), hi))
         return out_l, out_u
+
+    def _args(self, root, C, lows, ups, signs):
+        t = self._root_tensors(root)
+        x0, dlo, dhi, rad = t["ball"]
+        return (tensor(C), self._t(lows), self._t(ups), self._t(signs), t["masks"], t["mags"], x0, dlo, dhi, rad)
 
     # ------------------------------------------------------------- public
     def bound(self, root: RootBounds, start: int, C: np.ndarray, alphas=None, betas=None, signs=None,
               full: bool = False, lows=None, ups=None):
-        """Lower bounds of ``C . zh_start`` (rows of ``C``) under ``root`` (+ splits ``signs``).
+        """Lower bounds of ``C . zh_start`` (rows of ``C``, flat on node ``start``) under ``root``.
 
-        ``lows``/``ups`` (optional, per ReLU layer, (R, n_k)): tighter per-row
-        pre-activation bounds of a subdomain (default: the root's). Returns ``lb`` (R,);
-        with ``full=True`` also the minimisers ``x`` (R, n) of the final linear bound and
-        the coefficients on every ReLU output (for branching).
+        ``signs``: splits per ReLU ((R, n_k), +1/-1/0); ``lows``/``ups`` (optional, per
+        ReLU, (R, n_k)): tighter per-row pre-activation bounds of a subdomain. Returns
+        ``lb`` (R,); with ``full=True`` also the minimisers ``x`` (R, n) of the final linear
+        bound and the coefficients on every ReLU output (for branching).
         """
         C = np.atleast_2d(np.asarray(C, dtype=np.float64))
-        lows, ups, alphas, betas, signs = self._defaults(root, start, len(C), alphas, betas, signs, lows, ups)
+        lows, ups, alphas, betas, signs = self._defaults(root, alphas, betas, signs, lows, ups)
         lows, ups = self.apply_splits(lows, ups, signs)
-        x0, dlo, dhi, rad = self._ball_tensors(root.ball)
-        args = (tensor(C), self._t(lows), self._t(ups), self._t(alphas), self._t(betas), self._t(signs),
-                x0, dlo, dhi, rad)
+        Ct, lw, up, sg, masks, mags, x0, dlo, dhi, rad = self._args(root, C, lows, ups, signs)
+        args = (Ct, lw, up, self._t(alphas), self._t(betas), sg, masks, mags, x0, dlo, dhi, rad)
         if full:
             lb, xs, lams = self._fn(start, "full")(*args)
             return numpy(lb), numpy(xs), [numpy(a) for a in lams]
@@ -319,15 +352,14 @@ class BoundEngine:
         """
         C = np.atleast_2d(np.asarray(C, dtype=np.float64))
         R = len(C)
-        lows, ups, alphas, betas, signs = self._defaults(root, start, R, alphas, betas, signs, lows, ups)
+        lows, ups, alphas, betas, signs = self._defaults(root, alphas, betas, signs, lows, ups)
         lows, ups = self.apply_splits(lows, ups, signs)
         alphas = [np.broadcast_to(a, (R, lo.shape[-1])) for a, lo in zip(alphas, lows)]
         betas = [np.broadcast_to(b, (R, lo.shape[-1])) for b, lo in zip(betas, lows)]
         use_beta = use_beta and any(np.any(np.asarray(s) != 0) for s in signs)
-        x0, dlo, dhi, rad = self._ball_tensors(root.ball)
         key = f"opt:{int(iters)}:{lr_alpha}:{lr_beta}:{int(use_beta)}:{int(full)}"
-        out = self._fn(start, key)(self._t(alphas), self._t(betas), tensor(C), self._t(lows), self._t(ups),
-                                   self._t(signs), x0, dlo, dhi, rad,
+        Ct, lw, up, sg, masks, mags, x0, dlo, dhi, rad = self._args(root, C, lows, ups, signs)
+        out = self._fn(start, key)(self._t(alphas), self._t(betas), Ct, lw, up, sg, masks, mags, x0, dlo, dhi, rad,
                                    tensor(np.inf if stop_at is None else float(stop_at)))
         lb = numpy(out[0])
         al = [numpy(a) for a in out[1]]
@@ -338,49 +370,67 @@ class BoundEngine:
 
     # ------------------------------------------------------------- root
     def root_bounds(self, ball: InputBall, optimise_intermediate: int = 0) -> RootBounds:
-        """Interval and CROWN bounds of every ReLU layer over ``ball`` (float32 model).
+        """Interval and CROWN bounds of every node over ``ball`` (the float32 model's values).
 
-        ``optimise_intermediate``: alpha-CROWN iterations for the intermediate bounds
-        (0: plain CROWN with the adaptive lower slope).
+        Node by node: interval arithmetic widened by the node's float32 rounding bound;
+        at every ReLU input, CROWN (``optimise_intermediate`` > 0: that many alpha-CROWN
+        steps) for the units the interval leaves unstable, intersected with the interval.
         """
-        import time
-
         t0 = time.perf_counter()
-        net = self.net
-        root = RootBounds(ball, [], [], [])
-        x0, dlo, dhi, rad = self._ball_tensors(ball)
-        m_prev = np.maximum(np.abs(ball.lo), np.abs(ball.hi))[None]  # >= |x|
-        a_lo, a_hi = ball.lo[None], ball.hi[None]
-        for k, layer in enumerate(net.layers):
-            e = rounding.layer_error(layer.abs_forward(m_prev), layer.bias[None], layer.fan_in)[0]
-            root.err.append(e)
-            if k == self.K - 1:
-                break
-            # Interval arithmetic (exact for the first layer over a linf box).
-            c = (a_lo + a_hi) / 2.0
-            w = (a_hi - a_lo) / 2.0
-            zc = numpy(layer.forward(tensor(c)))[0]
-            zw = layer.abs_forward(w)[0] * (1 + 1e-12)
-            lo, hi = zc - zw - e, zc + zw + e
-            lo = lo - self.slack64 * self.M[k]
-            hi = hi + self.slack64 * self.M[k]
-            rows = np.flatnonzero((lo < 0) & (hi > 0))
-            if len(rows) and (k > 0 or not math.isinf(self.p)):
-                clo, chi = self._crown_rows(root, k + 1, rows, optimise_intermediate)
-                lo = lo.copy()
-                hi = hi.copy()
-                lo[rows] = np.maximum(lo[rows], clo)
-                hi[rows] = np.minimum(hi[rows], chi)
-            root.lower.append(lo)
-            root.upper.append(hi)
-            a_lo, a_hi = np.maximum(lo, 0.0)[None], np.maximum(hi, 0.0)[None]
-            m_prev = a_hi
+        g = self.g
+        root = RootBounds(ball, [None] * len(g.pre), [None] * len(g.pre), [ball.lo.copy()], [ball.hi.copy()])
+        pre_of = {p: k for k, p in enumerate(g.pre)}
+        for i, nd in enumerate(g.nodes[1:], start=1):
+            los = [root.node_lo[j] for j in nd.inputs]
+            his = [root.node_hi[j] for j in nd.inputs]
+            mags = [np.maximum(np.abs(a), np.abs(b)) for a, b in zip(los, his)]
+            if nd.kind == "relu":
+                lo, hi = np.maximum(los[0], 0.0), np.maximum(his[0], 0.0)
+            elif nd.kind in ("flatten", "reshape"):
+                lo, hi = los[0], his[0]
+            elif nd.kind == "add":
+                e = nd.gamma * (mags[0] + mags[1]) * (1 + 1e-12)
+                lo, hi = los[0] + los[1] - e, his[0] + his[1] + e
+            else:
+                src = g.nodes[nd.inputs[0]]
+                layer = g.layer(i)
+                c = layer.evaluate_numpy(((los[0] + his[0]) / 2).reshape(1, *src.shape)).reshape(-1)
+                w = nd.abs_layer.evaluate_numpy(((his[0] - los[0]) / 2).reshape(1, *src.shape)).reshape(-1)
+                e = nd.gamma * (g.forward_abs(i, mags) + np.abs(nd.bias)) * (1 + 1e-12)
+                lo, hi = c - w * (1 + 1e-12) - e, c + w * (1 + 1e-12) + e
+            lo = lo - self.slack64 * self.M[i]
+            hi = hi + self.slack64 * self.M[i]
+            if i in pre_of:
+                direct = nd.kind in ("dense", "conv2d") and nd.inputs[0] == 0
+                rows = np.flatnonzero((lo < 0) & (hi > 0))
+                if len(rows) and not (direct and math.isinf(self.p)):
+                    root.node_lo.append(lo)
+                    root.node_hi.append(hi)
+                    clo, chi = self._crown_rows(root, i, rows, optimise_intermediate)
+                    root.node_lo.pop()
+                    root.node_hi.pop()
+                    lo, hi = lo.copy(), hi.copy()
+                    lo[rows] = np.maximum(lo[rows], clo)
+                    hi[rows] = np.minimum(hi[rows], chi)
+                root.lower[pre_of[i]] = lo
+                root.upper[pre_of[i]] = hi
+            root.node_lo.append(lo)
+            root.node_hi.append(hi)
+        root._t = {}
         root.seconds = time.perf_counter() - t0
         return root
 
-    def _crown_rows(self, root: RootBounds, start: int, rows: np.ndarray, iters: int):
-        """CROWN bounds (lower, upper) of the units ``rows`` of linear layer ``start``."""
-        n = self.net.layers[start - 1].n_out
+    def _crown_rows(self, root: RootBounds, node: int, rows: np.ndarray, iters: int):
+        """CROWN bounds (lower, upper) of the units ``rows`` of ``node`` (ReLUs below it are known)."""
+        n = self.g.nodes[node].n
+        # Only the ReLUs before ``node`` are read; the others are placeholders.
+        sizes = self.g.relu_sizes()
+        pad_lo = [np.zeros(m) if a is None else a for a, m in zip(root.lower, sizes)]
+        pad_hi = [np.zeros(m) if a is None else a for a, m in zip(root.upper, sizes)]
+        # Masks/magnitudes of nodes not yet bounded are never read either.
+        node_lo = list(root.node_lo) + [np.zeros(nd.n) for nd in self.g.nodes[len(root.node_lo):]]
+        node_hi = list(root.node_hi) + [np.zeros(nd.n) for nd in self.g.nodes[len(root.node_hi):]]
+        tmp = RootBounds(root.ball, pad_lo, pad_hi, node_lo, node_hi)
         los, his = [], []
         for i in range(0, len(rows), self.chunk // 2):
             part = rows[i:i + self.chunk // 2]
@@ -388,16 +438,20 @@ class BoundEngine:
             C[np.arange(len(part)), part] = 1.0
             C[len(part) + np.arange(len(part)), part] = -1.0
             if iters > 0:
-                lb, _, _ = self.optimise(root, start, C, iters=iters)
+                lb, _, _ = self.optimise(tmp, node, C, iters=iters)
             else:
-                lb = self.bound(root, start, C)
+                lb = self.bound(tmp, node, C)
             los.append(lb[:len(part)])
             his.append(-lb[len(part):])
         return np.concatenate(los), np.concatenate(his)
 
     def margin_rows(self, y: int, classes: Sequence[int]) -> np.ndarray:
         """Rows ``e_y - e_k`` on the logits: a lower bound > 0 proves class ``k`` cannot win."""
-        C = np.zeros((len(classes), self.net.n_classes))
+        C = np.zeros((len(classes), self.n_classes))
         C[:, y] = 1.0
         C[np.arange(len(classes)), list(classes)] -= 1.0
         return C
+
+    @property
+    def output(self) -> int:
+        return self.g.output

@@ -124,13 +124,13 @@ class Query:
         self.logits_fn = logits_fn
         self.input_shape = tuple(input_shape)
         self.cfg = settings or BabSettings()
-        self.K = len(engine.net.layers)
+        self.K = engine.output  # the logits node: where the margin rows start
         masks = root.unstable_masks()
         self.idx = [np.flatnonzero(m) for m in masks]
         self.off = np.cumsum([0] + [len(i) for i in self.idx])
         self.U = int(self.off[-1])
         self.default_alpha = [(hi > -lo).astype(np.float64) for lo, hi in zip(root.lower, root.upper)]
-        self.biases = [layer.bias for layer in engine.net.layers[:-1]]
+        self.biases = [engine.g.pre_bias(k) for k in range(len(engine.g.pre))]
 
     # ------------------------------------------------------------ dense <-> compact
     def _dense(self, S, A, B):
@@ -193,7 +193,7 @@ class Query:
                 lows, ups = self._dense_bounds(L[rows], H[rows])
                 lows, ups = self.eng.apply_splits(lows, ups, signs)
                 alphas = [(hi > -lo).astype(np.float64) for lo, hi in zip(lows, ups)]
-                lb = self.eng.bound(self.root, k + 1, C, alphas, None, signs, lows=lows, ups=ups)
+                lb = self.eng.bound(self.root, self.eng.g.pre[k], C, alphas, None, signs, lows=lows, ups=ups)
                 j = self.off[k] + cc
                 L[dd, j] = np.maximum(L[dd, j], lb[:m])
                 H[dd, j] = np.minimum(H[dd, j], -lb[m:])

@@ -1,226 +1,217 @@
-"""The network as bound propagation sees it: linear layers (Dense, Conv2D) and ReLUs.
+"""The network description (:mod:`robcurves.network`) as branch and bound sees it.
 
-A :class:`BoundNet` is a chain ``z_1 = L_1(x)``, ``a_k = relu(z_k)``,
-``z_{k+1} = L_{k+1}(a_k)``, ..., ``z_K`` = the logits. Every linear layer knows how to
+Branch and bound needs, per node of the description, what the layer's own interface
+gives (``linear_t`` for back-substitution, ``evaluate_numpy`` for interval arithmetic,
+``bias_vector``) plus two things that belong to certification rather than to the layer:
 
-- evaluate itself (:meth:`LinearLayer.forward`, ``keras.ops``, batched, NHWC),
-- push linear-bound coefficients backwards (:meth:`LinearLayer.backward`: ``A -> A W``,
-  the transposed convolution for Conv2D, exactly the adjoint of :meth:`forward`),
-- bound its own float32 rounding error (:meth:`LinearLayer.abs_forward`, ``|W| m``).
+- ``gamma``: the float32 rounding constant of the node (:mod:`.rounding`): a Dense or
+  Conv2D output is a sum of ``fan_in`` products and a bias, an Add one addition, a
+  reshape is exact;
+- ``abs_layer``: the same layer with absolute weights, whose ``linear_t`` gives
+  ``|L|^T`` (the rounding bound's coefficients) and whose ``evaluate_numpy`` gives
+  ``|L| m``.
 
-This is the adapter the issue allows until the shared network description
-(``robcurves.network``) lands: it reads the plain Keras chains that ``robcurves.models``
-writes (``InputLayer``, ``Conv2D``, ``Dense``, ``Flatten``, ``ReLU``, ``Dropout``), checks
-them with :func:`robcurves.exact.layers.network_from_keras` (which rejects anything else by
-name), and compares its own evaluation with the Keras model.
+Supported: Dense, Conv2D, Flatten, Reshape, Add, ReLU (the layers of the models this
+project trains and converts, and residual nets). Other layers (pools, folded
+normalisation, ...) are refused by name: their float32 rounding is not modelled here,
+so a certificate could not be trusted (``exact.method: milp`` takes them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
-from robcurves.exact.bab.ops import DTYPE, ops, tensor
+from robcurves.exact.bab import rounding
+from robcurves.network import Conv2D, Dense, Network
+
+SUPPORTED = ("dense", "conv2d", "flatten", "reshape", "add", "relu")
 
 
 @dataclass
-class LinearLayer:
-    """``z = W h + b`` as a Dense (``kernel`` (n_in, n_out)) or Conv2D (``kernel`` HWIO) layer.
+class NodeInfo:
+    kind: str
+    inputs: tuple[int, ...]
+    shape: tuple[int, ...]
+    n: int
+    gamma: float = 0.0
+    abs_layer: object = None
+    bias: np.ndarray | None = None  # flat float64
+    fast_t: object = None  # (kernel, strides, padding, output_padding) for conv_transpose, if it matches
 
-    ``in_shape``/``out_shape`` exclude the batch. ``fan_in`` is the number of products
-    summed per output (kernel height x width x input channels for a convolution).
-    """
 
-    kind: str  # "dense" | "conv"
-    kernel: np.ndarray
-    bias: np.ndarray  # flat, (n_out,)
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    strides: tuple[int, int] = (1, 1)
-    padding: str = "valid"
-    name: str = "linear"
-    output_padding: tuple[int, int] | None = None
-    _t: dict = field(default_factory=dict, repr=False)
+class _ConvTranspose:
+    """``L^T`` of a TF-padded Conv2D as one ``conv_transpose`` (about 3x faster on this CPU than
+    the layer's dilate-pad-convolve ``linear_t``; checked against it when made)."""
+
+    def __init__(self, layer, kernel: np.ndarray):
+        self.kernel = np.asarray(kernel, dtype=np.float64)
+        self.strides = tuple(layer.strides)
+        self.padding = layer.padding_name
+        self.in_shape = tuple(layer.in_shape)
+        self.out_shape = tuple(layer.out_shape)
+        self.output_padding = None
+        self._k: dict = {}
+        from keras import ops
+
+        z = ops.zeros((1, *self.out_shape), dtype="float64")
+        for op in [None] + [(a, b) for a in range(self.strides[0]) for b in range(self.strides[1])]:
+            try:
+                self.output_padding = op
+                out = self(z)
+            except Exception:  # noqa: BLE001 - an output_padding this backend refuses
+                continue
+            if tuple(out.shape[1:]) == self.in_shape:
+                return
+        raise ValueError("no conv_transpose reproduces the input shape")
+
+    def __call__(self, a):
+        from keras import ops
+
+        dt = str(a.dtype).split(".")[-1]
+        k = self._k.get(dt)
+        if k is None:
+            k = ops.convert_to_tensor(self.kernel, dtype=a.dtype)
+            self._k[dt] = k
+        a = ops.reshape(a, (-1, *self.out_shape))
+        return ops.conv_transpose(a, k, strides=self.strides, padding=self.padding,
+                                  output_padding=self.output_padding)
+
+
+def _fast_transpose(layer, kernel: np.ndarray):
+    """A checked :class:`_ConvTranspose` for ``layer`` (with ``kernel``), or None."""
+    if layer.padding_name is None:
+        return None
+    try:
+        t = _ConvTranspose(layer, kernel)
+    except ValueError:
+        return None
+    from keras import ops
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, *layer.out_shape))
+    x = rng.normal(size=(2, *layer.in_shape))
+    fwd = np.asarray(ops.convert_to_numpy(ops.conv(ops.convert_to_tensor(x), ops.convert_to_tensor(kernel),
+                                                   strides=layer.strides, padding=layer.padding_name)))
+    back = np.asarray(ops.convert_to_numpy(t(ops.convert_to_tensor(a))))
+    if fwd.shape != a.shape or not np.isclose(np.sum(a * fwd), np.sum(back * x), rtol=1e-9, atol=1e-9):
+        return None
+    return t
+
+
+class BoundGraph:
+    """Per-node facts of a :class:`robcurves.network.Network` for bound propagation."""
+
+    def __init__(self, net: Network):
+        self.net = net
+        folded = (net.meta or {}).get("folded") or []
+        if folded:
+            raise ValueError(f"bab: the description folds {list(folded)} into other layers; the float32 model "
+                             "computes them separately, so its rounding is not the description's "
+                             "(use exact.method: milp)")
+        self.nodes: list[NodeInfo] = [NodeInfo("input", (), net.input_shape, net.n_inputs)]
+        for i, node in enumerate(net.nodes[1:], start=1):
+            layer = node.layer
+            kind = layer.kind
+            if kind not in SUPPORTED:
+                raise ValueError(f"bab: layer {node.name!r} ({kind}) is not supported by branch and bound "
+                                 f"(supported: {', '.join(SUPPORTED)}; use exact.method: milp)")
+            info = NodeInfo(kind, tuple(node.inputs), tuple(node.shape), int(np.prod(node.shape)))
+            if kind == "dense":
+                W = layer.numpy("W")
+                info.gamma = float(rounding.gamma(W.shape[0] + 2))
+                info.abs_layer = Dense(layer.in_shape, np.abs(W).astype(np.float64), None, name=f"{node.name}|abs|")
+                info.bias = layer.bias_vector()
+            elif kind == "conv2d":
+                W = layer.numpy("W")
+                kh, kw, cin, _ = W.shape
+                info.gamma = float(rounding.gamma(kh * kw * cin + 2))
+                info.abs_layer = Conv2D(layer.in_shape, np.abs(W).astype(np.float64), None, layer.strides,
+                                        tuple(layer.pads), name=f"{node.name}|abs|")
+                info.bias = layer.bias_vector()
+                fast, fast_abs = _fast_transpose(layer, W), _fast_transpose(layer, np.abs(W))
+                if fast is not None and fast_abs is not None:
+                    info.fast_t = (fast, fast_abs)
+            elif kind == "add":
+                info.gamma = float(rounding.gamma(1))
+            self.nodes.append(info)
+        self.relus = [i for i, nd in enumerate(self.nodes) if nd.kind == "relu"]
+        self.pre = [self.nodes[r].inputs[0] for r in self.relus]  # the pre-activation node of each ReLU
+        self.relu_index = {r: k for k, r in enumerate(self.relus)}
+        if self.nodes[-1].kind == "relu":
+            raise ValueError("bab: the last layer must give the logits (no ReLU after it)")
 
     @property
-    def n_in(self) -> int:
-        return int(np.prod(self.in_shape))
+    def output(self) -> int:
+        return len(self.nodes) - 1
 
     @property
-    def n_out(self) -> int:
-        return int(np.prod(self.out_shape))
-
-    @property
-    def fan_in(self) -> int:
-        if self.kind == "dense":
-            return int(self.kernel.shape[0])
-        kh, kw, cin, _ = self.kernel.shape
-        return int(kh * kw * cin)
-
-    def _k(self, dtype: str = DTYPE):
-        key = ("k", dtype)
-        if key not in self._t:
-            self._t[key] = tensor(self.kernel, dtype)
-            self._t[("b", dtype)] = tensor(self.bias, dtype)
-            self._t[("absk", dtype)] = tensor(np.abs(self.kernel), dtype)
-            self._t[("absb", dtype)] = tensor(np.abs(self.bias), dtype)
-        return self._t[key]
-
-    def b(self, dtype: str = DTYPE):
-        self._k(dtype)
-        return self._t[("b", dtype)]
-
-    def linear(self, h, dtype: str = DTYPE, absolute: bool = False):
-        """``W h`` (no bias) for a batch ``h`` of shape ``(B, *in_shape)`` or ``(B, n_in)``."""
-        self._k(dtype)
-        k = self._t[("absk", dtype)] if absolute else self._t[("k", dtype)]
-        h = ops.reshape(h, (-1, *self.in_shape))
-        if self.kind == "dense":
-            return ops.matmul(h, k)
-        return ops.conv(h, k, strides=self.strides, padding=self.padding)
-
-    def forward(self, h, dtype: str = DTYPE):
-        """``W h + b``, shape ``(B, n_out)`` (flattened NHWC)."""
-        z = self.linear(h, dtype)
-        return ops.reshape(z, (-1, self.n_out)) + self.b(dtype)
-
-    def abs_b(self, dtype: str = DTYPE):
-        self._k(dtype)
-        return self._t[("absb", dtype)]
-
-    def backward(self, A, dtype: str = DTYPE, absolute: bool = False):
-        """Coefficients on the input of ``A . (W h)``: ``A W``, ``(R, n_out) -> (R, n_in)``
-        (``A |W|`` with ``absolute=True``)."""
-        self._k(dtype)
-        k = self._t[("absk", dtype)] if absolute else self._t[("k", dtype)]
-        if self.kind == "dense":
-            return ops.matmul(ops.reshape(A, (-1, self.n_out)), ops.transpose(k))
-        A = ops.reshape(A, (-1, *self.out_shape))
-        out = ops.conv_transpose(A, k, strides=self.strides, padding=self.padding,
-                                 output_padding=self.output_padding)
-        return ops.reshape(out, (-1, self.n_in))
-
-    def abs_forward(self, m: np.ndarray) -> np.ndarray:
-        """``|W| m`` for non-negative ``m`` of shape ``(B, n_in)`` (NumPy float64, (B, n_out))."""
-        z = self.linear(tensor(np.asarray(m, dtype=np.float64)), "float64", absolute=True)
-        return np.asarray(ops.convert_to_numpy(ops.reshape(z, (-1, self.n_out))))
-
-
-def _conv_output_padding(kernel: np.ndarray, in_shape, strides, padding) -> tuple[int, int] | None:
-    """The ``output_padding`` that makes ``conv_transpose`` return exactly ``in_shape``."""
-    x = np.zeros((1, *in_shape))
-    y = ops.conv(tensor(x), tensor(kernel), strides=strides, padding=padding)
-    A = ops.zeros_like(y)
-    for op in [None] + [(i, j) for i in range(max(strides)) for j in range(max(strides))]:
-        if op is not None and (op[0] >= strides[0] or op[1] >= strides[1]):
-            continue
-        try:
-            t = ops.conv_transpose(A, tensor(kernel), strides=strides, padding=padding, output_padding=op)
-        except Exception:  # noqa: BLE001 - an output_padding this backend refuses
-            continue
-        if tuple(t.shape[1:3]) == tuple(in_shape[:2]):
-            return op
-    raise ValueError(f"bab: no transposed convolution gives back input shape {tuple(in_shape)}")
-
-
-@dataclass
-class BoundNet:
-    """A chain of :class:`LinearLayer`; a ReLU follows every layer but the last (the logits)."""
-
-    layers: list[LinearLayer]
-    input_shape: tuple[int, ...]
-    n_classes: int
-    bounds: tuple[float, float] = (0.0, 1.0)
+    def n_classes(self) -> int:
+        return self.net.n_classes
 
     @property
     def n_inputs(self) -> int:
-        return int(np.prod(self.input_shape))
+        return self.net.n_inputs
 
     @property
-    def relu_sizes(self) -> list[int]:
-        return [layer.n_out for layer in self.layers[:-1]]
+    def input_shape(self) -> tuple[int, ...]:
+        return self.net.input_shape
 
-    def forward(self, x, dtype: str = DTYPE):
-        """Logits of a batch ``x`` (any shape ``(B, ...)`` with ``n_inputs`` values per row)."""
-        h = ops.reshape(tensor(x, dtype) if isinstance(x, np.ndarray) else x, (-1, self.n_inputs))
-        for i, layer in enumerate(self.layers):
-            h = layer.forward(h, dtype)
-            if i < len(self.layers) - 1:
-                h = ops.relu(h)
-        return h
+    @property
+    def bounds(self) -> tuple[float, float]:
+        return self.net.bounds
+
+    def layer(self, i: int):
+        return self.net.nodes[i].layer
+
+    def transpose(self, i: int, a, absolute: bool = False):
+        """``L^T a`` (``|L|^T a`` with ``absolute``) of affine node ``i``; ``a`` is ``(N, *shape)``."""
+        nd = self.nodes[i]
+        if nd.fast_t is not None:
+            return nd.fast_t[1 if absolute else 0](a)
+        return (nd.abs_layer if absolute else self.layer(i)).linear_t(a)
+
+    def relu_sizes(self) -> list[int]:
+        return [self.nodes[p].n for p in self.pre]
+
+    def pre_bias(self, k: int) -> np.ndarray:
+        """Bias of the layer that gives ReLU ``k``'s pre-activation (zeros if it has none)."""
+        nd = self.nodes[self.pre[k]]
+        return nd.bias if nd.bias is not None else np.zeros(nd.n)
+
+    def forward_abs(self, i: int, m_in: list[np.ndarray]) -> np.ndarray:
+        """``|L| m`` of node ``i`` for non-negative input magnitudes (flat, float64)."""
+        nd = self.nodes[i]
+        if nd.kind in ("dense", "conv2d"):
+            src = self.nodes[nd.inputs[0]]
+            return nd.abs_layer.evaluate_numpy(m_in[0].reshape(1, *src.shape)).reshape(-1)
+        if nd.kind == "add":
+            return m_in[0] + m_in[1]
+        return m_in[0]
 
     def magnitudes(self) -> list[np.ndarray]:
-        """``M_k >= |z_k|`` elementwise for every input of the box (structural, ``|W|`` only).
+        """``M_i >= |z_i|`` for every input of the box (structural: ``|W|`` only), per node, flat.
 
-        Used to bound the float64 rounding of the bound computation itself.
+        They bound the products the float64 bound computation sums (its rounding slack).
         """
-        m = np.full((1, self.n_inputs), max(abs(self.bounds[0]), abs(self.bounds[1])), dtype=np.float64)
-        out = []
-        for layer in self.layers:
-            m = layer.abs_forward(m) + np.abs(layer.bias)[None]
-            out.append(m[0] * (1 + 1e-12))
-        return out
+        b = max(abs(self.bounds[0]), abs(self.bounds[1]))
+        M = [np.full(self.n_inputs, b)]
+        for i, nd in enumerate(self.nodes[1:], start=1):
+            m = self.forward_abs(i, [M[j] for j in nd.inputs])
+            if nd.bias is not None:
+                m = m + np.abs(nd.bias)
+            M.append(m * (1 + 1e-12))
+        return M
 
 
-def boundnet_from_keras(model, bounds: tuple[float, float] = (0.0, 1.0)) -> BoundNet:
-    """A :class:`BoundNet` of a plain Keras chain (see the module docstring).
+def bound_graph(model_or_net, bounds: tuple[float, float] | None = None) -> BoundGraph:
+    """A :class:`BoundGraph` of a Keras model or a network description."""
+    if isinstance(model_or_net, BoundGraph):
+        return model_or_net
+    if isinstance(model_or_net, Network):
+        return BoundGraph(model_or_net)
+    from robcurves.network import from_keras
 
-    Raises ``ValueError`` naming the layer for anything else, and when the chain's
-    evaluation disagrees with the Keras model.
-    """
-    import keras
-
-    from robcurves.exact.layers import network_from_keras
-
-    network_from_keras(model)  # rejects unsupported layers by name and checks the chain
-    shape = tuple(int(s) for s in model.inputs[0].shape[1:])
-    in_shape = shape
-    layers: list[LinearLayer] = []
-    relu_pending = False
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.InputLayer, keras.layers.Dropout)):
-            continue
-        if isinstance(layer, keras.layers.Flatten):
-            shape = (int(np.prod(shape)),)
-            continue
-        if isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
-            act = keras.activations.serialize(layer.activation) if isinstance(layer, keras.layers.Activation) else "relu"
-            if act == "relu" or isinstance(layer, keras.layers.ReLU):
-                if not layers:
-                    raise ValueError("bab: a ReLU before the first linear layer is not supported")
-                relu_pending = True
-            continue
-        if relu_pending is False and layers:
-            raise ValueError(f"bab: layer {layer.name!r} follows a linear layer without a ReLU in between "
-                             "(merge the two linear layers)")
-        relu_pending = False
-        kernel = np.asarray(layer.kernel.numpy(), dtype=np.float64)
-        if isinstance(layer, keras.layers.Dense):
-            bias = np.asarray(layer.bias.numpy(), dtype=np.float64) if layer.use_bias else np.zeros(kernel.shape[1])
-            out_shape: tuple[int, ...] = (kernel.shape[1],)
-            lin = LinearLayer("dense", kernel, bias, (int(np.prod(shape)),), out_shape, name=layer.name)
-        else:
-            strides = tuple(int(s) for s in layer.strides)
-            padding = str(layer.padding).lower()
-            y = ops.conv(tensor(np.zeros((1, *shape))), tensor(kernel), strides=strides, padding=padding)
-            out_shape = tuple(int(s) for s in y.shape[1:])
-            bias = np.asarray(layer.bias.numpy(), dtype=np.float64) if layer.use_bias else np.zeros(kernel.shape[3])
-            lin = LinearLayer("conv", kernel, np.tile(bias, int(np.prod(out_shape[:2]))), shape, out_shape,
-                              strides, padding, name=layer.name,
-                              output_padding=_conv_output_padding(kernel, shape, strides, padding))
-        act = keras.activations.serialize(layer.activation)
-        if act == "relu":
-            relu_pending = True
-        layers.append(lin)
-        shape = out_shape
-    if relu_pending:
-        raise ValueError("bab: the last layer must give the logits (no ReLU after it)")
-    net = BoundNet(layers, in_shape, int(layers[-1].n_out), (float(bounds[0]), float(bounds[1])))
-    rng = np.random.default_rng(0)
-    x = rng.uniform(bounds[0], bounds[1], (4, *in_shape)).astype(np.float32)
-    ref = np.asarray(model(x, training=False), dtype=np.float64)
-    got = np.asarray(ops.convert_to_numpy(net.forward(x.astype(np.float64))))
-    if ref.shape != got.shape or not np.allclose(ref, got, rtol=1e-4, atol=1e-4 * (1 + np.abs(ref).max())):
-        raise ValueError("bab: the bound network disagrees with the Keras model")
-    return net
+    kw = {} if bounds is None else {"bounds": tuple(bounds)}
+    return BoundGraph(from_keras(model_or_net, **kw))

@@ -119,9 +119,9 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
     t0 = time.perf_counter()
     deadline = t0 + float(time_limit)
     norm = engine.norm
-    n = engine.net.n_inputs
+    n = engine.g.n_inputs
     x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
-    classes = [k for k in range(engine.net.n_classes) if k != int(y)]
+    classes = [k for k in range(engine.n_classes) if k != int(y)]
     class_r = {k: 0.0 for k in classes}  # per class: the largest real radius proven free of it
     st = {"upper": float(upper) if witness is not None else math.inf,
           "witness": None if witness is None else np.asarray(witness, np.float32).reshape(-1),
@@ -151,7 +151,7 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
             proven = max(proven, r)
             return "robust"
         tq = time.perf_counter()
-        ball = InputBall.make(x0, norm, r, engine.net.bounds)
+        ball = InputBall.make(x0, norm, r, engine.g.bounds)
         root = engine.root_bounds(ball)
         q = Query(engine, root, y, checker.logits_fn, checker.input_shape, cfg.bab)
         res = q.run(todo, min(deadline, tq + budget) if bab else tq)
