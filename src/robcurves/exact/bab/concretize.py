@@ -97,7 +97,7 @@ def _l2(lam, dlo, dhi, radius, want_argmin):
     r = ops.reshape(radius, (-1, 1))
     a = stop_gradient(ops.abs(lam))
     room = stop_gradient(_room(lam, dlo, dhi))
-    big = ops.cast(1e300, lam.dtype)
+    big = ops.ones_like(a) * 1e300
     # d_i(t) = -sign(lam_i) min(t |lam_i|, room_i) with t = 1/mu; it saturates at t_i = room_i / |lam_i|.
     tb = ops.where(a > 0, room / ops.where(a > 0, a, ops.ones_like(a)), big)
     order = ops.argsort(tb, axis=1)

@@ -46,6 +46,8 @@ class BabSettings:
     use_beta: bool = True
     refine: str = "none"  # "none" | "last" | "all": per-domain CROWN bounds of the later ReLU layers
     refine_chunk: int = 1024
+    iters_leaf: int = 300  # ascent steps for a subdomain without a neuron left to split (a linear region)
+    lr_leaf: float = 0.5
 
 
 @dataclass
@@ -97,6 +99,9 @@ class _Store:
             take = np.arange(n)
         else:
             take = np.argpartition(self.lb, n - 1)[:n]
+        return self.take(take)
+
+    def take(self, take: np.ndarray):
         keep = np.ones(len(self), bool)
         keep[take] = False
         out = (self.S[take], self.A[take], self.B[take], self.lb[take], self.cls[take], self.split[take],
@@ -129,6 +134,12 @@ class Query:
         self.idx = [np.flatnonzero(m) for m in masks]
         self.off = np.cumsum([0] + [len(i) for i in self.idx])
         self.U = int(self.off[-1])
+        # Global neuron ids (over every ReLU, flattened) of the columns: how subdomains move
+        # between queries at different radii.
+        goff = np.cumsum([0] + [len(lo) for lo in root.lower])
+        self.gid = np.concatenate([goff[k] + idx for k, idx in enumerate(self.idx)]) if self.U else \
+            np.zeros(0, np.int64)
+        self.store: _Store | None = None
         self.default_alpha = [(hi > -lo).astype(np.float64) for lo, hi in zip(root.lower, root.upper)]
         self.biases = [engine.g.pre_bias(k) for k in range(len(engine.g.pre))]
 
@@ -251,6 +262,25 @@ class Query:
             best_val[rows[better]] = v[better]
         return best
 
+    def _leaf_witness(self, S, cls, deadline: float, max_leaves: int = 8):
+        """Closest adversarial points of unproven linear regions (:mod:`.leaf`), float32-checked."""
+        from robcurves.exact.bab.leaf import closest_in_region
+
+        for i in range(min(len(S), max_leaves)):
+            signs, _, _ = self._dense(S[i:i + 1], np.zeros((1, self.U)), np.zeros((1, self.U)))
+            signs = [s[0] for s in signs]
+            for delta in (1e-6, 1e-4, 1e-2):
+                if time.perf_counter() >= deadline:
+                    return None
+                x = closest_in_region(self.eng.g, self.root.ball, self.y, int(cls[i]), signs, self.root.lower,
+                                      self.root.upper, delta, time_limit=max(0.1, deadline - time.perf_counter()))
+                if x is None:
+                    break
+                found = self._attack(x[None])
+                if found is not None:
+                    return found
+        return None
+
     def _attack(self, xs: np.ndarray):
         """The bound minimisers on the float32 model: the first verified adversarial one, or None."""
         xf = np.clip(xs.astype(np.float32), 0.0, 1.0)
@@ -262,34 +292,105 @@ class Query:
         return xf[i], int(np.argmax(logits[i]))
 
     # ------------------------------------------------------------ the loop
-    def run(self, classes, deadline: float) -> QueryResult:
+    def _import(self, init: dict, classes: list[int]):
+        """Subdomains of a query at a larger radius, moved onto this one's columns.
+
+        What that query proved holds inside this smaller ball, so only its open subdomains
+        need proofs here. A split on a neuron that is stable here is dropped when it agrees
+        with the neuron's sign and makes the subdomain empty (so it is proven) when not.
+        """
+        keep = np.isin(init["cls"], classes)
+        S_in, A_in, B_in, cls = init["S"][keep], init["A"][keep], init["B"][keep], init["cls"][keep]
+        R = len(cls)
+        S = np.zeros((R, self.U), np.int8)
+        A = self._compact([np.broadcast_to(a, (R, len(a))) for a in self.default_alpha]) if self.U else \
+            np.zeros((R, 0))
+        B = np.zeros((R, self.U))
+        pos = {int(g): j for j, g in enumerate(self.gid)}
+        lo_all = np.concatenate(self.root.lower)
+        hi_all = np.concatenate(self.root.upper)
+        ok = np.ones(R, bool)
+        for c, g in enumerate(init["gid"]):
+            j = pos.get(int(g))
+            if j is not None:
+                S[:, j] = S_in[:, c]
+                A[:, j] = A_in[:, c]
+                B[:, j] = B_in[:, c]
+            else:
+                s = S_in[:, c]
+                ok &= ~(((s < 0) & (lo_all[g] > 0)) | ((s > 0) & (hi_all[g] < 0)))
+        return S[ok], A[ok], B[ok], cls[ok]
+
+    def run(self, classes, deadline: float, init: dict | None = None, branch: bool = True) -> QueryResult:
+        """Settle ``classes`` by ``deadline``; ``init``: open subdomains of a query at a larger
+        radius (:meth:`open_domains`). ``branch=False``: bound the starting subdomains only
+        (whatever the deadline), no splits."""
         t0 = time.perf_counter()
         classes = [int(k) for k in classes]
         status = {k: "unknown" for k in classes}
         res = QueryResult(status)
-        cls = np.array(classes, dtype=np.int64)
-        S0 = np.zeros((len(cls), self.U), np.int8)
-        A0 = self._compact([np.broadcast_to(a, (len(cls), len(a))) for a in self.default_alpha]) if self.U else \
-            np.zeros((len(cls), 0))
-        B0 = np.zeros_like(A0)
+        if init is not None:
+            S0, A0, B0, cls = self._import(init, classes)
+            res.info["imported"] = int(len(cls))
+        else:
+            cls = np.array(classes, dtype=np.int64)
+            S0 = np.zeros((len(cls), self.U), np.int8)
+            A0 = self._compact([np.broadcast_to(a, (len(cls), len(a))) for a in self.default_alpha]) if self.U else \
+                np.zeros((len(cls), 0))
+            B0 = np.zeros_like(A0)
+        for k in classes:
+            if not np.any(cls == k):
+                status[k] = "robust"
+        store = _Store(self.U)
+        self.store = store
         L0 = np.concatenate([lo[idx] for lo, idx in zip(self.root.lower, self.idx)])[None].repeat(len(cls), 0)
         H0 = np.concatenate([hi[idx] for hi, idx in zip(self.root.upper, self.idx)])[None].repeat(len(cls), 0)
-        lb, A, B, split, xs, L0, H0 = self._evaluate(S0, A0, B0, cls, self.cfg.iters_root, L0, H0)
-        res.info["root_lb"] = {int(k): float(v) for k, v in zip(cls, lb)}
-        found = self._attack(xs)
-        if found is not None:
-            return self._finish(res, found, t0)
-        store = _Store(self.U)
-        open_ = lb <= 0
-        for k, ok in zip(cls, ~open_):
-            if ok:
-                status[int(k)] = "robust"
-        store.add(S0[open_], A[open_], B[open_], lb[open_], cls[open_], split[open_], L0[open_], H0[open_])
-        while len(store) and time.perf_counter() < deadline:
-            # A domain without a neuron left to split cannot be refined here.
-            stuck = store.split < 0
-            if stuck.any():
-                res.info["stuck"] = int(stuck.sum())
+        # Not bounded yet: lb -inf and split -2 (bounded first when popped).
+        store.add(S0, A0, B0, np.full(len(cls), -np.inf), cls, np.full(len(cls), -2), L0, H0)
+        iters0 = self.cfg.iters if init is not None else self.cfg.iters_root
+        res.info["root_lb"] = {}
+        while len(store) and (time.perf_counter() < deadline or (not branch and np.any(store.split == -2))):
+            if np.any(store.split == -2):
+                todo = np.flatnonzero(store.split == -2)[: 2 * self.cfg.batch]
+                S, A, B, lb_p, cls_p, sp, L, H = store.take(todo)
+                lb, A, B, split, xs, L, H = self._evaluate(S, A, B, cls_p, iters0, L, H)
+                if init is None:
+                    res.info["root_lb"].update({int(k): float(v) for k, v in zip(cls_p, lb)})
+                res.domains += len(lb)
+                found = self._attack(xs)
+                if found is not None:
+                    return self._finish(res, found, t0)
+                keep = lb <= 0
+                store.add(S[keep], A[keep], B[keep], lb[keep], cls_p[keep], split[keep], L[keep], H[keep])
+                continue
+            if not branch:
+                break
+            # A subdomain without a neuron left to split is a linear region: only better
+            # multipliers can prove it (with enough steps beta-CROWN reaches the region's LP).
+            stuck = np.flatnonzero(store.split == -1)
+            if len(stuck):
+                S, A, B, lb_p, cls_p, sp, L, H = store.take(stuck[: 2 * self.cfg.batch])
+                signs, alphas, betas = self._dense(S, A, B)
+                lows, ups = self._dense_bounds(L, H)
+                lb, _, _, xs, _ = self.eng.optimise(
+                    self.root, self.K, self._rows(cls_p), alphas, betas, signs, iters=self.cfg.iters_leaf,
+                    lr_alpha=self.cfg.lr_alpha, lr_beta=self.cfg.lr_leaf, stop_at=0.0, lows=lows, ups=ups, full=True)
+                lb = np.maximum(lb, lb_p)
+                found = self._attack(xs)
+                if found is not None:
+                    return self._finish(res, found, t0)
+                res.domains += len(lb)
+                if np.any(lb <= 0):
+                    found = self._leaf_witness(S[lb <= 0], cls_p[lb <= 0], deadline)
+                    if found is not None:
+                        return self._finish(res, found, t0)
+                    res.info["unresolved_leaves"] = int(np.sum(lb <= 0))
+                    keep = lb <= 0
+                    store.add(S[keep], A[keep], B[keep], lb[keep], cls_p[keep], np.full(int(keep.sum()), -3),
+                              L[keep], H[keep])
+                    break
+                continue
+            if np.any(store.split == -3):
                 break
             S, A, B, lb_p, cls_p, sp, L, H = store.pop_worst(self.cfg.batch)
             n = len(lb_p)
@@ -314,11 +415,20 @@ class Query:
             if status[k] != "robust" and not np.any(store.cls == k):
                 status[k] = "robust"
         res.info["open"] = int(len(store))
+        res.info["complete"] = True  # the store holds every unproven subdomain
         res.info["min_lb"] = float(store.lb.min()) if len(store) else None
         res.seconds = time.perf_counter() - t0
         return res
 
+    def open_domains(self) -> dict | None:
+        """The unproven subdomains after :meth:`run` ended without a witness (else None)."""
+        if self.store is None:
+            return None
+        st = self.store
+        return {"gid": self.gid, "S": st.S.copy(), "A": st.A.copy(), "B": st.B.copy(), "cls": st.cls.copy()}
+
     def _finish(self, res: QueryResult, found, t0: float, store: _Store | None = None) -> QueryResult:
+        self.store = None  # a round was cut short: the store no longer covers the ball
         res.witness, res.witness_class = found
         for k in res.status:
             if res.status[k] != "robust":

@@ -154,9 +154,10 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
         ball = InputBall.make(x0, norm, r, engine.g.bounds)
         root = engine.root_bounds(ball)
         q = Query(engine, root, y, checker.logits_fn, checker.input_shape, cfg.bab)
-        res = q.run(todo, min(deadline, tq + budget) if bab else tq)
+        init = carry[1] if (bab and carry is not None and carry[0] > r) else None
+        res = q.run(todo, min(deadline, tq + budget), init=init, branch=bab)
         rec = {"r": r, "bab": bab, "U": q.U, "rounds": res.rounds, "domains": res.domains,
-               "s": round(time.perf_counter() - tq, 3)}
+               "s": round(time.perf_counter() - tq, 3), "imported": res.info.get("imported")}
         for k, s in res.status.items():
             if s == "robust":
                 class_r[k] = max(class_r[k], r)
@@ -173,6 +174,9 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
             rec["outcome"] = "unknown"
             if bab:
                 failed_above = min(failed_above, r)
+                open_ = q.open_domains()
+                if open_ is not None and (carry is None or r < carry[0]):
+                    carry = (r, open_)
         queries.append(rec)
         return rec["outcome"]
 
@@ -190,19 +194,26 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
         if hi_b - lo_b <= 0.5 * cfg.rel_tol * top:
             break
         r = 0.5 * (lo_b + hi_b) if lo_b > 0 else hi_b * 0.8
-    # 2./3. branch and bound.
-    first = True
+    # 2./3. branch and bound: the attack's radius first, then down in growing steps from a
+    # radius that could not be proven (importing its open subdomains), and up by bisection
+    # from one that was.
+    last = None
+    step = cfg.rel_tol
     while time.perf_counter() < deadline and not done():
         hi = min(st["upper"], failed_above) if math.isfinite(st["upper"]) else min(top, failed_above)
-        if cfg.strategy == "top_down" and first and math.isfinite(st["upper"]):
+        left = deadline - time.perf_counter()
+        if last in (None, "attacked") and cfg.strategy == "top_down" and math.isfinite(st["upper"]):
             r = st["upper"] * (1 - 0.9 * cfg.rel_tol)
-            budget = cfg.top_share * (deadline - time.perf_counter())
+            budget = cfg.top_share * left
+        elif last == "unknown" and cfg.strategy == "top_down":
+            r = max(hi * (1 - step), 0.5 * (proven + hi))
+            step = min(2 * step, 0.25)
+            budget = 0.5 * left
         else:
             r = 0.5 * (proven + hi)
-            budget = 0.5 * (deadline - time.perf_counter())
-        first = False
+            budget = 0.5 * left
         if r <= proven * (1 + 1e-9) or hi - proven <= 0.25 * cfg.rel_tol * max(hi, 1e-12):
             break
-        ask(r, budget, bab=True)
+        last = ask(r, budget, bab=True)
     lower = min(lower_cert(), st["upper"])
     return SearchResult(lower, st["upper"], st["witness"], int(st["cls"]), proven, time.perf_counter() - t0, queries)
