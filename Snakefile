@@ -43,3 +43,20 @@ rule all_figures:
 rule all_curves:
     input:
         all_curve_files(),
+
+
+# A target named after every figure and table, e.g. `snakemake --cores 8 fig2_digits`
+# builds that figure alone (rules/common.smk: named_target_outputs).
+_RULE_NAMES = {r.name for r in workflow.rules}
+for _target, _files in named_target_outputs().items():
+    if _target in _RULE_NAMES:
+        raise WorkflowError(
+            f"figures.robustness_curves.{_target.removeprefix('gallery_')}: the target {_target!r} would clash "
+            f"with the rule of that name; rename the figure entry"
+        )
+
+    rule:
+        name:
+            _target
+        input:
+            _files,

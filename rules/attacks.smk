@@ -14,7 +14,7 @@ rule attack_shard:
     log:
         "logs/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.log",
     benchmark:
-        "benchmarks/runs/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.tsv"
+        "logs/benchmarks/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.tsv"
     threads: config["attacks"]["threads"]
     resources:
         mem_mb=4000,

@@ -101,13 +101,37 @@ def robustness_figure_files():
     return expand("results/figures/curves_{name}.{ext}", name=names, ext=["pdf", "png"])
 
 
+def gallery_figure_files():
+    names = config["figures"].get("robustness_curves", {})
+    return expand("results/figures/gallery_{name}.{ext}", name=names, ext=["pdf", "png"])
+
+
+def gallery_entries(name):
+    """Per model of figure entry ``name``: its files and, per norm, its attack shards (for the gallery)."""
+    spec = config["figures"]["robustness_curves"][name]
+    out = []
+    for m in spec["models"]:
+        ds = config["models"][m]["dataset"]
+        out.append({"label": config["models"][m].get("label", m), **model_files(ds, m),
+                    "data": f"results/data/{ds}/test.npz",
+                    "shards": {n: shard_files(ds, m, n) for n in spec.get("norms", NORMS)}})
+    return out
+
+
+def gallery_input_files(name):
+    files = []
+    for e in gallery_entries(name):
+        files += [e["model"], e["sidecar"], e["data"]] + [p for ps in e["shards"].values() for p in ps]
+    return list(dict.fromkeys(files))
+
+
 def table_files():
     stems = ["results/tables/table1_robust_error", "results/tables/crossings"]
     return [f"{s}.{ext}" for s in stems for ext in ("csv", "md", "tex")]
 
 
 def all_figure_files():
-    files = robustness_figure_files() + table_files()
+    files = robustness_figure_files() + gallery_figure_files() + table_files()
     if config["scale"]["datasets"]:
         files += [f"results/tables/table2.{ext}" for ext in ("csv", "md", "tex")]
         files += ["results/figures/fig5_scale.pdf", "results/figures/fig5_scale.png"]
@@ -137,3 +161,22 @@ def _model_inputs(wildcards):
         "train": f"results/data/{wildcards.dataset}/train.npz",
         "test": f"results/data/{wildcards.dataset}/test.npz",
     }
+
+
+def named_target_outputs():
+    """Target name -> files: one per figure entry (its curves, and its gallery as
+    gallery_<entry>), one per fixed figure or table whose rule has another name."""
+    from robcurves.exact.pipeline import exact_figure_files
+
+    both = lambda stem: [f"{stem}.pdf", f"{stem}.png"]  # noqa: E731
+    out = {}
+    for fig in config["figures"].get("robustness_curves", {}):
+        out[fig] = both(f"results/figures/curves_{fig}")
+        out[f"gallery_{fig}"] = both(f"results/figures/gallery_{fig}")
+    out["table1_robust_error"] = [f"results/tables/table1_robust_error.{e}" for e in ("csv", "md", "tex")]
+    if config["scale"]["datasets"]:
+        out["fig5_scale"] = both("results/figures/fig5_scale")
+    if exact_figure_files(config):
+        out["exact_vs_approx"] = exact_figure_files(config)
+        out["exact_gap_statistics"] = ["results/tables/exact_gap_statistics.csv"]
+    return out

@@ -25,7 +25,7 @@ rule nearest_distances:
     log:
         "logs/distances/{dataset}.log",
     benchmark:
-        "benchmarks/runs/distances/{dataset}.tsv"
+        "logs/benchmarks/distances/{dataset}.tsv"
     threads: 8
     resources:
         # the float32 points, two int16 copies and per-thread tiles; the .npz is compressed

@@ -11,6 +11,7 @@ from robcurves.exact.pipeline import (
     exact_runtime_minutes,
     exact_section,
     exact_shard_files,
+    exact_tolerance,
 )
 
 
@@ -28,7 +29,7 @@ rule exact_shard:
     log:
         "logs/exact/{dataset}/{model}/{norm}/shard{shard}of{nshards}.log",
     benchmark:
-        "benchmarks/runs/exact/{dataset}/{model}/{norm}/shard{shard}of{nshards}.tsv"
+        "logs/benchmarks/exact/{dataset}/{model}/{norm}/shard{shard}of{nshards}.tsv"
     threads: int(exact_section(config).get("threads", 1))
     resources:
         mem_mb=4000,
@@ -81,10 +82,11 @@ rule exact_figure:
             caption="../workflow/report/exact_vs_approx.rst",
             category="Tables",
             subcategory="Exact vs. approximate: gap statistics",
-            labels={"table": "exact_gap_statistics", "format": "TSV"},
+            labels={"table": "exact_gap_statistics", "format": "CSV"},
         ),
     params:
         labels=exact_labels(config),
+        tolerance=exact_tolerance(config),
     log:
         "logs/figures/exact_vs_approx.log",
     threads: 1

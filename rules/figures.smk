@@ -1,5 +1,5 @@
-# Figures and tables: robustness curves of several models (one panel per norm), Fig. 1,
-# Table 1 and the crossings table. Each output is marked for `snakemake --report`, with a
+# Figures and tables: robustness curves of several models (one panel per norm), the
+# gallery of their minimal adversarial examples, Fig. 1, Table 1 and the crossings table. Each output is marked for `snakemake --report`, with a
 # caption (workflow/report/) that says what it shows and which config entry made it.
 
 CAPTIONS = "../workflow/report"
@@ -44,6 +44,40 @@ rule figure_robustness_curves:
 rule curves_figures:
     input:
         robustness_figure_files(),
+
+
+rule figure_gallery:
+    input:
+        lambda wc: gallery_input_files(wc.name),
+    output:
+        pdf=report(
+            "results/figures/gallery_{name}.pdf",
+            caption=f"{CAPTIONS}/gallery.rst",
+            category="Figures",
+            subcategory="Gallery of minimal adversarial examples",
+            labels={"figure": "gallery_{name}", "format": "PDF"},
+        ),
+        png=report(
+            "results/figures/gallery_{name}.png",
+            caption=f"{CAPTIONS}/gallery.rst",
+            category="Figures",
+            subcategory="Gallery of minimal adversarial examples",
+            labels={"figure": "gallery_{name}", "format": "PNG"},
+        ),
+    params:
+        spec=lambda wc: config["figures"]["robustness_curves"][wc.name],
+        entries=lambda wc: gallery_entries(wc.name),
+        quantiles=[0.1, 0.5, 0.9],
+    log:
+        "logs/figures/gallery_{name}.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../environment.yml"
+    script:
+        "../workflow/scripts/gallery.py"
 
 
 rule fig1_toy:

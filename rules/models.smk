@@ -12,7 +12,7 @@ rule build_model:
     log:
         "logs/models/{dataset}/{model}.log",
     benchmark:
-        "benchmarks/runs/models/{dataset}/{model}.tsv"
+        "logs/benchmarks/models/{dataset}/{model}.tsv"
     threads: 2
     resources:
         mem_mb=4000,

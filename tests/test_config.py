@@ -108,3 +108,21 @@ def test_atomic_outputs_are_not_private(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_data_set_box_is_checked(default_config):
+    ok = copy.deepcopy(default_config)
+    ok["datasets"]["digits"]["bounds"] = [-1, 1]
+    ok["models"] = {"st": dict(default_config["models"]["digits_st"])}
+    ok["figures"]["robustness_curves"] = {}
+    ok["exact"] = {}
+    assert validate_config(ok, deep=False)["datasets"]["digits"]["bounds"] == [-1, 1]
+    bad = copy.deepcopy(ok)
+    bad["datasets"]["digits"]["bounds"] = [1, -1]
+    with pytest.raises(ConfigError, match=r"datasets\.digits\.bounds must be \[low, high\]"):
+        validate_config(bad, deep=False)
+    # Adversarial training keeps its inputs in [0, 1]: refused on another box, before any job.
+    bad = copy.deepcopy(ok)
+    bad["models"]["at"] = dict(default_config["models"]["digits_at_linf"])
+    with pytest.raises(ConfigError, match=r"models\.at: training method 'at_linf' .* use method st"):
+        validate_config(bad, deep=False)

@@ -92,3 +92,31 @@ def test_cli_rejects_a_model_that_does_not_fit_the_data(tmp_path):
     assert proc.returncode != 0
     assert "(10, 10, 1)" in proc.stderr and "(8, 8, 1)" in proc.stderr
     del keras
+
+
+@pytest.mark.slow
+def test_gallery_of_the_tiny_run(tiny_run):
+    png = tiny_run / "results/figures/gallery_tiny.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    log = (tiny_run / "logs/figures/gallery_tiny.log").read_text()
+    drawn = [ln for ln in log.splitlines() if "'quantile'" in ln]
+    assert drawn and all("'verified': True" in ln for ln in drawn), log[-2000:]
+
+
+def test_every_figure_and_table_has_a_target_named_after_it(tmp_path):
+    """`snakemake fig2_digits` (default config) plans that figure and what it needs, nothing else
+    (here with a table's target in the same dry run)."""
+    from test_paper_config import job_counts
+
+    root = Path(__file__).resolve().parents[1]
+    targets = {"fig2_digits": "figure_robustness_curves", "exact_gap_statistics": "exact_figure"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(root / "Snakefile"), "--directory",
+                           str(tmp_path), "-n", "--cores", "1", *targets], capture_output=True, text=True, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-3000:]
+    counts = job_counts(out)
+    for target, rule in targets.items():
+        assert counts[target] == 1 and counts[rule] == 1, counts
+    others = {"figure_gallery", "table1", "crossings", "fig1_toy", "fig5", "table2", "all_figures"}
+    assert not others & set(counts), counts
+    assert counts["exact_shard"] == 1 and counts["build_model"] == 6  # fig2's six models; exact: one model

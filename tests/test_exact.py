@@ -218,7 +218,10 @@ def test_no_adversarial_in_domain_and_misclassified_points():
     assert res.lower[0] == pytest.approx(1e-3) and math.isinf(res.upper[0])
     wrong = (y + 1) % 3
     res = minimal_perturbations(m, x, wrong, "l1", ExactConfig(time_limit=5))
-    assert res.status[0] == "optimal" and res.lower[0] == 0 and res.upper[0] == 0
+    # Misclassified: distance 0, counted apart and never as solved.
+    assert res.status[0] == "misclassified" and res.lower[0] == 0 and res.upper[0] == 0
+    summary = res.summary()
+    assert summary["misclassified"] == 1 and summary["optimal"] == 0 and summary["n_classified"] == 0
 
 
 # --------------------------------------------------------------------- layers
@@ -391,3 +394,61 @@ def test_ascending_margin_queries_certify_a_valid_lower_bound():
     assert all(s["r"] <= ref.upper[0] * (1 + 1e-6) for s in info["ascend"] if s["outcome"] == "robust")
     assert lower <= ref.upper[0] * (1 + 1e-6) + 1e-7  # the true minimum is at most the verified witness
     assert lower >= 0.99 * ref.lower[0]
+
+
+# ------------------------------------------------------------ records and summaries
+
+def _record(index, status, lower, upper, attack=math.inf, verified=False):
+    from robcurves.exact import ExactResult
+
+    return ExactResult(index, 0, "linf", status, lower, upper, None, -1, 1.0, 1.0, {}, attack,
+                       attack_verified=verified, rel_tol=1e-4, abs_tol=1e-6)
+
+
+def test_misclassified_points_are_counted_apart_and_never_solved(tmp_path):
+    from robcurves.exact.figure import format_gap_statistics, gap_statistics, solved_caption
+
+    recs = [_record(0, "misclassified", 0.0, 0.0, 0.0, True), _record(1, "misclassified", 0.0, 0.0, 0.0, True),
+            _record(2, "optimal", 0.1, 0.1, 0.1, True), _record(3, "time_limit", 0.05, 0.2, 0.2, True),
+            _record(4, "no_adversarial_in_domain", 1.0, math.inf)]
+    res = ExactResults.from_records(recs, (1, 1, 2), "linf")
+    s = res.summary()
+    assert (s["n"], s["misclassified"], s["n_classified"], s["optimal"]) == (5, 2, 3, 1)
+    assert s["optimal"] + s["time_limit"] + s["no_adversarial_in_domain"] == s["n_classified"]
+    assert (s["optimal_rel_tol"], s["optimal_abs_tol"]) == (1e-4, 1e-6)
+    # Ratios and times leave the misclassified points out too.
+    assert s["median_lower_over_upper"] == pytest.approx(np.median([1.0, 0.25]))
+    assert s["n_with_attack"] == 2
+    # The merged file, the figure's statistics and title say the same.
+    write_merged_json(tmp_path / "m.json", res)
+    data = read_merged_json(tmp_path / "m.json")
+    assert all("rel_tol" in p and "abs_tol" in p and "attack_verified" in p for p in data["points"])
+    stats = gap_statistics(data)
+    assert stats["optimal"] == 1 and stats["misclassified"] == 2 and stats["n_classified"] == 3
+    assert solved_caption(stats) == "1/3 solved to rel. 1e-04 + abs. 1e-06; 2 misclassified"
+    table = format_gap_statistics([{**stats, "label": "m", "norm": "linf"}])
+    head, row = table.splitlines()
+    assert dict(zip(head.split(","), row.split(",")))["misclassified"] == "2"
+    # A record that claims to be solved but is misclassified does not exist: it has its own status.
+    assert "misclassified" in __import__("robcurves.exact", fromlist=["STATUSES"]).STATUSES
+
+
+def test_old_shards_without_the_new_fields_are_refused_with_a_reason(tmp_path):
+    recs = [_record(0, "optimal", 0.1, 0.1)]
+    res = ExactResults.from_records(recs, (1, 1, 2), "linf")
+    save_results(tmp_path / "new.npz", res)
+    with np.load(tmp_path / "new.npz") as f:
+        old = {k: f[k] for k in f.files if k not in ("rel_tol", "abs_tol", "attack_verified")}
+    np.savez(tmp_path / "old.npz", **old)
+    with pytest.raises(ValueError, match="older robcurves"):
+        load_results(tmp_path / "old.npz")
+
+
+def test_bisect_records_store_the_looser_tolerance():
+    m = _relu_model(2, (8,), 3, seed=4)
+    x = np.array([[0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)
+    y = _pred(m, x)
+    res = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=10, method="bisect"))
+    assert res.rel_tol[0] == pytest.approx(1e-4 + 1e-3) and res.abs_tol[0] == 1e-6
+    if res.status[0] == "optimal":
+        assert res.upper[0] - res.lower[0] <= (res.rel_tol[0] * res.upper[0] + res.abs_tol[0]) * (1 + 1e-6)

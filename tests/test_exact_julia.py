@@ -93,3 +93,68 @@ def test_mipverify_agrees_with_highs(tmp_path):
     for i in range(2):
         if h.status[i] == j.status[i] == "optimal":
             assert j.upper[i] == pytest.approx(h.upper[i], rel=1e-3, abs=1e-5)
+
+
+STAND_IN = r'''#!{python}
+# A stand-in for `julia ... exact_mipverify.jl MODEL SPEC OUT`: keeps the spec it was given
+# and answers INFEASIBLE (nothing adversarial within the radius) for every point.
+import json, shutil, sys
+spec, out = sys.argv[-2], sys.argv[-1]
+shutil.copy(spec, {seen!r})
+n = len(json.load(open(spec))["labels"])
+json.dump({{"points": [{{"status": "INFEASIBLE", "objective": None, "bound": None, "perturbed": None,
+                        "seconds": 0.5}} for _ in range(n)]}}, open(out, "w"))
+'''
+
+
+@pytest.mark.parametrize("norm", ["linf", "l1"])
+def test_mipverify_path_follows_the_same_rules(tmp_path, monkeypatch, norm):
+    """Without Julia, through a stand-in: misclassified points are recorded apart and never
+    sent to MIPVerify; an attack example counts (as radius and upper bound) only after the
+    float32 check; l1 searches MIPVerify's unrestricted family, so no finite domain radius."""
+    import json
+    import sys
+
+    from robcurves.data import Dataset, save_dataset
+    from robcurves.exact import load_results
+    from robcurves.exact.mipverify import mipverify_shard
+    from robcurves.models import lenet_small, save_model
+
+    m = lenet_small((8, 8, 1), 3, seed=1)
+    rng = np.random.default_rng(2)
+    x = rng.random((3, 8, 8, 1)).astype(np.float32)
+    pred = np.argmax(np.asarray(m(x)), axis=1)
+    y = pred.copy()
+    y[0] = (pred[0] + 1) % 3  # point 0: misclassified
+    save_model(m, tmp_path / "model.keras", {"dataset": "toy", "made_by": {"kind": "test"}})
+    save_dataset(tmp_path / "test.npz", Dataset(x, y, "toy", "test", ["a", "b", "c"], "test"))
+    # The attack: a real adversarial example for point 1, and a claim for point 2 whose
+    # example is the clean point itself (not adversarial).
+    from robcurves.attacks import minimal_perturbations
+
+    att = minimal_perturbations(m, x[1:2], y[1:2], norm, methods=[{"name": "fmn", "steps": 30}], progress=False)
+    assert att.status[0] == "adversarial"
+    adv1 = att.x_adv[0]
+    d1 = keras_checker(m, norm).check(adv1, x[1], int(y[1]))[1]
+    np.savez(tmp_path / "att.npz", indices=np.arange(3), distances=np.array([0.0, d1, 0.05], np.float32),
+             x_adv=np.stack([x[0], adv1, x[2]]), status=np.array(["misclassified", "adversarial", "adversarial"]))
+    seen = tmp_path / "spec_seen.json"
+    julia = tmp_path / "julia"
+    julia.write_text(STAND_IN.format(python=sys.executable, seen=str(seen)))
+    julia.chmod(0o755)
+    monkeypatch.setenv("JULIA", str(julia))
+    res = mipverify_shard(str(tmp_path / "model.keras"), str(tmp_path / "test.npz"), str(tmp_path / "s.npz"), norm,
+                          0, 1, 3, {"time_limit": 5}, attack_paths=[str(tmp_path / "att.npz")])
+    spec = json.loads(seen.read_text())
+    assert spec["labels"] == [int(y[1]) + 1, int(y[2]) + 1]  # point 0 never went to Julia
+    default_r = 1.0 if norm == "linf" else 64.0
+    assert spec["radius"] == pytest.approx([d1 * (1 + 1e-6) + 1e-7, default_r])  # the bogus claim sets nothing
+    res = load_results(tmp_path / "s.npz")
+    assert res.status.tolist() == ["misclassified", "optimal", "no_adversarial_in_domain"]
+    assert res.attack_verified.tolist() == [True, True, False]
+    assert res.upper[1] == pytest.approx(d1) and np.isfinite(res.witness[1]).all()
+    if norm == "l1":  # MIPVerify's unrestricted family: the whole box, no radius
+        assert np.isinf(res.domain_radius[1:]).all() and np.isinf(res.lower[2])
+    else:
+        assert res.domain_radius[2] == 1.0 and res.lower[2] == 1.0
+    assert res.summary()["misclassified"] == 1 and res.summary()["optimal"] == 1

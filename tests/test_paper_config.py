@@ -110,11 +110,20 @@ def test_dry_run_shows_the_whole_dag(paper, snakemake_runner, tmp_path):
         "attack_shard": n_models * n_norms * shards,
         "merge_curve": n_models * n_norms,
         "figure_robustness_curves": len(paper["figures"]["robustness_curves"]),
+        "figure_gallery": len(paper["figures"]["robustness_curves"]),
         "fig1_toy": 1,
         "table1": 1,
         "crossings": 1,
+        # The appendix's exact experiment: fc1, first 100 MNIST points, linf, in shards.
+        "exact_shard": paper["exact"]["shards"] * len(paper["exact"]["models"]) * len(paper["exact"]["norms"]),
+        "exact_merge": len(paper["exact"]["models"]) * len(paper["exact"]["norms"]),
+        "exact_figure": 1,
         "all_figures": 1,
     }
+    assert paper["exact"]["models"] == ["mnist_fc1_mmrat_linf"] and paper["exact"]["norms"] == ["linf"]
+    assert paper["exact"]["n_points"] == 100
+    for s in range(paper["exact"]["shards"]):
+        assert f"results/exact/mnist/mnist_fc1_mmrat_linf/linf/shard{s}of{paper['exact']['shards']}.npz" in out
     assert not (tmp_path / "results").exists()
 
 

@@ -43,6 +43,10 @@ EXPECTED = {
     "fig1_toy.pdf": ("Figures", "Fig. 1: toy illustration"),
     "table1_robust_error.csv": ("Tables", "Table 1: point-wise robust error"),
     "crossings.csv": ("Tables", "Crossings of robustness curves"),
+    "gallery_tiny.png": ("Figures", "Gallery of minimal adversarial examples"),
+    "gallery_tiny.pdf": ("Figures", "Gallery of minimal adversarial examples"),
+    "exact_vs_approx.png": ("Figures", "Exact vs. approximate"),
+    "exact_gap_statistics.csv": ("Tables", "Exact vs. approximate: gap statistics"),
 }
 
 # Appended to a copy of the report. It waits for the app, visits every category and
@@ -145,7 +149,7 @@ def test_every_caption_renders_for_the_shipped_configs(config_name, tmp_path):
         "fig5.rst": NS(params=NS(datasets=list(cfg["datasets"]), min_distance=1e-4, intra=True,
                                  thresholds={"linf": [0.1, 0.3], "l2": []}), config=cfg, wildcards=NS(),
                        input=[], output=[]),
-        "exact_vs_approx.rst": NS(params=NS(labels=["m (linf)"]),
+        "exact_vs_approx.rst": NS(params=NS(labels=["m (linf)"], tolerance={"rel": 1e-4, "abs": 1e-6}),
                                   config={**cfg, "exact": {"models": ["m"], "norms": ["linf"], "n_points": 100}},
                                   wildcards=NS(), input=[], output=[]),
         "workflow.rst": NS(config=cfg),
@@ -153,15 +157,33 @@ def test_every_caption_renders_for_the_shipped_configs(config_name, tmp_path):
     for name, spec in curves.items():
         cases[f"robustness_curves.rst:{name}"] = NS(params=NS(spec=spec), config=cfg, wildcards=NS(name=name),
                                                    input=[], output=[])
+        cases[f"gallery.rst:{name}"] = NS(params=NS(spec=spec, quantiles=[0.1, 0.5, 0.9]), config=cfg,
+                                          wildcards=NS(name=name), input=[], output=[])
     assert {c.split(":")[0] for c in cases} == {p.name for p in CAPTIONS.glob("*.rst")}
     for case, smk in cases.items():
         text = _render_caption(case.split(":")[0], smk)
         assert ("Made by" in text) or case == "workflow.rst", f"{case}: {text[:400]}"
         assert "{{" not in text and "{%" not in text, f"{case}: unrendered template: {text[:400]}"
-        if case.startswith("robustness_curves.rst:"):
+        if case.startswith(("robustness_curves.rst:", "gallery.rst:")):
             spec = curves[case.split(":")[1]]
             assert all(m in text for m in spec["models"]), f"{case}: not every model is named"
             assert f"figures.robustness_curves.{case.split(':')[1]}" in text
+        flat = " ".join(text.split())
+        if case.startswith("robustness_curves.rst:") or case in ("table1.rst", "crossings.rst"):
+            text = flat
+            # What the numbers are: attack curves bound the true robust error from below,
+            # and the intervals cover the sampling of the test points only.
+            assert "lower bound of the true robust error" in text or "bound the true robust error from below" in text
+            assert "sampling of the test points only" in text, f"{case}: {text[:600]}"
+        if case in ("crossings.rst", "exact_vs_approx.rst"):
+            text = flat
+        if case == "crossings.rst":
+            assert "family-wise error over all pairs and norms is at most 0.05" in text
+            assert "Bonferroni" in text and "97.5" not in text
+        if case == "exact_vs_approx.rst":
+            assert "exact_gap_statistics.csv" in text and ".tsv" not in text
+            assert "optimal means upper − lower ≤ 0.0001 × upper + 1e-06" in text
+            assert "never counted as solved" in text
         if case in ("table1.rst", "crossings.rst", "table2.rst"):
             assert "| a | 0.5 |" in text, f"{case}: the table is not included"
         if case == "workflow.rst":

@@ -142,3 +142,70 @@ def test_workflow_with_more_shards_than_points(tiny_run, tmp_path_factory):
     curve = json.loads((workdir / target).read_text())
     assert curve["n_points"] == 2 and curve["config"]["n_shards"] == 3
     assert curve["points"]["index"] == [0, 1]
+
+
+# ----------------------------------------------------------------- the settings digest
+
+@pytest.fixture()
+def made_by_this_code(tmp_path):
+    """Two shards made with the settings this code records (tiny model, default methods),
+    the data file they were made from, and a merge function for them."""
+    import keras
+
+    from robcurves.data import Dataset, save_dataset
+    from robcurves.pipeline import attack_settings, merge_curve
+
+    inp = keras.Input((2, 2, 1))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp)))
+    x = np.random.default_rng(0).random((6, 2, 2, 1)).astype(np.float32)
+    ds = Dataset(x, np.zeros(6, np.int64), "toy", "test", ["a", "b", "c"], "test")
+    save_dataset(tmp_path / "test.npz", ds)
+    attack = {"batch_size": 64, "seed": 0}  # no methods: the package's defaults
+    settings = attack_settings("l2", attack, 6, model, {"name": "m", "bounds": [0.0, 1.0]}, ds.meta["sha256"])
+    paths = _write_shards(tmp_path, n_points=6, n_shards=2, settings=settings)
+
+    def merge():
+        return merge_curve([str(p) for p in paths], str(tmp_path / "test.npz"), str(tmp_path / "l2.json"), 6, "m",
+                           {}, attack=attack, norm="l2")
+
+    return settings, paths, merge
+
+
+def test_digest_holds_the_version_and_the_resolved_methods(made_by_this_code):
+    import robcurves
+    from robcurves.attacks import default_methods
+
+    settings, paths, merge = made_by_this_code
+    assert settings["robcurves_version"] == robcurves.__version__
+    assert [m["name"] for m in settings["methods"]] == [m["name"] for m in default_methods("l2")]
+    assert all("steps" in m and "refine_steps" in m for m in settings["methods"])  # every option resolved
+    assert merge().n_points == 6  # made by this code: merges
+
+
+def test_a_changed_default_refuses_to_merge_with_old_shards(made_by_this_code, monkeypatch):
+    from robcurves.attacks import base
+
+    _, paths, merge = made_by_this_code
+    monkeypatch.setitem(base.COMMON_OPTIONS, "refine_steps", 20)  # a default changes in a new version
+    with pytest.raises(ValueError) as err:
+        merge()
+    msg = str(err.value)
+    assert str(paths[0]) in msg and "methods" in msg and "refine_steps" in msg
+    assert "Delete the stale shards" in msg
+
+
+def test_shards_of_another_version_refuse_to_merge(made_by_this_code, monkeypatch):
+    import robcurves
+
+    _, paths, merge = made_by_this_code
+    monkeypatch.setattr(robcurves, "__version__", "9.9.9")
+    with pytest.raises(ValueError, match=r"robcurves_version: shard has '0\.1\.0', this code makes '9\.9\.9'"):
+        merge()
+
+
+def test_shards_made_before_the_digest_had_a_version_are_refused(tmp_path, made_by_this_code):
+    settings, _, merge = made_by_this_code
+    old = {k: v for k, v in settings.items() if k not in ("robcurves_version", "methods")}
+    _write_shards(tmp_path, n_points=6, n_shards=2, settings=old)
+    with pytest.raises(ValueError, match=r"not recorded"):
+        merge()

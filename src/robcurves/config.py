@@ -143,7 +143,15 @@ def cross_check(cfg: dict, deep: bool = True) -> list[str]:
     problems = []
     datasets = cfg.get("datasets", {})
     models = cfg.get("models", {})
+    for name, d in datasets.items():
+        if "bounds" in d and not float(d["bounds"][0]) < float(d["bounds"][1]):
+            problems.append(f"config: datasets.{name}.bounds must be [low, high] with low < high, got {d['bounds']}")
     for name, m in models.items():
+        box = datasets.get(m["dataset"], {}).get("bounds")
+        if box is not None and [float(b) for b in box] != [0.0, 1.0] and m["source"] == "train" \
+                and m.get("method", "st") != "st":
+            problems.append(f"config: models.{name}: training method {m['method']!r} keeps its adversarial inputs "
+                            f"in [0, 1], but data set {m['dataset']!r} lies in {list(box)}; use method st")
         if m["dataset"] not in datasets:
             problems.append(f"config: models.{name}.dataset names {m['dataset']!r}, which is not under datasets")
         if m["source"] == "convert" and "path" not in m:

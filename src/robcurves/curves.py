@@ -5,6 +5,22 @@ one norm. It is a right-continuous step function: R(eps) jumps at each distance,
 a point with distance d counts for every eps >= d. Misclassified points have
 distance 0 and so count at eps = 0. Points for which no adversarial example was found
 have distance +inf and never count, so R stays below 1.0 while any remain.
+
+The eps convention
+------------------
+Distances are measured in float32 (the model's arithmetic: :mod:`robcurves.adversarial`),
+thresholds are written by people in decimal or as fractions (8/255, 0.1, 0.3). The
+float32 number nearest to 8/255 is *larger* than 8/255, so a perturbation of exactly
+"8/255" in float32 would not count at eps = 8/255 if the two were compared as float64.
+Therefore a distance ``d`` counts at ``eps`` exactly when
+
+    float32(d) <= float32(eps)            (both rounded to nearest)
+
+:func:`count_at_most` is that comparison; every table, figure and the command line read
+R(eps) through it. A float32 distance equal to a threshold as written counts at that
+threshold; anything that counts under the plain float64 comparison ``d <= eps`` counts
+here too (rounding is monotone); the two differ only within one float32 rounding step of
+eps (relative 2^-24, about 6e-8).
 """
 
 from __future__ import annotations
@@ -68,14 +84,15 @@ class RobustnessCurve:
         """The jump points of the step function and R just after each jump.
 
         Returns ``(eps, r)`` with ``eps`` the distinct finite distances in increasing
-        order and ``r[i] = R(eps[i])``. R is 0 left of ``eps[0]`` and constant
-        between jumps.
+        order and ``r[i] = R(eps[i])``; distances that are equal in float32 (the eps
+        convention) are one jump, at the smallest of them. R is 0 left of ``eps[0]`` and
+        constant between jumps.
         """
         finite = np.sort(self.distances[np.isfinite(self.distances)])
         if finite.size == 0:
             return np.zeros(0), np.zeros(0)
-        eps, counts = np.unique(finite, return_counts=True)
-        return eps, np.cumsum(counts) / self.n_points
+        _, first, counts = np.unique(_as_float32(finite), return_index=True, return_counts=True)
+        return finite[first], np.cumsum(counts) / self.n_points
 
     # ----------------------------------------------------------------- I/O
     def to_dict(self) -> dict[str, Any]:
@@ -126,21 +143,40 @@ def robustness_curve(distances: np.ndarray, norm: str, **kwargs: Any) -> Robustn
     return RobustnessCurve(norm=norm, distances=distances, **kwargs)
 
 
-def robust_error_at(curve: RobustnessCurve, eps: "float | Sequence[float] | np.ndarray") -> "float | np.ndarray":
-    """R(eps): the fraction of points whose distance is <= eps, read exactly off the step function.
+def _as_float32(values) -> np.ndarray:
+    """float64 values rounded to the nearest float32 (kept as float64 arrays)."""
+    with np.errstate(over="ignore"):
+        return np.asarray(values, dtype=np.float64).astype(np.float32).astype(np.float64)
 
-    ``eps`` is in the curve's norm. Ties count (``<=``); +inf distances never count.
+
+def count_at_most(distances, eps) -> np.ndarray:
+    """How many of ``distances`` count at each threshold ``eps`` (same norm): the eps convention.
+
+    ``d`` counts at ``eps`` iff ``float32(d) <= float32(eps)`` (module docstring); +inf
+    distances never count, whatever ``eps``. Returns int64 counts shaped like ``eps``.
+    """
+    e = np.asarray(eps, dtype=np.float64)
+    if np.isnan(e).any():
+        raise ValueError("eps must not be NaN")
+    d = np.asarray(distances, dtype=np.float64).reshape(-1)
+    finite = np.isfinite(d)
+    d32 = np.sort(_as_float32(d[finite]))
+    # A finite distance beyond float32's range rounds to +inf: it counts only at eps = +inf.
+    counts = np.searchsorted(d32, _as_float32(e), side="right")
+    return np.minimum(counts, int(finite.sum())).astype(np.int64)
+
+
+def robust_error_at(curve: RobustnessCurve, eps: "float | Sequence[float] | np.ndarray") -> "float | np.ndarray":
+    """R(eps): the fraction of points whose distance counts at eps, read exactly off the step function.
+
+    ``eps`` is in the curve's norm. Ties count (``<=``, after rounding both to float32:
+    :func:`count_at_most`); +inf distances never count.
     """
     e = np.asarray(eps, dtype=np.float64)
     if np.isnan(e).any():
         raise ValueError("robust_error_at: eps must not be NaN")
     n = curve.n_points
-    if n == 0:
-        out = np.full(e.shape, np.nan)
-    else:
-        out = np.searchsorted(curve.sorted_distances, e, side="right") / n
-        # searchsorted places eps=+inf after the +inf distances; those never count.
-        out = np.minimum(out, np.isfinite(curve.distances).sum() / n)
+    out = np.full(e.shape, np.nan) if n == 0 else count_at_most(curve.distances, e) / n
     return float(out) if out.ndim == 0 else out
 
 

@@ -289,10 +289,19 @@ def _quantise(x2: np.ndarray, s: int) -> np.ndarray:
     return out
 
 
+def _scan_progress(report: "Callable[[str], None] | bool | None", label: str, total: float):
+    """A :class:`robcurves.progress.Progress` over ``total`` point pairs for one scan (or None)."""
+    if not report:
+        return None
+    from robcurves.progress import Progress
+
+    return Progress(int(total), label, unit="pairs", log=report if callable(report) else None, every_s=10.0)
+
+
 def _symmetric_scan(
     order: np.ndarray, ys: np.ndarray, norms: Sequence[str], row_block: int, col_block: int,
     threads: int, row_setup: Callable[[int, int], Any],
-    tile: Callable[[Any, int, int], dict[str, np.ndarray]],
+    tile: Callable[[Any, int, int], dict[str, np.ndarray]], progress=None,
 ) -> dict[str, dict[str, _Best]]:
     """Every pair once: row tile ``[r0, r1)`` against columns ``[r0, n)``, both sides updated.
 
@@ -301,10 +310,13 @@ def _symmetric_scan(
     row tile (per worker thread); ``tile(ctx, c0, c1)`` returns exact distances (or a
     strictly monotone function of them) per norm for that row tile against ``[c0, c1)``.
     Merging is lexicographic in (distance, original index), hence order-free.
+    ``progress``: a callable for plain progress lines (or True for stderr), one per tile
+    block at most every 10 s, in point pairs.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     n = len(order)
+    bar = _scan_progress(progress, f"nearest {'+'.join(norms)}", n * (n + 1) / 2)
     lock = threading.Lock()
     next_block = iter(range(0, n, row_block))
     per_thread: list[dict[str, dict[str, _Best]]] = []
@@ -334,11 +346,16 @@ def _symmetric_scan(
                         best[kind][nm].update(ia, v, i)
                         v, i = _row_min(dm, ia, axis=0)  # columns: neighbours among rows
                         best[kind][nm].update(ib, v, i)
+            if bar is not None:
+                with lock:  # the pairs of this row block: itself (upper triangle) and the columns after it
+                    bar.update((r1 - r0) * (n - r1) + (r1 - r0) * (r1 - r0 + 1) / 2)
 
     n_workers = max(1, min(threads, (n + row_block - 1) // row_block))
     with ThreadPoolExecutor(max_workers=n_workers) as pool:
         for f in [pool.submit(work) for _ in range(n_workers)]:
             f.result()  # re-raises a worker's exception here
+    if bar is not None:
+        bar.close()
     out = per_thread[0]
     for other in per_thread[1:]:
         for kind in KINDS:
@@ -349,7 +366,7 @@ def _symmetric_scan(
 
 def _elementwise_scan(
     xs_in: np.ndarray, y: np.ndarray, norms: Sequence[str], block_size: int, threads: int,
-    scale: int | None,
+    scale: int | None, progress=None,
 ) -> dict[str, dict[str, _Best]]:
     """All pairs for linf and/or l1, symmetric, in tiles of ``_ELEM_ROWS`` rows, with worker threads.
 
@@ -377,7 +394,7 @@ def _elementwise_scan(
         a_t, a_const, var, cdims, tmp = ctx
         return _tile_elementwise(a_t, a_const, xs[c0:c1], var, cdims, norms, tmp, scale)
 
-    return _symmetric_scan(order, y[order], norms, row_block, col_block, threads, row_setup, tile)
+    return _symmetric_scan(order, y[order], norms, row_block, col_block, threads, row_setup, tile, progress)
 
 
 def _tile_elementwise(a_t, a_const, b, var, cdims, norms, tmp, scale) -> dict[str, np.ndarray]:
@@ -445,6 +462,7 @@ def _ranked_scan(
     slack_fn: Callable[[int, int], np.ndarray] | None,
     row_block: int,
     col_block: int,
+    progress=None,
 ) -> dict[str, _Best]:
     """Scan all (row tile, column tile) pairs; ``tile_fn`` gives a ranking value per pair.
 
@@ -452,9 +470,11 @@ def _ranked_scan(
     approximation of a monotone function of the distance (for l2: the squared distance)
     with absolute error at most ``slack_fn(r0, r1)`` per row; every pair whose
     approximation lies within twice that of the row's running minimum is recomputed
-    directly, so no pair that might be the nearest one is passed over.
+    directly, so no pair that might be the nearest one is passed over. ``progress`` as
+    for :func:`_symmetric_scan` (ordered pairs here: every pair is seen from both sides).
     """
     n = len(y)
+    bar = _scan_progress(progress, f"nearest {norm}", n * n)
     best = {k: _Best(n) for k in KINDS}
     approx_min = {k: np.full(n, np.inf) for k in KINDS}
     idx_all = np.arange(n)
@@ -487,11 +507,15 @@ def _ranked_scan(
                 rows, cols, exact = rows[o], cols[o], exact[o]
                 first = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
                 best[kind].update(rows[first], exact[first], cols[first])
+        if bar is not None:
+            bar.update((r1 - r0) * n)
+    if bar is not None:
+        bar.close()
     return best
 
 
 def _l2_scan_numpy(x2: np.ndarray, y: np.ndarray, block_size: int, q: np.ndarray | None = None,
-                   scale: int | None = None) -> dict[str, _Best]:
+                   scale: int | None = None, progress=None) -> dict[str, _Best]:
     """l2 by float64 GEMM tiles.
 
     On the integer grid (``q``, ``scale``) the GEMM is exact (every partial sum is an
@@ -527,7 +551,7 @@ def _l2_scan_numpy(x2: np.ndarray, y: np.ndarray, block_size: int, q: np.ndarray
 
         # one Python thread: the GEMM itself uses the BLAS threads
         best = _symmetric_scan(np.arange(n), y, ["l2"], row_block, block_size, 1,
-                               lambda r0, r1: (r0, r1), grid_tile)
+                               lambda r0, r1: (r0, r1), grid_tile, progress)
         for b in best.values():
             b["l2"].value = np.sqrt(b["l2"].value) / scale
         return {k: best[k]["l2"] for k in KINDS}
@@ -540,12 +564,12 @@ def _l2_scan_numpy(x2: np.ndarray, y: np.ndarray, block_size: int, q: np.ndarray
     def slack(r0, r1):
         return gamma * (norms_[r0:r1] + nmax) ** 2
 
-    return _ranked_scan(x2, y, "l2", tile, slack, row_block, block_size)
+    return _ranked_scan(x2, y, "l2", tile, slack, row_block, block_size, progress)
 
 
 def _tf_scan(
     x2: np.ndarray, y: np.ndarray, norms: Sequence[str], block_size: int, device: str,
-    q: np.ndarray | None = None, scale: int | None = None,
+    q: np.ndarray | None = None, scale: int | None = None, progress=None,
 ) -> dict[str, dict[str, _Best]]:
     """Tiles computed by TensorFlow on ``device``; masking and merging on the host.
 
@@ -616,14 +640,14 @@ def _tf_scan(
                 return t / scale if grid else t
 
         if nm == "l2" and grid:
-            out[nm] = _ranked_scan(x2, y, nm, tile, None, min(block_size, 4096), block_size)
+            out[nm] = _ranked_scan(x2, y, nm, tile, None, min(block_size, 4096), block_size, progress)
             for b in out[nm].values():
                 b.value = np.sqrt(b.value) / scale
         elif nm == "l2":
             slack = lambda r0, r1: gamma * (np.sqrt(sq_np[r0:r1]) + nmax) ** 2  # noqa: E731
-            out[nm] = _ranked_scan(x2, y, nm, tile, slack, min(block_size, 4096), block_size)
+            out[nm] = _ranked_scan(x2, y, nm, tile, slack, min(block_size, 4096), block_size, progress)
         else:
-            out[nm] = _ranked_scan(x2, y, nm, tile, None, elem_rows, block_size)
+            out[nm] = _ranked_scan(x2, y, nm, tile, None, elem_rows, block_size, progress)
     return {kind: {nm: out[nm][kind] for nm in norms} for kind in KINDS}
 
 
@@ -669,6 +693,7 @@ def nearest_neighbour_distances(
     device: str | None = None,
     backend: str | None = None,
     grid: "str | int | None" = "auto",
+    progress: "Callable[[str], None] | bool | None" = None,
 ) -> NearestNeighbours:
     """Exact nearest inter-class and intra-class neighbour of every point, per norm.
 
@@ -689,6 +714,9 @@ def nearest_neighbour_distances(
         exactly, and divides by the scale: distances are then exact for the quantised
         data (they differ from float32 arithmetic by < 1e-6 relative). An int forces that
         scale (values must be on it); None or 0 always uses float64 arithmetic.
+    progress : a callable that takes progress lines (e.g. a logger's ``info``: work done in
+        point pairs, rate and ETA per tile block, at most one line every 10 s per scan),
+        True for lines on stderr (a tqdm bar on a terminal), or None for none.
 
     Returns a :class:`NearestNeighbours`; distances are float64 in the norm they are
     labelled with, measured on the flattened float32 inputs.
@@ -726,7 +754,7 @@ def nearest_neighbour_distances(
         raise ValueError(f"grid={grid}: the values are not integers over {grid} (or it exceeds 255)")
     q = _quantise(x2, scale) if scale is not None else None
     if backend == "tensorflow":
-        best = _tf_scan(x2, yy, names, block_size, device, q, scale)
+        best = _tf_scan(x2, yy, names, block_size, device, q, scale, progress)
     else:
         best = {k: {} for k in KINDS}
         from threadpoolctl import threadpool_limits
@@ -734,11 +762,11 @@ def nearest_neighbour_distances(
         with threadpool_limits(limits=threads):
             elem = [nm for nm in names if nm in ("linf", "l1")]
             if elem:
-                got = _elementwise_scan(x2 if q is None else q, yy, elem, block_size, threads, scale)
+                got = _elementwise_scan(x2 if q is None else q, yy, elem, block_size, threads, scale, progress)
                 for k in KINDS:
                     best[k].update(got[k])
             if "l2" in names:
-                got = _l2_scan_numpy(x2, yy, block_size, q, scale)
+                got = _l2_scan_numpy(x2, yy, block_size, q, scale, progress)
                 for k in KINDS:
                     best[k]["l2"] = got[k]
     del q

@@ -1,4 +1,4 @@
-"""The workflow's stages as plain functions: build a model, attack a shard, merge a curve.
+"""The workflow's stages as plain functions: prepare data, build a model, attack a shard, merge a curve.
 
 Snakemake scripts call these; so can anyone without Snakemake.
 """
@@ -14,15 +14,61 @@ import numpy as np
 from robcurves.curves import RobustnessCurve
 from robcurves.data import load_dataset
 from robcurves.norms import parse_norm
-from robcurves.shards import merge_attack_shards, save_attack_shard, settings_digest, shard_indices
+from robcurves.shards import merge_attack_shards, save_attack_shard, shard_indices
 
 _log = logging.getLogger("robcurves")
 
 
 def test_accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Share of points the model classifies correctly: not adversarial by
+    :func:`robcurves.adversarial.is_adversarial` (a tie counts as correct)."""
+    from robcurves.adversarial import is_adversarial
     from robcurves.models import predict_logits
 
-    return float(np.mean(np.argmax(predict_logits(model, x), axis=1) == y)) if len(y) else float("nan")
+    return float(np.mean(~is_adversarial(predict_logits(model, x), y))) if len(y) else float("nan")
+
+
+def model_bounds(sidecar: dict | None) -> tuple[float, float]:
+    """The input box ``[lo, hi]`` of a model: its sidecar's ``bounds`` ([0, 1] without one)."""
+    from robcurves.models import DEFAULT_BOUNDS
+
+    lo, hi = (sidecar or {}).get("bounds", DEFAULT_BOUNDS)
+    return float(lo), float(hi)
+
+
+def check_bounds_agree(data_bounds: tuple[float, float], bounds: tuple[float, float], data_what: str,
+                       model_what: str) -> None:
+    """Raise ``ValueError`` unless the data set's box is the model's box (both come from their files)."""
+    if tuple(map(float, data_bounds)) != tuple(map(float, bounds)):
+        raise ValueError(f"{data_what} lies in [{data_bounds[0]:g}, {data_bounds[1]:g}] but {model_what} says its "
+                         f"inputs lie in [{bounds[0]:g}, {bounds[1]:g}] (sidecar 'bounds')")
+
+
+def rescale_to_bounds(ds, bounds: "tuple[float, float] | list[float] | None"):
+    """A data set whose [0, 1] values are mapped affinely onto ``bounds`` (e.g. [-1, 1]).
+
+    Its metadata records the new box (``meta["bounds"]``), so that every later stage
+    (the model's sidecar, the attacks, the exact stage, the checks) uses it.
+    """
+    from dataclasses import replace
+
+    if bounds is None or tuple(map(float, bounds)) == ds.bounds:
+        return ds
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if not lo < hi:
+        raise ValueError(f"bounds must be [low, high] with low < high, got {list(bounds)}")
+    old_lo, old_hi = ds.bounds
+    x = (ds.x.astype(np.float64) - old_lo) / (old_hi - old_lo) * (hi - lo) + lo
+    x = np.clip(x, lo, hi).astype(np.float32)
+    return replace(ds, x=x, extra={**ds.extra, "bounds": [lo, hi]})
+
+
+def prepare_dataset(name: str, spec: dict, raw_dir) -> tuple[Any, Any]:
+    """:func:`robcurves.data.prepare_dataset`, then mapped onto the config's ``bounds`` if it has them."""
+    from robcurves.data import prepare_dataset as prepare
+
+    train, test = prepare(name, {k: v for k, v in spec.items() if k != "bounds"}, raw_dir)
+    return rescale_to_bounds(train, spec.get("bounds")), rescale_to_bounds(test, spec.get("bounds"))
 
 
 def build_model(spec: dict, name: str, out_path: str, train_path: str | None = None,
@@ -30,7 +76,8 @@ def build_model(spec: dict, name: str, out_path: str, train_path: str | None = N
                 log: logging.Logger = _log) -> dict:
     """Train (``source: train``) or convert (``source: convert``) the model ``spec`` describes.
 
-    Writes ``out_path`` (Keras) and its JSON sidecar; returns the sidecar.
+    Writes ``out_path`` (Keras) and its JSON sidecar; returns the sidecar. The sidecar's
+    ``bounds`` are the data set's (its ``meta["bounds"]``, [0, 1] by default).
     """
     from robcurves import models
 
@@ -40,21 +87,27 @@ def build_model(spec: dict, name: str, out_path: str, train_path: str | None = N
         model = models.convert_mat(mat_path, layout=layout,
                                    input_shape=test.input_shape if test is not None else None)
         sidecar = models.mat_sidecar(mat_path, model, spec["dataset"], layout=layout, name=name)
+        if test is not None:
+            sidecar["bounds"] = list(test.bounds)
     else:
         from robcurves.training import train_model
 
         train = load_dataset(train_path)
+        if train.bounds != (0.0, 1.0) and spec.get("method", "st") != "st":
+            raise ValueError(f"training method {spec['method']!r} keeps its adversarial inputs in [0, 1], but "
+                             f"{train_path} lies in {list(train.bounds)}; use method st")
         model = models.build_model(spec.get("arch", "lenet_small"), train.input_shape, train.n_classes,
                                    seed=spec.get("seed", 0))
         t0 = time.perf_counter()
         history = train_model(
             model, train, spec.get("method", "st"), epochs=spec["epochs"], batch_size=spec["batch_size"],
             learning_rate=spec["learning_rate"], seed=spec.get("seed", 0), eps=spec.get("eps"),
-            **spec.get("options", {}),
+            log=log.info, **spec.get("options", {}),
         )
         sidecar = {
             "name": name,
             "dataset": train.name,
+            "bounds": list(train.bounds),
             "made_by": {"kind": "train", "arch": spec.get("arch", "lenet_small"), **history,
                         "wall_s": round(time.perf_counter() - t0, 2)},
         }
@@ -75,37 +128,66 @@ def weights_sha256(model) -> str:
     return h.hexdigest()
 
 
+def resolved_methods(norm: str, attack: dict) -> list[dict[str, Any]]:
+    """The attack methods a shard of ``norm`` runs: the config's, or the package's defaults,
+    each with every option filled in (so that a changed default changes the digest)."""
+    from robcurves import attacks
+
+    methods = attack.get("methods") or attacks.default_methods(norm)
+    return [attacks.validate_method_config(norm, m) for m in methods]
+
+
 def attack_settings(norm: str, attack: dict, n_points: int | None, model, model_sidecar: dict,
                     data_sha: str) -> dict:
     """Everything that determines an attack shard's numbers; shards must agree on it.
 
     Deterministic by construction (no timings), so that the same config gives
-    byte-identical curves from separate runs.
+    byte-identical curves from separate runs. It holds the package version and the
+    resolved method list: shards made by other code do not merge.
     """
+    import robcurves
+
     return {"norm": norm, "attack": attack, "n_points": n_points,
+            "methods": resolved_methods(norm, attack), "robcurves_version": robcurves.__version__,
+            "bounds": list(model_bounds(model_sidecar)),
             "model": model_sidecar.get("name"), "model_weights_sha256": weights_sha256(model),
             "data_sha256": data_sha}
 
 
+def expected_settings(norm: str, attack: dict, n_points: int | None, data_sha: str) -> dict:
+    """The part of :func:`attack_settings` that a merge can check without the model:
+    what this code would write into a shard made now."""
+    import robcurves
+
+    return {"norm": norm, "n_points": n_points, "methods": resolved_methods(norm, attack),
+            "robcurves_version": robcurves.__version__, "data_sha256": data_sha}
+
+
 def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shard: int, n_shards: int,
                  n_points: int | None, attack: dict, log: logging.Logger = _log) -> None:
-    """Minimal perturbations in ``norm`` for shard ``shard`` of the first ``n_points`` test points."""
+    """Minimal perturbations in ``norm`` for shard ``shard`` of the first ``n_points`` test points.
+
+    The search stays inside the model's input box (its sidecar's ``bounds``), which must be
+    the data set's.
+    """
     from robcurves import attacks, models
 
     norm = parse_norm(norm).name
     model, sidecar = models.load_model(model_path)
     test = load_dataset(data_path)
     models.check_model_fits(model, sidecar, test.x)
+    bounds = model_bounds(sidecar)
+    check_bounds_agree(test.bounds, bounds, f"data set {data_path}", f"model {model_path}")
     n = len(test) if n_points is None else min(int(n_points), len(test))
     idx = shard_indices(n, n_shards, shard)
-    methods = attack.get("methods") or attacks.default_methods(norm)
     settings = attack_settings(norm, attack, n_points, model, sidecar, test.meta["sha256"])
-    log.info("shard %d/%d: %d points, norm %s, methods %s", shard, n_shards, len(idx), norm,
-             [m["name"] for m in methods])
+    methods = settings["methods"]
+    log.info("shard %d/%d: %d points, norm %s, box [%g, %g], methods %s", shard, n_shards, len(idx), norm,
+             *bounds, [m["name"] for m in methods])
     t0 = time.perf_counter()
     result = attacks.minimal_perturbations(
         model, test.x[idx], test.y[idx], norm, methods=methods,
-        batch_size=attack.get("batch_size", 500), seed=attack.get("seed", 0), progress=True,
+        batch_size=attack.get("batch_size", 500), seed=attack.get("seed", 0), bounds=bounds, progress=True,
     )
     dt = time.perf_counter() - t0
     log.info("shard %d/%d done in %.1f s (%.1f points/s); statuses %s", shard, n_shards, dt,
@@ -115,11 +197,19 @@ def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shar
 
 
 def merge_curve(shard_paths: list[str], data_path: str, out_path: str, n_points: int | None, label: str,
-                provenance: dict[str, Any], log: logging.Logger = _log) -> RobustnessCurve:
-    """Gather checked shards into the robustness curve of one (data set, model, norm)."""
+                provenance: dict[str, Any], attack: dict | None = None, norm: str | None = None,
+                log: logging.Logger = _log) -> RobustnessCurve:
+    """Gather checked shards into the robustness curve of one (data set, model, norm).
+
+    With ``attack`` (the config's entry for the norm) and ``norm``, every shard must have
+    been made by this code with these settings (:func:`expected_settings`): shards of an
+    older version or with other default methods are refused, naming them.
+    """
     test = load_dataset(data_path, verify=False)
     n = len(test) if n_points is None else min(int(n_points), len(test))
-    merged = merge_attack_shards(shard_paths, n)
+    expected = (expected_settings(parse_norm(norm).name, attack, n_points, test.meta["sha256"])
+                if attack is not None and norm is not None else None)
+    merged = merge_attack_shards(shard_paths, n, expected=expected)
     if len(merged["indices"]) != n:
         raise ValueError(f"merged shards hold {len(merged['indices'])} points, expected {n}")
     errors = merged["status"] == "error"

@@ -1,8 +1,11 @@
 """Scatter/gather of per-point work: which points a shard holds, and checked merging.
 
 A shard file is self-describing: it records its shard number, the total number of
-shards, the test-point indices it covers and a digest of the settings that made it.
-Merging refuses anything that would silently give a short or mixed curve.
+shards, the test-point indices it covers and the settings that made it with their digest
+(the attack settings, the resolved method list with every option, the package version,
+the model's weights and the data; :func:`robcurves.pipeline.attack_settings`).
+Merging refuses anything that would silently give a short or mixed curve, and shards that
+the current code would not make the same way.
 """
 
 from __future__ import annotations
@@ -76,11 +79,25 @@ def load_attack_shard(path: str | os.PathLike) -> dict[str, Any]:
     return out
 
 
-def merge_attack_shards(paths: Sequence[str | os.PathLike], n_points: int) -> dict[str, Any]:
+def stale_settings(settings: dict, expected: dict) -> list[str]:
+    """The keys of ``expected`` on which a shard's ``settings`` differ, as readable lines."""
+    out = []
+    for key, want in expected.items():
+        got = settings.get(key, "(not recorded)")
+        if json.dumps(got, sort_keys=True, default=str) != json.dumps(want, sort_keys=True, default=str):
+            out.append(f"{key}: shard has {got!r}, this code makes {want!r}")
+    return out
+
+
+def merge_attack_shards(paths: Sequence[str | os.PathLike], n_points: int,
+                        expected: dict | None = None) -> dict[str, Any]:
     """Load shards 0..n-1 in order and check that together they are exactly points 0..n_points-1.
 
     Raises ``ValueError`` naming the offending file when a shard is missing, was made
-    with other settings or for another norm, or covers the wrong points.
+    with other settings or for another norm, or covers the wrong points. ``expected``:
+    settings that this code would record now (the package version, the resolved method
+    list, ...); a shard made otherwise (by an older version, or before a default changed)
+    is refused, with what differs.
     """
     missing = [str(p) for p in paths if not os.path.exists(p)]
     if missing:
@@ -96,6 +113,12 @@ def merge_attack_shards(paths: Sequence[str | os.PathLike], n_points: int) -> di
         if m["settings_digest"] != first["settings_digest"]:
             raise ValueError(f"{p}: made with other settings than {paths[0]} "
                              f"({m['settings']} vs {first['settings']}); rerun the stale shard")
+    if expected:
+        for p, s in zip(paths, shards):
+            diff = stale_settings(s["meta"].get("settings", {}), expected)
+            if diff:
+                raise ValueError(f"{p}: made by other code or settings than the current ones; " + "; ".join(diff)
+                                 + ". Delete the stale shards (or rerun with --forcerun attack_shard) to remake them")
     for i, (p, s) in enumerate(zip(paths, shards)):
         if s["meta"]["shard"] != i:
             raise ValueError(f"{p}: holds shard {s['meta']['shard']}, expected shard {i}")

@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
@@ -57,6 +58,7 @@ import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from robcurves.norms import Norm, parse_norm  # noqa: E402
+from robcurves.progress import Progress  # noqa: E402
 
 _DENSE_CONV_MAX = 8192  # MMR: conv inputs up to this size are propagated as a dense matrix
 _STABLE = 1e-5  # floor for the dual norms in MMR's distance denominators, as in Croce et al.
@@ -771,6 +773,9 @@ def _train(model, train, m: Method, opts, x_all, y_all, n_classes, epochs, batch
     history: list[dict[str, float]] = []
     start = time.perf_counter()
     step = 0
+    # One line per epoch (work done, rate, ETA, loss, accuracy): to ``log`` in a job, a bar on a terminal.
+    bar = Progress(epochs, f"train {method}", unit="epochs", log=log, every_s=0.0,
+                   enabled=log is not None or sys.stderr.isatty())
     for epoch in range(epochs):
         dropped = epoch >= drop_epoch and opts["lr_drop_frac"] < 1.0
         optimizer.learning_rate.assign(float(learning_rate) * (0.1 if dropped else 1.0))
@@ -787,8 +792,9 @@ def _train(model, train, m: Method, opts, x_all, y_all, n_classes, epochs, batch
             step += 1
         rec = dict(zip(("objective", "cross_entropy", "batch_accuracy"), (sums / n).round(6).tolist()))
         history.append({"epoch": epoch + 1, **rec})
-        if log is not None:
-            log(f"{method} epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in rec.items()))
+        bar.update(1, f"loss {rec['objective']:.4f} (cross-entropy {rec['cross_entropy']:.4f}), accuracy "
+                      f"{rec['batch_accuracy']:.4f}, {n * (epoch + 1) / bar.elapsed:.0f} samples/s")
+    bar.close()
     elapsed = time.perf_counter() - start
 
     logits = np.concatenate([model(x_all[i:i + 1024], training=False).numpy() for i in range(0, n, 1024)])

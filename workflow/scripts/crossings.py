@@ -1,4 +1,4 @@
-"""Snakemake: where the robustness curves of two models cross, per data set and norm."""
+"""Snakemake: where the robustness curves of two models cross, per data set and norm (family-wise)."""
 from dataclasses import asdict
 from pathlib import Path
 
@@ -6,15 +6,13 @@ from robcurves.jobs import log_to
 
 with log_to(snakemake.log[0]) as log:
     from robcurves.curves import RobustnessCurve
-    from robcurves.tables import crossings_table, write_table
+    from robcurves.tables import crossings_caption, crossings_table, write_table
 
     spec = dict(snakemake.params.spec)
     curves = [RobustnessCurve.load(p) for p in snakemake.input]
-    rows = []
-    for ds in sorted({c.config.get("dataset", "") for c in curves}):
-        sel = [c for c in curves if c.config.get("dataset", "") == ds]
-        for cr in crossings_table(sel, alpha=spec["alpha"]):
-            rows.append({"dataset": ds, **asdict(cr)})
-    log.info("%d crossings, %d significant", len(rows), sum(r["significant"] for r in rows))
+    rows = [{"dataset": cr.dataset, **{k: v for k, v in asdict(cr).items() if k != "dataset"}}
+            for cr in crossings_table(curves, alpha=spec["alpha"])]
+    log.info("%d crossings, %d significant (family-wise alpha %g over %d curves)", len(rows),
+             sum(r["significant"] for r in rows), spec["alpha"], len(curves))
     stem = str(Path(snakemake.output[0]).with_suffix(""))
-    write_table(rows, stem, caption="Crossings of robustness curves (eps in the norm's units)")
+    write_table(rows, stem, caption=crossings_caption(spec["alpha"], len(curves)))

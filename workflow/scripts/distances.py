@@ -11,7 +11,8 @@ with log_to(snakemake.log[0]) as log:
     log.info("%s/%s: %d points, input shape %s, %d threads", ds.name, ds.split, len(ds), ds.input_shape,
              snakemake.threads)
     start = time.perf_counter()
-    nn = nearest_neighbour_distances(ds.x, ds.y, norms=snakemake.params.norms, threads=snakemake.threads)
+    nn = nearest_neighbour_distances(ds.x, ds.y, norms=snakemake.params.norms, threads=snakemake.threads,
+                                     progress=log.info)
     log.info("done in %.1f s (%s); %d cross-class duplicate pair(s)", time.perf_counter() - start,
              nn.meta, len(nn.duplicate_pairs))
     save_nearest(snakemake.output[0], nn, meta={"name": ds.name, "split": ds.split, "source": ds.source,

@@ -12,5 +12,7 @@ with log_to(snakemake.log[0]) as log:
         label=snakemake.params.label,
         provenance={"model": dict(snakemake.params.model), "attack": dict(snakemake.params.attack),
                     "model_name": snakemake.wildcards.model, "dataset": snakemake.wildcards.dataset},
+        attack=dict(snakemake.params.attack),
+        norm=snakemake.wildcards.norm,
         log=log,
     )

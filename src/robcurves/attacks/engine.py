@@ -17,6 +17,7 @@ from typing import Any, Iterable
 import numpy as np
 import tensorflow as tf
 
+from robcurves.adversarial import is_adversarial
 from robcurves.attacks.base import METHODS, margin_of, validate_method_config
 from robcurves.attacks.result import AttackResult, predict_logits, verify_candidates
 from robcurves.norms import Norm, parse_norm
@@ -196,7 +197,7 @@ def minimal_perturbations(
         if y.min() < 0 or y.max() >= n_classes:
             raise ValueError(f"labels must lie in 0..{n_classes - 1} (the model has {n_classes} outputs), "
                              f"got {int(y.min())}..{int(y.max())}")
-    correct = (np.argmax(z, axis=1) == y) if n else np.zeros(0, bool)
+    correct = ~is_adversarial(z, y) if n else np.zeros(0, bool)  # robcurves.adversarial: ties are not adversarial
 
     names = _unique_names(cfgs)
     n_classes = int(z.shape[1]) if n else 0

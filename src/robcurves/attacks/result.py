@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from robcurves.adversarial import is_adversarial
 from robcurves.atomic import save_npz
 from robcurves.norms import Norm, parse_norm
 
@@ -130,17 +131,16 @@ def predict_logits(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
 def verify_candidates(model, x, x_adv, y, norm: "Norm | str", bounds=(0.0, 1.0), batch_size: int = 512):
     """Clip ``x_adv`` into the box, re-run the model, recompute the distance.
 
-    Returns ``(is_adv, distances, x_clipped)``: ``is_adv`` is True where the clipped
-    candidate's logits are finite and its predicted label differs from ``y``;
-    ``distances`` is the float32 ``norm`` distance of the clipped candidate from ``x``.
+    Returns ``(is_adv, distances, x_clipped)``: ``is_adv`` is
+    :func:`robcurves.adversarial.is_adversarial` of the clipped candidate's logits (finite,
+    and some class strictly above ``y``; ties are not adversarial); ``distances`` is the
+    float32 ``norm`` distance of the clipped candidate from ``x``.
     """
     norm = parse_norm(norm)
     x = np.asarray(x, np.float32)
     xc = np.clip(np.asarray(x_adv, np.float32).reshape(x.shape), np.float32(bounds[0]), np.float32(bounds[1]))
     z = predict_logits(model, xc, batch_size)
-    finite = np.all(np.isfinite(z), axis=1)
-    pred = np.argmax(np.where(np.isfinite(z), z, -np.inf), axis=1) if len(z) else np.zeros(0, np.int64)
-    is_adv = finite & (pred != np.asarray(y).astype(np.int64))
+    is_adv = is_adversarial(z, np.asarray(y).astype(np.int64)) if len(z) else np.zeros(0, bool)
     return is_adv, norm.distance(xc, x), xc
 
 

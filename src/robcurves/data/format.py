@@ -1,7 +1,8 @@
 """The on-disk format of a data set split, which every later stage reads.
 
 Format: one ``.npz`` file per split, with
-  - ``x``: float32, NHWC (``(N, H, W, C)``), values in [0, 1];
+  - ``x``: float32, NHWC (``(N, H, W, C)``), values in [0, 1] or in the box
+    ``meta["bounds"]`` where the metadata has one (e.g. ``[-1, 1]``);
   - ``y``: int64, ``(N,)``, labels in ``0 .. n_classes-1``;
   - ``meta``: a 0-d unicode array holding a JSON object with at least
     ``name``, ``split``, ``class_names``, ``source`` and ``sha256`` (of the x and y
@@ -38,7 +39,14 @@ class Dataset:
     def __post_init__(self) -> None:
         self.x = np.asarray(self.x, dtype=np.float32)
         self.y = np.asarray(self.y, dtype=np.int64)
-        validate_arrays(self.x, self.y, n_classes=len(self.class_names), what=f"{self.name}/{self.split}")
+        validate_arrays(self.x, self.y, n_classes=len(self.class_names), what=f"{self.name}/{self.split}",
+                        bounds=self.bounds)
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """The box the inputs live in: ``meta["bounds"]`` if the file has one, else [0, 1]."""
+        lo, hi = self.extra.get("bounds", (0.0, 1.0))
+        return float(lo), float(hi)
 
     @property
     def n_classes(self) -> int:
@@ -73,16 +81,18 @@ def content_sha256(x: np.ndarray, y: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def validate_arrays(x: np.ndarray, y: np.ndarray, n_classes: int | None = None, what: str = "data") -> None:
-    """Check shapes, value range and labels; raise ``ValueError`` naming what is wrong."""
+def validate_arrays(x: np.ndarray, y: np.ndarray, n_classes: int | None = None, what: str = "data",
+                    bounds: tuple[float, float] = (0.0, 1.0)) -> None:
+    """Check shapes, value range (``bounds``) and labels; raise ``ValueError`` naming what is wrong."""
     if x.ndim != 4:
         raise ValueError(f"{what}: x must be NHWC with 4 dimensions, got shape {x.shape}")
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"{what}: y must have shape ({len(x)},), got {y.shape}")
     if x.size and not np.all(np.isfinite(x)):
         raise ValueError(f"{what}: x contains NaN or infinite values")
-    if x.size and (x.min() < 0.0 or x.max() > 1.0):
-        raise ValueError(f"{what}: x must lie in [0, 1], got [{x.min()}, {x.max()}]")
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if x.size and (x.min() < lo or x.max() > hi):
+        raise ValueError(f"{what}: x must lie in [{lo:g}, {hi:g}], got [{x.min()}, {x.max()}]")
     if n_classes is not None and len(y) and (y.min() < 0 or y.max() >= n_classes):
         raise ValueError(f"{what}: labels must lie in 0..{n_classes - 1}, got {y.min()}..{y.max()}")
 

@@ -1,14 +1,17 @@
 """Figure "exact vs. approximate robustness curves": the certified band and the attack curve.
 
-For points with exact results, the robust error ``R(eps) = P(d <= eps)`` of the true
+For points with exact results, the robust error ``R(eps) = #{d <= eps} / n`` of the true
 minimal distances ``d`` is certain to lie between two step curves:
 
-- the curve of the exact stage's upper bounds (a verified witness, else the attack's
-  distance), which lies *below* the true curve, and
+- the curve of the exact stage's upper bounds (the distance of a witness that the float32
+  checker verified, :mod:`robcurves.adversarial`; an attack's example counts only when it
+  passed the same check), which lies *below* the true curve, and
 - the curve of the certified lower bounds, which lies *above* it.
 
-The attack curve (attack distances alone) is drawn on the same points; where it leaves
-the band, the attack overestimated the robustness.
+Misclassified points count at eps = 0 in both curves; they are reported apart and are
+never "solved". The attack curve (the attack's verified distances alone) is drawn on the
+same points; where it leaves the band, the attack overestimated the robustness. Every
+comparison of a distance with eps is :func:`robcurves.curves.count_at_most`.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from robcurves.curves import count_at_most  # noqa: E402
 from robcurves.figures import save_figure  # noqa: E402
 from robcurves.exact.records import read_merged_json, summarize  # noqa: E402
 from robcurves.norms import parse_norm  # noqa: E402
@@ -30,8 +34,7 @@ _COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
 
 
 def _cdf(d: np.ndarray, grid: np.ndarray) -> np.ndarray:
-    d = np.sort(np.asarray(d, dtype=np.float64))
-    return np.searchsorted(d, grid, side="right") / max(len(d), 1)
+    return count_at_most(d, grid) / max(len(d), 1)
 
 
 def _arrays(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -40,8 +43,12 @@ def _arrays(data: Mapping[str, Any]) -> dict[str, np.ndarray]:
     def col(key: str) -> np.ndarray:
         return np.array([np.inf if p.get(key) is None else p[key] for p in pts], dtype=np.float64)
 
-    return {"lower": col("lower"), "upper": col("upper"), "attack": col("attack_distance"),
-            "status": np.array([p["status"] for p in pts]), "time": col("solve_time")}
+    verified = np.array([bool(p.get("attack_verified", False)) for p in pts], dtype=bool)
+    claimed = col("attack_distance")
+    return {"lower": col("lower"), "upper": col("upper"), "attack_claimed": claimed, "attack_verified": verified,
+            "attack": np.where(verified, claimed, np.inf),  # an example the checker rejected bounds nothing
+            "status": np.array([p["status"] for p in pts]), "time": col("solve_time"),
+            "rel_tol": col("rel_tol"), "abs_tol": col("abs_tol")}
 
 
 def gap_statistics(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,14 +57,22 @@ def gap_statistics(data: Mapping[str, Any]) -> dict[str, Any]:
     ``max_attack_excess``: the largest vertical distance by which the attack curve falls below
     the certified-lower-bound curve (how far the attack can understate the robust error)."""
     a = _arrays(data)
-    stats = summarize(a["status"], a["lower"], a["upper"], a["attack"], a["time"])
-    best_upper = np.minimum(a["upper"], a["attack"])
-    grid = np.unique(np.concatenate([a["lower"], best_upper, a["attack"]]))
+    stats = summarize(a["status"], a["lower"], a["upper"], a["attack_claimed"], a["time"], a["attack_verified"],
+                      a["rel_tol"], a["abs_tol"])
+    grid = np.unique(np.concatenate([a["lower"], a["upper"], a["attack"]]))
     grid = grid[np.isfinite(grid)]
     if len(grid):
-        stats["max_band_width"] = float(np.max(_cdf(a["lower"], grid) - _cdf(best_upper, grid)))
+        stats["max_band_width"] = float(np.max(_cdf(a["lower"], grid) - _cdf(a["upper"], grid)))
         stats["max_attack_excess"] = float(np.max(_cdf(a["lower"], grid) - _cdf(a["attack"], grid)))
     return stats
+
+
+def solved_caption(stats: Mapping[str, Any]) -> str:
+    """"k/n solved (optimal: within rel. r, abs. a), m misclassified" for a panel title."""
+    rel, ab = stats.get("optimal_rel_tol"), stats.get("optimal_abs_tol")
+    tol = f" to rel. {rel:.0e} + abs. {ab:.0e}" if rel is not None and ab is not None else ""
+    return (f"{stats['optimal']}/{stats['n_classified']} solved{tol}; "
+            f"{stats['misclassified']} misclassified")
 
 
 def plot_exact_vs_approx(inputs: Sequence[str | os.PathLike | Mapping[str, Any]], out_paths: Sequence[str | os.PathLike],
@@ -77,11 +92,10 @@ def plot_exact_vs_approx(inputs: Sequence[str | os.PathLike | Mapping[str, Any]]
     for i, (ax, data, label) in enumerate(zip(axes[0], datas, labels)):
         a = _arrays(data)
         norm = parse_norm(data["norm"])
-        best_upper = np.minimum(a["upper"], a["attack"])
-        finite = np.concatenate([v[np.isfinite(v)] for v in (a["lower"], best_upper, a["attack"])] + [np.zeros(1)])
+        finite = np.concatenate([v[np.isfinite(v)] for v in (a["lower"], a["upper"], a["attack"])] + [np.zeros(1)])
         x_max = float(finite.max()) * 1.1 if finite.max() > 0 else 1.0
         grid = np.unique(np.concatenate([np.linspace(0, x_max, 400), finite]))
-        lo_curve, hi_curve = _cdf(best_upper, grid), _cdf(a["lower"], grid)
+        lo_curve, hi_curve = _cdf(a["upper"], grid), _cdf(a["lower"], grid)
         c = _COLOURS[i % len(_COLOURS)]
         ax.fill_between(grid, lo_curve, hi_curve, step="post", color=c, alpha=0.3, linewidth=0,
                         label="certified band (exact)")
@@ -94,8 +108,7 @@ def plot_exact_vs_approx(inputs: Sequence[str | os.PathLike | Mapping[str, Any]]
         stats["label"] = label
         stats["norm"] = norm.name
         all_stats.append(stats)
-        n_opt = stats["optimal"]
-        ax.set_title(f"{label}\n{n_opt}/{stats['n']} solved exactly", fontsize=9)
+        ax.set_title(f"{label}\n{solved_caption(stats)}", fontsize=8)
         ax.set_xlim(0, x_max)
         ax.set_ylim(0, 1)
         ax.set_xlabel(f"perturbation size $\\varepsilon$ ({norm.label} norm)")
@@ -111,9 +124,10 @@ def plot_exact_vs_approx(inputs: Sequence[str | os.PathLike | Mapping[str, Any]]
 
 def format_gap_statistics(stats: Sequence[Mapping[str, Any]], sep: str = ",") -> str:
     """A CSV table (``sep``-separated) of :func:`gap_statistics` rows (what the figure rule prints)."""
-    cols = ["label", "norm", "n", "optimal", "time_limit", "no_adversarial_in_domain", "median_lower_over_upper",
-            "median_lower_over_attack", "attack_within_1pct", "max_band_width", "max_attack_excess",
-            "median_time_s", "p90_time_s"]
+    cols = ["label", "norm", "n", "misclassified", "n_classified", "optimal", "time_limit",
+            "no_adversarial_in_domain", "optimal_rel_tol", "optimal_abs_tol", "median_lower_over_upper",
+            "median_lower_over_attack", "attack_within_1pct", "n_attack_rejected", "max_band_width",
+            "max_attack_excess", "median_time_s", "p90_time_s"]
 
     def fmt(v: Any) -> str:
         if v is None:

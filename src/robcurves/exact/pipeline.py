@@ -65,25 +65,32 @@ def load_attack_warm_start(paths: Sequence[str | os.PathLike], indices: np.ndarr
 def exact_shard(model_path: str, data_path: str, out_path: str, norm: str, shard: int, n_shards: int,
                 n_points: int, exact: dict[str, Any], attack_paths: Sequence[str] = (),
                 log: logging.Logger = _log) -> ExactResults:
-    """Exact minimal perturbations for shard ``shard`` of the first ``n_points`` test points."""
+    """Exact minimal perturbations for shard ``shard`` of the first ``n_points`` test points.
+
+    The domain is the model's input box (its sidecar's ``bounds``), which must be the data
+    set's; one progress line per point, with the running bracket statistics.
+    """
     from robcurves import models
     from robcurves.data import load_dataset
-    from robcurves.exact.solve import ExactConfig, minimal_perturbations
+    from robcurves.exact.solve import minimal_perturbations
+    from robcurves.pipeline import check_bounds_agree, model_bounds
 
     norm = parse_norm(norm).name
     model, sidecar = models.load_model(model_path)
     test = load_dataset(data_path)
     models.check_model_fits(model, sidecar, test.x)
+    bounds = model_bounds(sidecar)
+    check_bounds_agree(test.bounds, bounds, f"data set {data_path}", f"model {model_path}")
     n = min(int(n_points), len(test))
     idx = shard_indices(n, n_shards, shard)
     cfg = config_from_dict(exact, norm)
     dist, adv = load_attack_warm_start(attack_paths, idx, norm, test.x.shape[1:]) if attack_paths else (None, None)
-    log.info("exact shard %d/%d: %d points, norm %s, time limit %.0f s, tightening %s, method %s, "
-             "attack warm start: %s", shard, n_shards, len(idx), norm, cfg.time_limit, list(cfg.tightening),
+    log.info("exact shard %d/%d: %d points, norm %s, box [%g, %g], time limit %.0f s, tightening %s, method %s, "
+             "attack warm start: %s", shard, n_shards, len(idx), norm, *bounds, cfg.time_limit, list(cfg.tightening),
              cfg.method, "yes" if attack_paths else "no")
     t0 = time.perf_counter()
     res = minimal_perturbations(model, test.x[idx], test.y[idx], norm, cfg, attack_distances=dist, x_adv=adv,
-                                indices=idx, progress=log.info)
+                                indices=idx, progress=log.info, bounds=bounds)
     res.meta.update({"model": str(model_path), "data_sha256": test.meta["sha256"], "shard": int(shard),
                      "n_shards": int(n_shards), "n_points": n,
                      "attack_files": [str(p) for p in attack_paths]})
@@ -162,6 +169,14 @@ def exact_runtime_minutes(config: dict) -> int:
     ex = exact_section(config)
     per_shard = -(-int(ex.get("n_points", 20)) // exact_n_shards(config))
     return int(per_shard * float(ex.get("time_limit", 30)) * 1.5 / 60) + 15
+
+
+def exact_tolerance(config: dict) -> dict[str, float]:
+    """What "optimal" means for the config's exact stage: ``upper - lower <= rel * upper + abs``
+    (``rel`` includes ``bisect_rel_tol`` for ``method: bisect``); for captions."""
+    cfg = config_from_dict(exact_section(config))
+    rel = cfg.rel_gap + (cfg.bisect_rel_tol if cfg.method == "bisect" else 0.0)
+    return {"rel": float(rel), "abs": float(cfg.abs_gap)}
 
 
 def exact_figure_files(config: dict) -> list[str]:

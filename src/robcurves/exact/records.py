@@ -2,20 +2,32 @@
 
 One record per point. Distances are in the record's norm (``norm``: linf, l1, l2):
 
-- ``status``: ``"optimal"`` (lower and upper agree up to the solver gap, and the upper
-  bound carries a verified witness), ``"time_limit"`` (a bracket [lower, upper]; upper is
-  ``inf`` if nothing adversarial was found) or ``"no_adversarial_in_domain"`` (proven:
-  no adversarial example within ``domain_radius``, so the minimal distance is at least
-  that; upper is ``inf``).
+- ``status``:
+
+  - ``"misclassified"``: the clean point is already adversarial (by
+    :func:`robcurves.adversarial.is_adversarial`); ``lower = upper = 0``. Counted apart,
+    never as solved.
+  - ``"optimal"``: lower and upper agree up to the record's tolerance,
+    ``upper - lower <= rel_tol * upper + abs_tol``, and the upper bound carries a verified
+    witness. "Optimal" means exactly this, not more.
+  - ``"time_limit"``: a bracket [lower, upper]; upper is ``inf`` if nothing adversarial
+    was found.
+  - ``"no_adversarial_in_domain"``: proven: no adversarial example within
+    ``domain_radius``, so the minimal distance is at least that; upper is ``inf``
+    (``domain_radius`` is ``inf`` where the search covered the whole input box, then
+    ``lower`` is ``inf`` too).
+
 - ``lower``: certified lower bound on the minimal adversarial distance.
-- ``upper``: distance of the witness (re-checked in float32 on the TensorFlow model), or
-  ``inf`` without one.
+- ``upper``: distance of the witness (re-checked in float32 on the TensorFlow model, by
+  the one rule of :mod:`robcurves.adversarial`), or ``inf`` without one. It is the only
+  upper bound the figures use.
 - ``witness``: the adversarial input (NaN-filled without one), ``witness_class`` its
   predicted class (-1 without one).
 - ``solve_time``: wall-clock seconds spent on the point (bounds + MILP).
 - ``domain_radius``: radius of the ball searched; ``attack_distance``: the warm-start
-  attack's distance (``inf`` without one), kept so the exact and approximate curves can be
-  drawn from one file.
+  attack's claimed distance (``inf`` without one), ``attack_verified``: whether the same
+  checker accepted the attack's example (an unverified claim is never an upper bound).
+- ``rel_tol``, ``abs_tol``: the tolerance that ``"optimal"`` means for this record.
 
 Shard file (``.npz``, written atomically): one array per field, plus ``norm`` and
 ``meta`` (JSON) as 0-d strings. The merged file is strict JSON with ``null`` for ``inf``.
@@ -34,7 +46,9 @@ import numpy as np
 from robcurves.atomic import save_npz, write_json
 from robcurves.norms import parse_norm
 
-STATUSES = ("optimal", "time_limit", "no_adversarial_in_domain")
+STATUSES = ("misclassified", "optimal", "time_limit", "no_adversarial_in_domain")
+# Statuses of correctly classified points (the ones an exact solve is about).
+SOLVE_STATUSES = STATUSES[1:]
 
 
 @dataclass
@@ -53,6 +67,9 @@ class ExactResult:
     domain_radius: float
     info: dict[str, Any] = field(default_factory=dict)
     attack_distance: float = math.inf  # the attack's claimed distance (warm start), inf without one
+    attack_verified: bool = False  # the checker accepted the attack's example
+    rel_tol: float = math.nan  # "optimal": upper - lower <= rel_tol * upper + abs_tol
+    abs_tol: float = math.nan
 
     def __post_init__(self) -> None:
         self.norm = parse_norm(self.norm).name
@@ -63,6 +80,7 @@ class ExactResult:
 
     @property
     def is_exact(self) -> bool:
+        """Solved to the record's tolerance (a misclassified point is not "solved")."""
         return self.status == "optimal"
 
 
@@ -81,6 +99,9 @@ class ExactResults:
     solve_time: np.ndarray
     domain_radius: np.ndarray
     attack_distance: np.ndarray
+    attack_verified: np.ndarray
+    rel_tol: np.ndarray
+    abs_tol: np.ndarray
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -111,6 +132,9 @@ class ExactResults:
             solve_time=np.array([r.solve_time for r in records], dtype=np.float64),
             domain_radius=np.array([r.domain_radius for r in records], dtype=np.float64),
             attack_distance=np.array([r.attack_distance for r in records], dtype=np.float64),
+            attack_verified=np.array([bool(r.attack_verified) for r in records], dtype=bool),
+            rel_tol=np.array([r.rel_tol for r in records], dtype=np.float64),
+            abs_tol=np.array([r.abs_tol for r in records], dtype=np.float64),
             meta={**(meta or {}), "info": info},
         )
 
@@ -139,7 +163,8 @@ class ExactResults:
 
     def summary(self) -> dict[str, Any]:
         """Counts by status, time per point, and how close the attack came to the certified value."""
-        return summarize(self.status, self.lower, self.upper, self.attack_distance, self.solve_time)
+        return summarize(self.status, self.lower, self.upper, self.attack_distance, self.solve_time,
+                         self.attack_verified, self.rel_tol, self.abs_tol)
 
     def to_json(self) -> dict[str, Any]:
         """Strict-JSON view (``inf`` becomes ``null``; witnesses are left in the shards)."""
@@ -155,10 +180,13 @@ class ExactResults:
                 "lower": num(self.lower[i]), "upper": num(self.upper[i]),
                 "witness_class": int(self.witness_class[i]), "solve_time": float(self.solve_time[i]),
                 "domain_radius": num(self.domain_radius[i]), "attack_distance": num(self.attack_distance[i]),
+                "attack_verified": bool(self.attack_verified[i]),
+                "rel_tol": num(self.rel_tol[i]), "abs_tol": num(self.abs_tol[i]),
                 "info": info[i] if i < len(info) else {},
             })
         meta = {k: v for k, v in self.meta.items() if k != "info"}
-        return {"norm": self.norm, "distance_unit": f"{self.norm} distance in input space [0, 1]",
+        box = self.meta.get("bounds", [0.0, 1.0])
+        return {"norm": self.norm, "distance_unit": f"{self.norm} distance in input space [{box[0]}, {box[1]}]",
                 "meta": meta, "summary": self.summary(), "points": points}
 
 
@@ -170,44 +198,88 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def summarize(status, lower, upper, attack, solve_time) -> dict[str, Any]:
-    """Gap statistics of exact brackets against the attack (distances in one norm).
+def summarize(status, lower, upper, attack, solve_time, attack_verified=None, rel_tol=None,
+              abs_tol=None) -> dict[str, Any]:
+    """Counts and gap statistics of exact brackets against the attack (distances in one norm).
 
-    ``lower_over_upper``: certified lower bound / best upper bound (exact witness or
-    attack); ``lower_over_attack``: certified lower bound / attack distance;
-    ``attack_within_1pct``: share of points (with an attack distance > 0) whose attack
-    distance is at most 1.01 times the certified lower bound.
+    Misclassified points are counted apart (``misclassified``) and left out of every
+    other count and ratio: ``n_classified`` = ``optimal`` + ``time_limit`` +
+    ``no_adversarial_in_domain`` is what "k of n solved" refers to.
+    Only verified upper bounds enter: ``upper`` (a witness the checker accepted) and the
+    attack's distance where ``attack_verified``. ``lower_over_upper``: certified lower bound
+    / upper bound; ``lower_over_attack``: certified lower bound / verified attack distance;
+    ``attack_within_1pct``: share of points with a verified attack distance whose attack
+    distance is at most 1.01 times the certified lower bound. ``optimal_rel_tol`` /
+    ``optimal_abs_tol``: the tolerance "optimal" means (the largest over the records).
     """
     status = np.asarray(status).astype(str)
     lower, upper, attack = (np.asarray(a, dtype=np.float64) for a in (lower, upper, attack))
     solve_time = np.asarray(solve_time, dtype=np.float64)
     n = len(status)
-    best_upper = np.minimum(upper, attack)
-    lu = _ratio(lower, best_upper)
-    la = _ratio(lower, attack)
-    has_attack = np.isfinite(attack) & (attack > 0)
+    verified = (np.ones(n, bool) if attack_verified is None else np.asarray(attack_verified, dtype=bool))
+    claimed = attack
+    attack = np.where(verified, attack, np.inf)  # an unverified claim bounds nothing
+    mis = status == "misclassified"
+    ok = ~mis
+    lu = _ratio(lower[ok], upper[ok])
+    la = _ratio(lower[ok], attack[ok])
+    has_attack = ok & np.isfinite(attack) & (attack > 0)
+    times = solve_time[ok]
 
     def med(a):
         a = a[np.isfinite(a)]
         return float(np.median(a)) if len(a) else None
 
+    def tol(a):
+        a = np.asarray(a, dtype=np.float64) if a is not None else np.zeros(0)
+        a = a[np.isfinite(a)]
+        return float(a.max()) if len(a) else None
+
     return {
         "n": int(n),
+        "misclassified": int(mis.sum()),
+        "n_classified": int(ok.sum()),
         "optimal": int(np.sum(status == "optimal")),
         "time_limit": int(np.sum(status == "time_limit")),
         "no_adversarial_in_domain": int(np.sum(status == "no_adversarial_in_domain")),
-        "median_time_s": float(np.median(solve_time)) if n else None,
-        "p90_time_s": float(np.percentile(solve_time, 90)) if n else None,
+        "optimal_rel_tol": tol(rel_tol),
+        "optimal_abs_tol": tol(abs_tol),
+        "median_time_s": float(np.median(times)) if len(times) else None,
+        "p90_time_s": float(np.percentile(times, 90)) if len(times) else None,
         "median_lower_over_upper": med(lu),
         "median_lower_over_attack": med(la),
         "attack_within_1pct": (float(np.mean(attack[has_attack] <= 1.01 * lower[has_attack]))
                                if has_attack.any() else None),
         "n_with_attack": int(has_attack.sum()),
+        "n_attack_rejected": int(np.sum(ok & ~verified & np.isfinite(claimed))),
     }
 
 
+class BracketTally:
+    """Running bracket statistics of the records of a job, for its progress lines.
+
+    :meth:`add` returns the point, its status and bracket (in ``norm``) and, so far, the
+    count per status (misclassified apart) and the median relative bracket width
+    ``(upper - lower) / upper`` over the classified points with a finite upper bound.
+    """
+
+    def __init__(self, norm: str):
+        self.norm = parse_norm(norm).name
+        self.counts = {s: 0 for s in STATUSES}
+        self.gaps: list[float] = []
+
+    def add(self, rec: ExactResult) -> str:
+        self.counts[rec.status] += 1
+        if rec.status != "misclassified" and math.isfinite(rec.upper) and rec.upper > 0:
+            self.gaps.append((rec.upper - rec.lower) / rec.upper)
+        gap = f"{100 * float(np.median(self.gaps)):.3g}%" if self.gaps else "-"
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts.items())
+        return (f"point {rec.index}: {rec.status} [{rec.lower:.6g}, {rec.upper:.6g}] ({self.norm}) in "
+                f"{rec.solve_time:.1f}s; so far {counts}; median bracket width {gap}")
+
+
 _ARRAYS = ("index", "label", "status", "lower", "upper", "witness", "witness_class", "solve_time", "domain_radius",
-           "attack_distance")
+           "attack_distance", "attack_verified", "rel_tol", "abs_tol")
 
 
 def _jsonable(obj: Any) -> Any:
@@ -235,7 +307,10 @@ def load_results(path: str | os.PathLike) -> ExactResults:
     with np.load(path, allow_pickle=False) as f:
         missing = set(_ARRAYS) - set(f.files)
         if missing:
-            raise ValueError(f"{path}: not an exact-results file, missing arrays {sorted(missing)}")
+            old = {"index", "status", "lower", "upper"} <= set(f.files)
+            raise ValueError(f"{path}: " + ("made by an older robcurves (no " + ", ".join(sorted(missing)) +
+                                            "); delete it and run the exact stage again" if old else
+                                            f"not an exact-results file, missing arrays {sorted(missing)}"))
         arrays = {k: f[k] for k in _ARRAYS}
         norm = str(f["norm"])
         meta = json.loads(str(f["meta"])) if "meta" in f.files else {}
@@ -250,6 +325,8 @@ def read_merged_json(path: str | os.PathLike) -> dict[str, Any]:
     with open(path, encoding="utf-8") as fh:
         data = json.load(fh)
     for p in data["points"]:
-        for key in ("upper", "attack_distance"):
+        for key in ("upper", "attack_distance", "domain_radius"):
             p[key] = math.inf if p.get(key) is None else p[key]
+        if p.get("status") == "no_adversarial_in_domain" and p.get("lower") is None:
+            p["lower"] = math.inf  # proven over the whole input box
     return data

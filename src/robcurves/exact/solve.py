@@ -1,7 +1,7 @@
 """Minimal adversarial perturbations by MILP: per-class queries, witnesses, brackets.
 
 For a point ``x0`` with label ``y`` the minimal distance is ``min_k d_k`` over the other
-classes ``k``, where ``d_k`` is the smallest ``||x - x0||`` (x in [0, 1]) with
+classes ``k``, where ``d_k`` is the smallest ``||x - x0||`` (x in the input box) with
 ``logit_k(x) >= logit_y(x)``. Two query types are implemented (``method``):
 
 - ``"minimize"`` (default): one MILP per class, ``min t`` subject to the network and the
@@ -17,12 +17,16 @@ classes ``k``, where ``d_k`` is the smallest ``||x - x0||`` (x in [0, 1]) with
   radius, so they are as tight as the radius allows.
 
 The domain is the ball whose radius is the attack's (verified) distance, intersected
-with [0, 1]; without an attack it is ``max_radius`` from the configuration.
+with the model's input box ``[lo, hi]`` (its sidecar's ``bounds``, [0, 1] by default);
+without an attack it is ``max_radius`` from the configuration, else the whole box.
 
 A witness is reported only after the TensorFlow model (float32) misclassifies it, it is
-in [0, 1] and its distance is measured in float32. When solver tolerances make it fail,
-it is first pushed a hair further from ``x0``; if that fails, the class is solved again
-with a positive margin, as MIPVerify's ``margin`` does. A witness that never passes is
+in the input box and its distance is measured in float32; "misclassifies" is the one rule
+of :mod:`robcurves.adversarial` (strict margin < 0, ties are not adversarial). A clean
+point that is already misclassified gets the status ``misclassified`` (never "solved").
+When solver tolerances make a witness fail, it is first pushed a hair further from ``x0``;
+if that fails, the class is solved again with a positive margin, as MIPVerify's
+``margin`` does. A witness that never passes is
 dropped, so it cannot turn a bracket into a fake optimum.
 """
 
@@ -35,11 +39,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from robcurves.adversarial import is_adversarial
 from robcurves.exact.bounds import Bounds, InputDomain, add_input, compute_bounds
 from robcurves.exact.layers import Affine, Network, ReLU, network_from_keras
 from robcurves.exact.milp import MilpBuilder, MilpResult, VarVector, run_highs
-from robcurves.exact.records import ExactResult, ExactResults
+from robcurves.exact.records import BracketTally, ExactResult, ExactResults
 from robcurves.norms import Norm, parse_norm
+from robcurves.progress import Progress
 
 METHODS = ("minimize", "bisect", "auto")
 
@@ -53,7 +59,7 @@ class ExactConfig:
     ``tightening_share``: at most this share of the remaining time goes to symbolic/LP
     tightening. ``method``: auto | minimize | bisect (module docstring).
     ``max_radius``: domain radius (in the norm) where no attack distance is available
-    (default: the whole [0, 1] box). ``rel_gap``/``abs_gap``: when lower and upper agree to
+    (default: the whole input box). ``rel_gap``/``abs_gap``: when lower and upper agree to
     this, the point counts as solved ("optimal"); ``bisect_rel_tol`` is the bracket at which
     bisection alone calls a point solved, ``auto_switch`` the bracket at which ``auto``
     switches from bisection to the distance MILPs. ``margin``: logit margin of the re-solve
@@ -85,37 +91,43 @@ class ExactConfig:
 
 # --------------------------------------------------------------------------- checks
 
-def _strictly_misclassified(logits: np.ndarray, y: int) -> np.ndarray:
-    other = np.delete(logits, y, axis=1)
-    return other.max(axis=1) > logits[:, y]
-
-
 @dataclass
 class Checker:
-    """Re-checks candidate witnesses on the reference model in float32."""
+    """Re-checks candidate witnesses on the reference model in float32.
+
+    ``box`` is the model's input box ``[lo, hi]`` (its sidecar's ``bounds``); candidates
+    are clipped into it. "Adversarial" is :func:`robcurves.adversarial.is_adversarial`:
+    some class scores strictly higher than the label (ties are not adversarial).
+    """
 
     logits_fn: Callable[[np.ndarray], np.ndarray]
     input_shape: tuple[int, ...]
     norm: Norm
+    box: tuple[float, float] = (0.0, 1.0)
 
     def check(self, x_cand: np.ndarray, x0: np.ndarray, y: int) -> tuple[np.ndarray, float, int] | None:
         """Return ``(witness, float32 distance, predicted class)`` or None if it fails.
 
         Tries ``x0 + s (x - x0)`` for s = 1 and a few values a hair above 1 (the solver's
-        tolerance can leave the point exactly on the decision boundary), clipped to [0, 1].
+        tolerance can leave the point exactly on the decision boundary), clipped to ``box``.
         """
         x0f = np.asarray(x0, dtype=np.float64).reshape(-1)
         delta = np.asarray(x_cand, dtype=np.float64).reshape(-1) - x0f
         scales = np.array([1.0, 1 + 1e-6, 1 + 1e-5, 1 + 1e-4, 1 + 1e-3])
-        cands = np.clip(x0f[None] + scales[:, None] * delta[None], 0.0, 1.0).astype(np.float32)
+        cands = np.clip(x0f[None] + scales[:, None] * delta[None], self.box[0], self.box[1]).astype(np.float32)
         logits = np.asarray(self.logits_fn(cands.reshape(len(cands), *self.input_shape)), dtype=np.float32)
-        ok = _strictly_misclassified(logits, y)
+        ok = is_adversarial(logits, y)
         if not ok.any():
             return None
         i = int(np.argmax(ok))
         w = cands[i].reshape(self.input_shape)
         dist = float(self.norm.distance(w[None], np.asarray(x0, dtype=np.float32).reshape(1, *self.input_shape))[0])
         return w, dist, int(np.argmax(logits[i]))
+
+    def default_radius(self) -> float:
+        """The radius (in ``norm``) of a ball that holds the whole input box around any point."""
+        width = float(self.box[1]) - float(self.box[0])
+        return width if math.isinf(self.norm.p) else width * float(np.prod(self.input_shape))
 
 
 # ------------------------------------------------------------------------ the MILPs
@@ -300,7 +312,7 @@ def _margin_query(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, 
     ran out, or a solution failed the float32 check twice). ``class_lb`` holds, per class,
     the largest radius proven free of adversarial examples of that class; it is updated.
     """
-    sub = InputDomain.ball(st.x0, dom.norm, r)
+    sub = InputDomain.ball(st.x0, dom.norm, r, box=(-np.inf, np.inf))  # the box is in dom.lo/hi
     sub.lo, sub.hi = np.maximum(sub.lo, dom.lo), np.minimum(sub.hi, dom.hi)
     budget = cfg.tightening_share * max(0.0, q_deadline - time.perf_counter())
     bounds = compute_bounds(net, sub, cfg.tightening, time_budget=budget, threads=cfg.threads)
@@ -429,7 +441,7 @@ def _solve_auto(net, checker, st: _State, dom: InputDomain, cfg: ExactConfig, de
         return lower
     if st.upper - lower > cfg.auto_switch * st.upper:
         return _solve_ascend(net, checker, st, dom, cfg, deadline, info, lower, class_lb)
-    inner = InputDomain.ball(st.x0, dom.norm, st.upper * (1 + 1e-6) + 1e-7)
+    inner = InputDomain.ball(st.x0, dom.norm, st.upper * (1 + 1e-6) + 1e-7, box=(-np.inf, np.inf))
     inner.lo, inner.hi = np.maximum(inner.lo, dom.lo), np.minimum(inner.hi, dom.hi)
     return max(lower, _solve_minimize(net, checker, st, inner, cfg, deadline, info, floor=lower))
 
@@ -453,25 +465,37 @@ def minimal_perturbation(net: Network, checker: Checker, x0: np.ndarray, y: int,
     y = int(y)
     st = _State(x0=x0, y=y)
     info: dict[str, Any] = {"method": config.method}
+    rel_tol = config.rel_gap + (config.bisect_rel_tol if config.method == "bisect" else 0.0)
+    abs_tol = config.abs_gap
     logits = np.asarray(checker.logits_fn(x0[None]), dtype=np.float32)
-    if _strictly_misclassified(logits, y)[0] or int(np.argmax(logits[0])) != y:
-        return ExactResult(index, y, norm.name, "optimal", 0.0, 0.0, x0.copy(), int(np.argmax(logits[0])),
-                           time.perf_counter() - t_start, 0.0, {"misclassified": True}, 0.0)
-    if x_adv is not None and attack_distance is not None and np.isfinite(attack_distance):
-        if st.offer(checker.check(x_adv, x0, y)):
+    if not np.all(np.isfinite(logits)):
+        raise ValueError(f"exact: the model's logits at point {index} are not finite: {logits[0].tolist()}")
+    att = float(attack_distance) if attack_distance is not None and np.isfinite(attack_distance) else math.inf
+    if is_adversarial(logits, y)[0]:
+        # Counted apart from the solved points (robcurves.exact.records): distance 0 by definition.
+        return ExactResult(index, y, norm.name, "misclassified", 0.0, 0.0, x0.copy(), int(np.argmax(logits[0])),
+                           time.perf_counter() - t_start, 0.0, {"misclassified": True}, att,
+                           attack_verified=att == 0.0, rel_tol=rel_tol, abs_tol=abs_tol)
+    attack_ok = False
+    if x_adv is not None and math.isfinite(att):
+        found = checker.check(x_adv, x0, y)
+        attack_ok = found is not None
+        if st.offer(found):
             info["attack_upper"] = st.upper
+        elif not attack_ok:
+            info["attack_rejected"] = "the attack's example is not adversarial on the float32 model"
     if math.isfinite(st.upper):
         radius = st.upper * (1 + 1e-6) + 1e-7  # a hair above, so rounding cannot exclude the witness
     elif config.max_radius is not None:
         radius = float(config.max_radius)
     else:
-        radius = 1.0 if math.isinf(norm.p) else float(np.prod(checker.input_shape))
-    dom = InputDomain.ball(x0, norm, radius)
+        radius = checker.default_radius()
+    dom = InputDomain.ball(x0, norm, radius, box=checker.box)
     solver = {"minimize": _solve_minimize, "bisect": _solve_bisect, "auto": _solve_auto}[config.method]
     lower = solver(net, checker, st, dom, config, deadline, info)
     lower = max(0.0, float(lower))
     upper = float(st.upper)
-    tol = config.rel_gap * upper + config.abs_gap + (config.bisect_rel_tol * upper if config.method == "bisect" else 0.0)
+    tol = rel_tol * upper + abs_tol
     if math.isfinite(upper) and upper - lower <= tol * (1 + 1e-6):  # (1 + 1e-6): rounding of the gap itself
         status = "optimal"
     elif not math.isfinite(upper) and lower >= radius:
@@ -479,29 +503,30 @@ def minimal_perturbation(net: Network, checker: Checker, x0: np.ndarray, y: int,
         lower = radius
     else:
         status = "time_limit"
-    att = float(attack_distance) if attack_distance is not None and np.isfinite(attack_distance) else math.inf
     return ExactResult(index, y, norm.name, status, lower, upper, st.witness, st.witness_class,
-                       time.perf_counter() - t_start, radius, info, att)
+                       time.perf_counter() - t_start, radius, info, att, attack_verified=attack_ok,
+                       rel_tol=rel_tol, abs_tol=abs_tol)
 
 
-def keras_checker(model, norm: "str | Norm") -> Checker:
-    """A :class:`Checker` that evaluates ``model`` (Keras) in float32."""
+def keras_checker(model, norm: "str | Norm", bounds: Sequence[float] = (0.0, 1.0)) -> Checker:
+    """A :class:`Checker` that evaluates ``model`` (Keras) in float32 on the input box ``bounds``."""
     shape = tuple(int(s) for s in model.inputs[0].shape[1:])
 
     def logits_fn(x: np.ndarray) -> np.ndarray:
         return np.asarray(model(np.asarray(x, dtype=np.float32), training=False), dtype=np.float32)
 
-    return Checker(logits_fn, shape, parse_norm(norm))
+    return Checker(logits_fn, shape, parse_norm(norm), (float(bounds[0]), float(bounds[1])))
 
 
 def minimal_perturbations(model, x: np.ndarray, y: np.ndarray, norm: "str | Norm", config: ExactConfig | None = None,
                           attack_distances: np.ndarray | None = None, x_adv: np.ndarray | None = None,
-                          indices: Sequence[int] | None = None, progress: Callable[[str], None] | None = None
-                          ) -> ExactResults:
+                          indices: Sequence[int] | None = None, progress: Callable[[str], None] | None = None,
+                          bounds: Sequence[float] = (0.0, 1.0)) -> ExactResults:
     """Exact minimal perturbations (in ``norm``) of a Keras ``model`` at the points ``x`` (NHWC).
 
-    ``attack_distances``/``x_adv`` optionally warm-start every point. Returns the records
-    as arrays (:class:`ExactResults`).
+    ``attack_distances``/``x_adv`` optionally warm-start every point. ``bounds`` is the
+    model's input box (its sidecar's ``bounds``). ``progress`` gets one line per point with
+    the running bracket statistics. Returns the records as arrays (:class:`ExactResults`).
     """
     config = config or ExactConfig()
     norm = parse_norm(norm)
@@ -510,17 +535,20 @@ def minimal_perturbations(model, x: np.ndarray, y: np.ndarray, norm: "str | Norm
     if x.ndim != 4 or len(x) != len(y):
         raise ValueError(f"exact: x must be NHWC with one label per point, got {x.shape} and {y.shape}")
     net = network_from_keras(model)
-    checker = keras_checker(model, norm)
+    checker = keras_checker(model, norm, bounds)
+    lo, hi = checker.box
+    if x.size and (not np.all(np.isfinite(x)) or x.min() < lo or x.max() > hi):
+        raise ValueError(f"exact: the points must lie in the model's input box [{lo}, {hi}]")
     indices = np.arange(len(x)) if indices is None else np.asarray(indices, dtype=np.int64)
     records = []
+    tally = BracketTally(norm.name)
+    bar = Progress(len(x), f"exact {norm.name}", log=progress, every_s=0.0, enabled=progress is not None)
     for i in range(len(x)):
         ad = None if attack_distances is None else float(attack_distances[i])
         xa = None if x_adv is None or ad is None or not np.isfinite(ad) else x_adv[i]
         rec = minimal_perturbation(net, checker, x[i], int(y[i]), norm, config, ad, xa, int(indices[i]))
         records.append(rec)
-        if progress is not None:
-            progress(f"point {rec.index}: {rec.status} [{rec.lower:.6g}, {rec.upper:.6g}] "
-                     f"({norm.name}) in {rec.solve_time:.1f}s")
-    meta = {"backend": "highs", "config": {k: (list(v) if isinstance(v, tuple) else v)
-                                           for k, v in asdict(config).items()}}
+        bar.update(1, tally.add(rec))
+    meta = {"backend": "highs", "bounds": [lo, hi],
+            "config": {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}}
     return ExactResults.from_records(records, x.shape[1:], norm.name, meta)
