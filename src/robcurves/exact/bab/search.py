@@ -133,6 +133,7 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
         else:
             st["witness"], st["upper"], st["cls"] = got
     top = st["upper"] if math.isfinite(st["upper"]) else float(max_radius if max_radius else 1.0)
+    top = min(top, float(max_radius)) if max_radius else top
     queries: list = []
     proven = 0.0
     failed_above = math.inf  # smallest radius a full query could not prove

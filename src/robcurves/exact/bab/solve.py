@@ -24,8 +24,9 @@ from robcurves.exact.bab.bounds import BoundEngine
 from robcurves.exact.bab.domains import BabSettings
 from robcurves.exact.bab.network import bound_graph
 from robcurves.exact.bab.search import SearchSettings, WitnessChecker, minimal_distance
-from robcurves.exact.records import ExactResult, ExactResults
+from robcurves.exact.records import BracketTally, ExactResult, ExactResults
 from robcurves.norms import parse_norm
+from robcurves.progress import Progress
 
 
 @dataclass
@@ -59,11 +60,12 @@ def logits_function(model) -> Callable[[np.ndarray], np.ndarray]:
 def minimal_perturbations(model, x: np.ndarray, y: np.ndarray, norm, config: BabConfig | None = None,
                           attack_distances: np.ndarray | None = None, x_adv: np.ndarray | None = None,
                           indices: Sequence[int] | None = None, progress: Callable[[str], None] | None = None,
-                          net=None) -> ExactResults:
+                          bounds: Sequence[float] = (0.0, 1.0), net=None) -> ExactResults:
     """Certified brackets of the minimal adversarial distance (in ``norm``) of ``x`` (NHWC).
 
     ``attack_distances``/``x_adv``: the attack's results (re-verified here; they give the
-    first upper bound). ``net``: the network description (read from ``model`` if None).
+    first upper bound). ``bounds``: the model's input box. ``net``: the network
+    description (read from ``model`` with ``bounds`` if None).
     """
     cfg = config or BabConfig()
     norm = parse_norm(norm)
@@ -72,48 +74,63 @@ def minimal_perturbations(model, x: np.ndarray, y: np.ndarray, norm, config: Bab
     y = np.asarray(y, dtype=np.int64)
     if x.ndim != 4 or len(x) != len(y):
         raise ValueError(f"exact: x must be NHWC with one label per point, got {x.shape} and {y.shape}")
-    graph = bound_graph(net if net is not None else model)
+    lo, hi = float(bounds[0]), float(bounds[1])
+    if x.size and (not np.all(np.isfinite(x)) or x.min() < lo or x.max() > hi):
+        raise ValueError(f"exact: the points must lie in the model's input box [{lo}, {hi}]")
+    graph = bound_graph(net if net is not None else model, tuple(bounds))
     engine = BoundEngine(graph, norm)
     logits_fn = logits_function(model)
     checker = WitnessChecker(logits_fn, x.shape[1:], norm, graph.bounds)
     indices = np.arange(len(x)) if indices is None else np.asarray(indices, dtype=np.int64)
+    # Without an attack's witness the domain is the ball of ``max_radius`` (default: the
+    # whole input box, whose diameter in the norm is this).
+    width = graph.bounds[1] - graph.bounds[0]
+    n_in = graph.n_inputs
+    max_radius = float(cfg.max_radius) if cfg.max_radius is not None else \
+        {"linf": width, "l2": width * math.sqrt(n_in), "l1": width * n_in}[norm.name]
     records = []
+    tally = BracketTally(norm.name)
+    bar = Progress(len(x), f"exact {norm.name} (bab)", log=progress, every_s=0.0, enabled=progress is not None)
     clean = logits_fn(x)
     for i in range(len(x)):
         t0 = time.perf_counter()
         ad = math.inf if attack_distances is None else float(attack_distances[i])
+        if not np.all(np.isfinite(clean[i])):
+            raise ValueError(f"exact: the model's logits at point {int(indices[i])} are not finite")
         if is_adversarial(clean[i:i + 1], int(y[i]))[0]:
-            rec = ExactResult(int(indices[i]), int(y[i]), norm.name, "optimal", 0.0, 0.0, x[i].copy(),
+            # Counted apart from the solved points (robcurves.exact.records): distance 0 by definition.
+            rec = ExactResult(int(indices[i]), int(y[i]), norm.name, "misclassified", 0.0, 0.0, x[i].copy(),
                               int(np.argmax(clean[i])), time.perf_counter() - t0, 0.0,
-                              {"misclassified": True, "method": "bab"}, ad)
+                              {"misclassified": True, "method": "bab"}, ad, attack_verified=ad == 0.0,
+                              rel_tol=cfg.rel_tol, abs_tol=0.0)
         else:
-            w = None
+            w, ad_v, attack_ok = None, math.inf, False
             if x_adv is not None and math.isfinite(ad):
                 ok, dist, xc = checker.verify(x[i], int(y[i]), x_adv[i][None])
-                if ok[0]:
+                attack_ok = bool(ok[0])
+                if attack_ok:
                     w, ad_v = xc[0], float(dist[0])
-                else:
-                    ad_v = math.inf
-            else:
-                ad_v = math.inf
             res = minimal_distance(engine, checker, x[i], int(y[i]), ad_v, w, cfg.time_limit, cfg.search(),
-                                   max_radius=cfg.max_radius)
+                                   max_radius=max_radius)
+            info = {"method": "bab", "queries": res.queries, "proven_radius": res.proven_radius,
+                    "float32_checks": notes}
+            if not attack_ok and math.isfinite(ad):
+                info["attack_rejected"] = "the attack's example is not adversarial on the float32 model"
             if math.isfinite(res.upper):
                 radius = res.upper
-                status = "optimal" if res.upper - res.lower <= cfg.rel_tol * res.upper else "time_limit"
+                status = "optimal" if res.upper - res.lower <= cfg.rel_tol * res.upper * (1 + 1e-9) else "time_limit"
+                lower = res.lower
             else:
                 radius = res.proven_radius
-                status = "no_adversarial_in_domain" if res.proven_radius >= (cfg.max_radius or math.inf) \
-                    else "time_limit"
-            info = {"method": "bab", "rel_tol": cfg.rel_tol, "queries": res.queries,
-                    "proven_radius": res.proven_radius, "float32_checks": notes}
-            rec = ExactResult(int(indices[i]), int(y[i]), norm.name, status, float(res.lower), float(res.upper),
+                done = res.proven_radius >= max_radius
+                status = "no_adversarial_in_domain" if done else "time_limit"
+                lower = res.lower
+            rec = ExactResult(int(indices[i]), int(y[i]), norm.name, status, float(lower), float(res.upper),
                               None if res.witness is None else res.witness.reshape(x.shape[1:]),
-                              int(res.witness_class), time.perf_counter() - t0, float(radius), info, ad)
+                              int(res.witness_class), time.perf_counter() - t0, float(radius), info, ad,
+                              attack_verified=attack_ok, rel_tol=cfg.rel_tol, abs_tol=0.0)
         records.append(rec)
-        if progress is not None:
-            progress(f"point {rec.index}: {rec.status} [{rec.lower:.6g}, {rec.upper:.6g}] "
-                     f"({norm.name}) in {rec.solve_time:.1f}s")
-    meta = {"backend": "bab", "config": {"time_limit": cfg.time_limit, "rel_tol": cfg.rel_tol,
+        bar.update(1, tally.add(rec))
+    meta = {"backend": "bab", "bounds": [lo, hi], "config": {"time_limit": cfg.time_limit, "rel_tol": cfg.rel_tol,
                                          "strategy": cfg.strategy, "bab": vars(cfg.bab)}}
     return ExactResults.from_records(records, x.shape[1:], norm.name, meta)
