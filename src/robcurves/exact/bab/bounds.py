@@ -97,6 +97,22 @@ class RootBounds:
         return int(sum(m.sum() for m in self.unstable_masks()))
 
 
+@dataclass
+class RootGroup:
+    """Rows of several points in one batch: row ``i`` belongs to ``roots[row_point[i]]``."""
+
+    roots: list[RootBounds]
+    row_point: np.ndarray
+
+    @property
+    def lower(self) -> list[np.ndarray]:
+        return [np.stack([r.lower[k] for r in self.roots])[self.row_point] for k in range(len(self.roots[0].lower))]
+
+    @property
+    def upper(self) -> list[np.ndarray]:
+        return [np.stack([r.upper[k] for r in self.roots])[self.row_point] for k in range(len(self.roots[0].upper))]
+
+
 class BoundEngine:
     """CROWN-family bounds of one network in one norm, on ``keras.ops`` (float64)."""
 
@@ -276,18 +292,31 @@ class BoundEngine:
         return f
 
     # ------------------------------------------------------------- plumbing
-    def _root_tensors(self, root: RootBounds):
-        """The per-point constants of ``root`` as tensors (made once per root)."""
+    def _root_tensors(self, root):
+        """The per-point constants of ``root`` (a :class:`RootBounds` or a :class:`RootGroup`)
+        as tensors: the ball and, per node, the sign masks and magnitudes of the rounding terms."""
+        if isinstance(root, RootGroup):
+            parts = [self._root_arrays(r) for r in root.roots]
+            rp = root.row_point
+            ball = tuple(tensor(np.concatenate([p[0][j] for p in parts])[rp]) for j in range(4))
+            masks = [tensor(np.concatenate([p[1][i] for p in parts])[rp]) for i in range(len(self.g.nodes))]
+            mags = [tensor(np.concatenate([p[2][i] for p in parts])[rp]) for i in range(len(self.g.nodes))]
+            return {"ball": ball, "masks": masks, "mags": mags}
         if not root._t:
-            b = root.ball
-            root._t["ball"] = (tensor(b.x0[None]), tensor(b.dlo[None]), tensor(b.dhi[None]),
-                               tensor(np.array([b.radius])))
-            masks, mags = [], []
-            for nd, lo, hi in zip(self.g.nodes, root.node_lo, root.node_hi):
-                masks.append(tensor((lo >= 0).astype(np.float64).reshape(1, *nd.shape)))
-                mags.append(tensor(np.maximum(np.abs(lo), np.abs(hi)).reshape(1, *nd.shape)))
-            root._t["masks"], root._t["mags"] = masks, mags
+            (x0, dlo, dhi, rad), masks, mags = self._root_arrays(root)
+            root._t["ball"] = (tensor(x0), tensor(dlo), tensor(dhi), tensor(rad))
+            root._t["masks"] = [tensor(m) for m in masks]
+            root._t["mags"] = [tensor(m) for m in mags]
         return root._t
+
+    def _root_arrays(self, root: RootBounds):
+        b = root.ball
+        ball = (b.x0[None], b.dlo[None], b.dhi[None], np.array([b.radius]))
+        masks = [(lo >= 0).astype(np.float64).reshape(1, *nd.shape)
+                 for nd, lo in zip(self.g.nodes, root.node_lo)]
+        mags = [np.maximum(np.abs(lo), np.abs(hi)).reshape(1, *nd.shape)
+                for nd, lo, hi in zip(self.g.nodes, root.node_lo, root.node_hi)]
+        return ball, masks, mags
 
     @staticmethod
     def _t(arrs: Sequence[np.ndarray]):
@@ -376,14 +405,21 @@ class BoundEngine:
         at every ReLU input, CROWN (``optimise_intermediate`` > 0: that many alpha-CROWN
         steps) for the units the interval leaves unstable, intersected with the interval.
         """
+        return self.root_bounds_batch([ball], optimise_intermediate)[0]
+
+    def root_bounds_batch(self, balls: Sequence[InputBall], optimise_intermediate: int = 0) -> list[RootBounds]:
+        """:meth:`root_bounds` of many points at once (their CROWN rows share batches)."""
         t0 = time.perf_counter()
         g = self.g
-        root = RootBounds(ball, [None] * len(g.pre), [None] * len(g.pre), [ball.lo.copy()], [ball.hi.copy()])
+        P = len(balls)
+        sizes = g.relu_sizes()
+        roots = [RootBounds(b, [np.zeros(m) for m in sizes], [np.zeros(m) for m in sizes], [b.lo.copy()],
+                            [b.hi.copy()]) for b in balls]
         pre_of = {p: k for k, p in enumerate(g.pre)}
         for i, nd in enumerate(g.nodes[1:], start=1):
-            los = [root.node_lo[j] for j in nd.inputs]
-            his = [root.node_hi[j] for j in nd.inputs]
-            mags = [np.maximum(np.abs(a), np.abs(b)) for a, b in zip(los, his)]
+            los = [np.stack([r.node_lo[j] for r in roots]) for j in nd.inputs]
+            his = [np.stack([r.node_hi[j] for r in roots]) for j in nd.inputs]
+            mags = [np.maximum(np.abs(a), np.abs(b_)) for a, b_ in zip(los, his)]
             if nd.kind == "relu":
                 lo, hi = np.maximum(los[0], 0.0), np.maximum(his[0], 0.0)
             elif nd.kind in ("flatten", "reshape"):
@@ -394,56 +430,57 @@ class BoundEngine:
             else:
                 src = g.nodes[nd.inputs[0]]
                 layer = g.layer(i)
-                c = layer.evaluate_numpy(((los[0] + his[0]) / 2).reshape(1, *src.shape)).reshape(-1)
-                w = nd.abs_layer.evaluate_numpy(((his[0] - los[0]) / 2).reshape(1, *src.shape)).reshape(-1)
-                e = nd.gamma * (g.forward_abs(i, mags) + np.abs(nd.bias)) * (1 + 1e-12)
+                c = layer.evaluate_numpy(((los[0] + his[0]) / 2).reshape(P, *src.shape)).reshape(P, -1)
+                w = nd.abs_layer.evaluate_numpy(((his[0] - los[0]) / 2).reshape(P, *src.shape)).reshape(P, -1)
+                m_abs = nd.abs_layer.evaluate_numpy(mags[0].reshape(P, *src.shape)).reshape(P, -1)
+                e = nd.gamma * (m_abs + np.abs(nd.bias)) * (1 + 1e-12)
                 lo, hi = c - w * (1 + 1e-12) - e, c + w * (1 + 1e-12) + e
             lo = lo - self.slack64 * self.M[i]
             hi = hi + self.slack64 * self.M[i]
             if i in pre_of:
                 direct = nd.kind in ("dense", "conv2d") and nd.inputs[0] == 0
-                rows = np.flatnonzero((lo < 0) & (hi > 0))
-                if len(rows) and not (direct and math.isinf(self.p)):
-                    root.node_lo.append(lo)
-                    root.node_hi.append(hi)
-                    clo, chi = self._crown_rows(root, i, rows, optimise_intermediate)
-                    root.node_lo.pop()
-                    root.node_hi.pop()
-                    lo, hi = lo.copy(), hi.copy()
-                    lo[rows] = np.maximum(lo[rows], clo)
-                    hi[rows] = np.minimum(hi[rows], chi)
-                root.lower[pre_of[i]] = lo
-                root.upper[pre_of[i]] = hi
-            root.node_lo.append(lo)
-            root.node_hi.append(hi)
-        root._t = {}
-        root.seconds = time.perf_counter() - t0
-        return root
+                if not (direct and math.isinf(self.p)):
+                    lo, hi = self._crown_rows_batch(roots, i, lo, hi, optimise_intermediate)
+                for r, a, b_ in zip(roots, lo, hi):
+                    r.lower[pre_of[i]] = a
+                    r.upper[pre_of[i]] = b_
+            for r, a, b_ in zip(roots, lo, hi):
+                r.node_lo.append(a)
+                r.node_hi.append(b_)
+        for r in roots:
+            r._t = {}
+            r.seconds = (time.perf_counter() - t0) / P
+        return roots
 
-    def _crown_rows(self, root: RootBounds, node: int, rows: np.ndarray, iters: int):
-        """CROWN bounds (lower, upper) of the units ``rows`` of ``node`` (ReLUs below it are known)."""
+    def _crown_rows_batch(self, roots: list[RootBounds], node: int, lo: np.ndarray, hi: np.ndarray, iters: int):
+        """CROWN bounds of the units of ``node`` that ``lo``/``hi`` ((P, n)) leave unstable, per point.
+
+        Only the ReLUs and nodes before ``node`` are read; the others are placeholders.
+        """
         n = self.g.nodes[node].n
-        # Only the ReLUs before ``node`` are read; the others are placeholders.
-        sizes = self.g.relu_sizes()
-        pad_lo = [np.zeros(m) if a is None else a for a, m in zip(root.lower, sizes)]
-        pad_hi = [np.zeros(m) if a is None else a for a, m in zip(root.upper, sizes)]
-        # Masks/magnitudes of nodes not yet bounded are never read either.
-        node_lo = list(root.node_lo) + [np.zeros(nd.n) for nd in self.g.nodes[len(root.node_lo):]]
-        node_hi = list(root.node_hi) + [np.zeros(nd.n) for nd in self.g.nodes[len(root.node_hi):]]
-        tmp = RootBounds(root.ball, pad_lo, pad_hi, node_lo, node_hi)
-        los, his = [], []
-        for i in range(0, len(rows), self.chunk // 2):
-            part = rows[i:i + self.chunk // 2]
-            C = np.zeros((2 * len(part), n))
-            C[np.arange(len(part)), part] = 1.0
-            C[len(part) + np.arange(len(part)), part] = -1.0
+        pts, units = np.nonzero((lo < 0) & (hi > 0))
+        if len(pts) == 0:
+            return lo, hi
+        lo, hi = lo.copy(), hi.copy()
+        pad = [RootBounds(r.ball, r.lower, r.upper,
+                          list(r.node_lo) + [np.zeros(nd.n) for nd in self.g.nodes[len(r.node_lo):]],
+                          list(r.node_hi) + [np.zeros(nd.n) for nd in self.g.nodes[len(r.node_hi):]])
+               for r in roots]
+        half = self.chunk // 2
+        for i in range(0, len(pts), half):
+            pp, uu = pts[i:i + half], units[i:i + half]
+            m = len(pp)
+            C = np.zeros((2 * m, n))
+            C[np.arange(m), uu] = 1.0
+            C[m + np.arange(m), uu] = -1.0
+            group = RootGroup(pad, np.concatenate([pp, pp]))
             if iters > 0:
-                lb, _, _ = self.optimise(tmp, node, C, iters=iters)
+                lb, _, _ = self.optimise(group, node, C, iters=iters)
             else:
-                lb = self.bound(tmp, node, C)
-            los.append(lb[:len(part)])
-            his.append(-lb[len(part):])
-        return np.concatenate(los), np.concatenate(his)
+                lb = self.bound(group, node, C)
+            lo[pp, uu] = np.maximum(lo[pp, uu], lb[:m])
+            hi[pp, uu] = np.minimum(hi[pp, uu], -lb[m:])
+        return lo, hi
 
     def margin_rows(self, y: int, classes: Sequence[int]) -> np.ndarray:
         """Rows ``e_y - e_k`` on the logits: a lower bound > 0 proves class ``k`` cannot win."""
