@@ -112,7 +112,8 @@ rule fig1_toy:
 
 rule table1:
     input:
-        all_curve_files(),
+        curves=all_curve_files(),
+        exact=exact_merged_files(config),  # a certified column where exact results exist
     output:
         csv=report(
             "results/tables/table1_robust_error.csv",

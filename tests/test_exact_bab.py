@@ -272,3 +272,86 @@ def test_certificates_hold_for_the_float32_model_where_real_arithmetic_would_not
         dist = parse_norm("linf").distance(cand, np.repeat(x0, len(cand), 0))
         inside = dist <= L
         assert not is_adversarial(_logits(m)(cand[inside]), 0).any()
+
+
+# ------------------------------------------------------------------- fixed thresholds
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_fixed_thresholds_agree_with_the_grid_and_bracket_the_robust_error(norm):
+    from robcurves.exact.bab.thresholds import robust_at_thresholds, union_robust_error_interval
+
+    m = _mlp(2, (12, 12), 3, seed=5)
+    rng = np.random.default_rng(3)
+    x = rng.random((8, 1, 1, 2)).astype(np.float32)
+    y = _pred(m, x)
+    y[0] = (y[0] + 1) % 3  # one misclassified point: never robust
+    truth = np.array([0.0] + [_grid_best(m, x[i], int(y[i]), norm)[0] for i in range(1, len(x))])
+    cell = 2.5e-3 * (2 if norm == "l1" else 1)
+    eps = [float(np.quantile(truth[1:], q)) for q in (0.3, 0.7)]
+    res = robust_at_thresholds(m, x, y, norm, eps, time_limit=5.0)
+    assert res.status.shape == (len(x), 2)
+    for j, e in enumerate(res.eps):
+        rob, non = res.status[:, j] == "robust", res.status[:, j] == "not_robust"
+        assert not rob[0] and non[0]
+        assert np.all(truth[rob] >= e - cell)  # a proof never contradicts the grid
+        assert np.all(truth[non] <= e + cell)  # a witness within eps: the grid is within a cell of it
+        true_re = np.mean(truth <= e)
+        lo, hi = res.robust_error_interval()[j]
+        assert lo - 1 / len(x) <= true_re <= hi + 1 / len(x)
+        assert np.mean(res.status[:, j] == "unknown") <= 0.25
+    lo, hi = union_robust_error_interval([res, res], [0, 1])
+    assert lo == res.robust_error_interval()[1][0] and lo <= hi
+
+
+def test_table1_certified_interval_from_exact_brackets():
+    from robcurves.tables import RobustErrorRow, add_certified_columns, certified_robust_error
+
+    lower = np.array([0.0, 0.09, 0.2, 0.3])
+    upper = np.array([0.0, 0.1, 0.25, np.inf])
+    assert certified_robust_error(lower, upper, 0.1) == (0.5, 0.5)
+    assert certified_robust_error(lower, upper, 0.22) == (0.5, 0.75)
+    rows = [RobustErrorRow("m", "linf", 0.22, 0.5, 0.1, 0.9, 4), RobustErrorRow("other", "linf", 0.1, 0.2, 0, 1, 4)]
+    add_certified_columns(rows, {("m", "linf"): (lower, upper)})
+    assert (rows[0].certified_low, rows[0].certified_high, rows[0].certified_n) == (0.5, 0.75, 4)
+    assert math.isnan(rows[1].certified_low) and rows[1].certified_n == 0
+
+
+def test_cli_exact_brackets_the_first_points(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    m = _mlp(6, (8,), 3, seed=1, in_shape=(1, 1, 6))
+    m.save(tmp_path / "m.keras")
+    rng = np.random.default_rng(0)
+    x = rng.random((4, 1, 1, 6)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=_pred(m, x))
+    proc = subprocess.run([sys.executable, "-m", "robcurves", "--dataset", str(tmp_path / "d.npz"), "--model_path",
+                           str(tmp_path / "m.keras"), "--norms", "inf", "2", "--exact", "2", "--exact_time_limit", "5",
+                           "--save", "--out", str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(ln) for ln in proc.stdout.splitlines() if ln.startswith("{") and "exact_method" in ln]
+    assert [ln["norm"] for ln in lines] == ["linf", "l2"] and all(ln["exact_method"] == "bab" for ln in lines)
+    for norm in ("linf", "l2"):
+        data = json.loads((tmp_path / "out" / f"d_m_{norm}_exact.json").read_text())
+        assert len(data["points"]) == 2 and all(p["lower"] <= (p["upper"] or np.inf) for p in data["points"])
+    bad = subprocess.run([sys.executable, "-m", "robcurves", "--dataset", str(tmp_path / "d.npz"), "--model_path",
+                          str(tmp_path / "m.keras"), "--exact", "-1"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "--exact" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_time_out_gives_a_correct_bracket():
+    m = _mlp(6, (10, 10), 3, seed=3)
+    rng = np.random.default_rng(4)
+    x = rng.random((3, 1, 1, 6)).astype(np.float32)
+    y = _pred(m, x)
+    full = minimal_perturbations(m, x, y, "linf", BabConfig(time_limit=30, rel_tol=0.001, max_radius=1.0))
+    tiny = minimal_perturbations(m, x, y, "linf", BabConfig(time_limit=0.05, rel_tol=0.001, max_radius=1.0))
+    _check_witnesses(m, x, y, tiny)
+    for i in range(len(x)):
+        assert tiny.lower[i] <= full.upper[i] * (1 + 1e-9)
+        assert tiny.upper[i] >= full.lower[i] * (1 - 1e-9)
+        if tiny.status[i] == "optimal":  # only if the bracket really closed
+            assert tiny.upper[i] - tiny.lower[i] <= 0.001 * tiny.upper[i] * (1 + 1e-9)
+        else:
+            assert tiny.status[i] == "time_limit"
