@@ -154,7 +154,7 @@ def test_2d_relu_network_matches_a_dense_grid(norm):
     m = _mlp(2, (12, 12), 3, seed=5)
     x = np.array([[0.5, 0.5], [0.3, 0.6], [0.7, 0.2]], dtype=np.float32).reshape(-1, 1, 1, 2)
     y = _pred(m, x)
-    res = minimal_perturbations(m, x, y, norm, BabConfig(time_limit=20, rel_tol=0.01, max_radius=2.0))
+    res = minimal_perturbations(m, x, y, norm, BabConfig(time_limit=60, rel_tol=0.01, max_radius=2.0))
     _check_witnesses(m, x, y, res)
     for i in range(len(x)):
         best, cell = _grid_best(m, x[i], int(y[i]), norm)
@@ -176,7 +176,7 @@ def test_tiny_network_brackets_the_milp_optimum(norm):
     y = _pred(m, x)
     ref = milp_minimal(m, x, y, norm, ExactConfig(time_limit=30, method="minimize", max_radius=1.0 if norm == "linf"
                                                   else 6.0))
-    res = minimal_perturbations(m, x, y, norm, BabConfig(time_limit=30, rel_tol=0.01,
+    res = minimal_perturbations(m, x, y, norm, BabConfig(time_limit=60, rel_tol=0.01,
                                                          max_radius=1.0 if norm == "linf" else 6.0))
     _check_witnesses(m, x, y, res)
     for i in range(len(x)):
@@ -221,7 +221,7 @@ def test_l2_minimal_distance_matches_qp_enumeration_over_activation_patterns():
     rng = np.random.default_rng(7)
     x = rng.random((3, 1, 1, 3)).astype(np.float32)
     y = _pred(m, x)
-    res = minimal_perturbations(m, x, y, "l2", BabConfig(time_limit=20, rel_tol=0.01, max_radius=2.0))
+    res = minimal_perturbations(m, x, y, "l2", BabConfig(time_limit=60, rel_tol=0.01, max_radius=2.0))
     _check_witnesses(m, x, y, res)
     for i in range(len(x)):
         d = _qp_minimum(m, x[i], int(y[i]))

@@ -132,6 +132,13 @@ class BoundEngine:
         self._bias = {i: tensor(nd.bias.reshape(1, *nd.shape)) for i, nd in enumerate(self.g.nodes)
                       if nd.bias is not None}
         self._absbias = {i: ops.abs(b) for i, b in self._bias.items()}
+        self._consts = {}
+        for dt in ("float32", "float64"):
+            for i, nd in enumerate(self.g.nodes):
+                if nd.bias is not None:
+                    self._consts[(("b", i), dt)] = tensor(nd.bias.reshape(1, *nd.shape), dt)
+                if nd.kind in ("dense", "conv2d"):
+                    self.g.transpose(i, ops.zeros((1, *nd.shape), dtype=dt))
         for i, nd in enumerate(self.g.nodes):  # warm the layers' own tensor caches
             if nd.kind in ("dense", "conv2d"):
                 z = ops.zeros((1, *nd.shape), dtype="float64")
@@ -144,13 +151,17 @@ class BoundEngine:
 
     # ---------------------------------------------------------------- the pass
     def _backward(self, start: int, C, lows, ups, alphas, betas, signs, masks, mags, x0, dlo, dhi, radius,
-                  want_argmin: bool = False, want_lams: bool = False):
+                  want_argmin: bool = False, want_lams: bool = False, sound: bool = True):
         """Lower bound of ``C . zh_start`` (``C``: (R, n_start) on node ``start``, flat).
 
         ``lows``/``ups``/``alphas``/``betas``/``signs``: per ReLU ((R or 1, n_k) tensors;
         entries for ReLUs after ``start`` are ignored); ``masks``/``mags``: per node, 1
         where the node's value is non-negative over the domain, and ``|value|``'s bound.
+        ``sound=False`` leaves out the rounding terms (a cheaper estimate, for branching
+        decisions only; never a certificate).
         """
+        if not sound:
+            return self._backward_estimate(start, C, lows, ups, alphas, betas, signs, x0, dlo, dhi, radius)
         g = self.g
         coef = {start: ops.reshape(C, (-1, *g.nodes[start].shape))}
         const = ops.zeros_like(C[:, 0])
@@ -208,6 +219,50 @@ class BoundEngine:
         lb = val + const - err * (1.0 + 1e-9) - self.slack64 * slack
         return lb, xs, [lams[k] for k in sorted(lams)]
 
+    def _backward_estimate(self, start, C, lows, ups, alphas, betas, signs, x0, dlo, dhi, radius):
+        """The bound of :meth:`_backward` without rounding terms, in the dtype of ``C``."""
+        g = self.g
+        import keras
+
+        dt = keras.backend.standardize_dtype(C.dtype)
+        coef = {start: ops.reshape(C, (-1, *g.nodes[start].shape))}
+        const = ops.zeros_like(C[:, 0])
+        for j in range(start, 0, -1):
+            A = coef.pop(j, None)
+            if A is None:
+                continue
+            nd = g.nodes[j]
+            if nd.kind == "relu":
+                k = g.relu_index[j]
+                lam_a = ops.reshape(A, (-1, nd.n))
+                lo, hi = lows[k], ups[k]
+                active = lo >= 0
+                unstable = ops.logical_and(lo < 0, hi > 0)
+                s = ops.where(unstable, hi / ops.where(unstable, hi - lo, ops.ones_like(hi)), ops.zeros_like(hi))
+                pos = ops.maximum(lam_a, 0.0)
+                neg = ops.minimum(lam_a, 0.0)
+                z = ops.where(active, lam_a, ops.where(unstable, pos * ops.clip(alphas[k], 0.0, 1.0) + neg * s,
+                                                        ops.zeros_like(lam_a)))
+                const = const + ops.sum(ops.where(unstable, -neg * s * lo, ops.zeros_like(lam_a)), axis=1)
+                z = z - ops.maximum(betas[k], 0.0) * signs[k]
+                self._acc(coef, nd.inputs[0], ops.reshape(z, (-1, *g.nodes[nd.inputs[0]].shape)))
+            elif nd.kind in ("flatten", "reshape"):
+                self._acc(coef, nd.inputs[0], g.layer(j).linear_t(A))
+            elif nd.kind == "add":
+                for i in nd.inputs:
+                    self._acc(coef, i, A)
+            else:
+                if j in self._bias:
+                    const = const + ops.sum(ops.reshape(A * self._const(("b", j), dt), (-1, nd.n)), axis=1)
+                self._acc(coef, nd.inputs[0], g.transpose(j, A))
+        lam_x = ops.reshape(coef[0], (-1, g.n_inputs))
+        val, _ = linear_lower(lam_x, x0, dlo, dhi, radius, self.p, False)
+        return val + const
+
+    def _const(self, key, dtype: str):
+        """A cached constant tensor of ``dtype`` (made eagerly in :meth:`__init__`)."""
+        return self._consts[(key, dtype)]
+
     @staticmethod
     def _acc(coef: dict, i: int, v) -> None:
         coef[i] = v if i not in coef else coef[i] + v
@@ -230,6 +285,49 @@ class BoundEngine:
             raise ValueError(mode)
         self._fns[key] = jit(f)
         return self._fns[key]
+
+    def _make_fsb(self, start: int):
+        """Children bounds of candidate splits (estimates, float32): rows pick their parent's
+        arrays and add one split each."""
+        nrelu = len(self.g.pre)
+
+        def f(C, lows, ups, alphas, betas, signs, x0, dlo, dhi, radius, parent, layer, unit, sign):
+            rows_l, rows_u, rows_a, rows_b, rows_s = [], [], [], [], []
+            for k in range(nrelu):
+                n = self.g.nodes[self.g.pre[k]].n
+                on = ops.cast(layer == k, C.dtype)[:, None] * ops.one_hot(ops.clip(unit, 0, n - 1), n, dtype=C.dtype)
+                sg = sign[:, None] * on
+                lo = ops.take(lows[k], parent, axis=0)
+                hi = ops.take(ups[k], parent, axis=0)
+                rows_l.append(ops.where(sg > 0, ops.maximum(lo, 0.0), lo))
+                rows_u.append(ops.where(sg < 0, ops.minimum(hi, 0.0), hi))
+                rows_a.append(ops.take(alphas[k], parent, axis=0))
+                rows_b.append(ops.take(betas[k], parent, axis=0))
+                rows_s.append(ops.take(signs[k], parent, axis=0) + sg)
+            Cr = ops.take(C, parent, axis=0)
+            return self._backward_estimate(start, Cr, rows_l, rows_u, rows_a, rows_b, rows_s, x0, dlo, dhi, radius)
+
+        return f
+
+    def fsb_children(self, root: RootBounds, start: int, C, lows, ups, alphas, betas, signs, parent, layer, unit,
+                     sign, chunk: int = 2048) -> np.ndarray:
+        """Estimated lower bounds of the children ``(parent, ReLU layer, unit, +1/-1)`` of the
+        subdomains given by the per-parent arrays (lists per ReLU, (R, n_k)); float32, no
+        rounding terms: for choosing splits only."""
+        key = (start, "fsb")
+        if key not in self._fns:
+            self._fns[key] = jit(self._make_fsb(start))
+        f = self._fns[key]
+        dt = "float32"
+        b = root.ball
+        ball = (tensor(b.x0[None], dt), tensor(b.dlo[None], dt), tensor(b.dhi[None], dt), tensor(np.array([b.radius]), dt))
+        arrs = [tensor(C, dt)] + [[tensor(a, dt) for a in arrs] for arrs in (lows, ups, alphas, betas, signs)]
+        out = []
+        for s in range(0, len(parent), chunk):
+            sl = slice(s, s + chunk)
+            out.append(numpy(f(*arrs, *ball, tensor(parent[sl], "int32"), tensor(layer[sl], "int32"),
+                               tensor(unit[sl], "int32"), tensor(sign[sl], dt))))
+        return np.concatenate(out) if out else np.zeros(0)
 
     def _make_opt(self, start: int, mode: str):
         _, iters, lr_a, lr_b, use_beta, full = mode.split(":")

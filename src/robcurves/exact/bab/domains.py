@@ -41,7 +41,7 @@ class BabSettings:
     iters: int = 10
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
-    fsb: int = 1
+    fsb: int = 64
     max_domains: int = 200_000
     use_beta: bool = True
     refine: str = "none"  # "none" | "last" | "all": per-domain CROWN bounds of the later ReLU layers
@@ -237,30 +237,28 @@ class Query:
         return lb, self._compact(alphas), self._compact(betas), split, xs, L, H
 
     def _fsb(self, S, A, B, cls, alphas, betas, score, L, H):
-        """Filtered smart branching: bound both children of the top candidates with one CROWN pass."""
-        cand = top_candidates(score, self.cfg.fsb)  # (R, k)
+        """Filtered smart branching: estimate both children of the top candidates of every
+        subdomain (one batched float32 pass) and keep the candidate whose worse child is best."""
+        cand = top_candidates(score, self.cfg.fsb)  # (R, k), -1 where none
         R, k = cand.shape
-        best = cand[:, 0].copy()
-        best_val = np.full(R, -np.inf)
-        Ac, Bc = self._compact(alphas), self._compact(betas)
-        for j in range(k):
-            col = cand[:, j]
-            ok = col >= 0
-            if not ok.any():
-                continue
-            rows = np.flatnonzero(ok)
-            vals = []
-            for sign in (1, -1):
-                S2 = S[rows].copy()
-                S2[np.arange(len(rows)), col[rows]] = sign
-                sg, al, be = self._dense(S2, Ac[rows], Bc[rows])
-                lo, hi = self._dense_bounds(L[rows], H[rows])
-                vals.append(self.eng.bound(self.root, self.K, self._rows(cls[rows]), al, be, sg, lows=lo, ups=hi))
-            v = np.minimum(vals[0], vals[1])
-            better = v > best_val[rows]
-            best[rows[better]] = col[rows[better]]
-            best_val[rows[better]] = v[better]
-        return best
+        signs, _, _ = self._dense(S, A, B)
+        lows, ups = self._dense_bounds(L, H)
+        lows, ups = self.eng.apply_splits(lows, ups, signs)
+        rr, jj = np.nonzero(cand >= 0)
+        if len(rr) == 0:
+            return cand[:, 0]
+        col = cand[rr, jj]
+        layer = np.searchsorted(self.off, col, side="right") - 1
+        unit = np.concatenate(self.idx)[col] if self.U else col
+        parent = np.concatenate([rr, rr])
+        sign = np.concatenate([np.ones(len(rr)), -np.ones(len(rr))])
+        est = self.eng.fsb_children(self.root, self.K, self._rows(cls), lows, ups, alphas, betas, signs, parent,
+                                    np.concatenate([layer, layer]), np.concatenate([unit, unit]), sign)
+        worse = np.minimum(est[: len(rr)], est[len(rr):])
+        val = np.full((R, k), -np.inf)
+        val[rr, jj] = worse
+        best = np.argmax(val, axis=1)
+        return np.where(np.isfinite(val[np.arange(R), best]), cand[np.arange(R), best], cand[:, 0])
 
     def _leaf_witness(self, S, cls, deadline: float, max_leaves: int = 8):
         """Closest adversarial points of unproven linear regions (:mod:`.leaf`), float32-checked."""
