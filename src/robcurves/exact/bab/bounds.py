@@ -117,6 +117,9 @@ class BoundEngine:
     """CROWN-family bounds of one network in one norm, on ``keras.ops`` (float64)."""
 
     def __init__(self, net, norm: "Norm | str", chunk: int = 512):
+        from robcurves.exact.bab.ops import require_float64
+
+        self.notes = require_float64()
         self.g = bound_graph(net)
         self.net = self.g.net
         self.norm = parse_norm(norm)

@@ -104,6 +104,9 @@ class BoundGraph:
     """Per-node facts of a :class:`robcurves.network.Network` for bound propagation."""
 
     def __init__(self, net: Network):
+        from robcurves.exact.bab.ops import require_float64
+
+        require_float64()  # before any tensor is made
         self.net = net
         folded = (net.meta or {}).get("folded") or []
         if folded:

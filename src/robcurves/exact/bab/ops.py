@@ -26,6 +26,26 @@ from robcurves import backend as B  # noqa: E402
 DTYPE = "float64"
 
 
+def require_float64() -> list[str]:
+    """Make sure float64 tensors are float64 (JAX makes them float32 unless x64 is enabled).
+
+    The bounds' float64 rounding slack assumes float64 arithmetic; returns what was changed.
+    """
+    import keras
+
+    probe = ops.convert_to_tensor(np.ones(1), dtype="float64")
+    if keras.backend.standardize_dtype(probe.dtype) == "float64":
+        return []
+    if keras.backend.backend() == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        probe = ops.convert_to_tensor(np.ones(1), dtype="float64")
+        if keras.backend.standardize_dtype(probe.dtype) == "float64":
+            return ["jax_enable_x64 switched on (bounds are computed in float64)"]
+    raise RuntimeError("bab: this backend computes float64 tensors in lower precision; the bounds need float64")
+
+
 def tensor(x: Any, dtype: str = DTYPE):
     """``x`` as a backend tensor of ``dtype`` (float64 unless told)."""
     if isinstance(x, (np.ndarray, np.number, float, int, list, tuple)):
