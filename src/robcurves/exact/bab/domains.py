@@ -32,7 +32,9 @@ class BabSettings:
 
     ``batch``: domains split per round; ``iters_root``/``iters``: alpha(-beta) ascent
     steps at the root and per child; ``lr_alpha``/``lr_beta``: Adam step sizes;
-    ``fsb``: candidates per domain for filtered smart branching (1 = BaBSR alone);
+    ``fsb``: at least this many candidates per domain for filtered smart branching (1 =
+    BaBSR alone); more when few domains are split at once, up to ``fsb_rows`` estimated
+    children per round (at the root every unstable neuron is tried);
     ``max_domains``: the store's capacity (beyond it the query gives up: ``unknown``).
     """
 
@@ -42,6 +44,7 @@ class BabSettings:
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
     fsb: int = 64
+    fsb_rows: int = 16384
     max_domains: int = 200_000
     use_beta: bool = True
     refine: str = "none"  # "none" | "last" | "all": per-domain CROWN bounds of the later ReLU layers
@@ -239,7 +242,8 @@ class Query:
     def _fsb(self, S, A, B, cls, alphas, betas, score, L, H):
         """Filtered smart branching: estimate both children of the top candidates of every
         subdomain (one batched float32 pass) and keep the candidate whose worse child is best."""
-        cand = top_candidates(score, self.cfg.fsb)  # (R, k), -1 where none
+        k = max(self.cfg.fsb, self.cfg.fsb_rows // max(2 * len(S), 1))
+        cand = top_candidates(score, k)  # (R, k), -1 where none
         R, k = cand.shape
         signs, _, _ = self._dense(S, A, B)
         lows, ups = self._dense_bounds(L, H)
