@@ -1,30 +1,32 @@
-"""Benchmark: our minimal-norm attacks against foolbox 3.3.4, same models, same points.
+"""Benchmark: our minimal-norm attacks against foolbox 3.3.4, same model, same points.
 
-For every (model, norm) it runs each of our methods alone and the default ensemble
-(the per-point minimum over :func:`robcurves.attacks.default_methods`; its time is the
-sum of its members' times, which is exactly the work the ensemble does), then the
-matching foolbox attacks in their own venv (see ``benchmarks/foolbox_venv.sh``). Every
+For every norm it runs our presets (``robcurves.attacks.default_methods(norm, strength)``:
+``default`` and ``fast``; ``--strengths`` adds ``thorough``) on the default Keras backend
+(TensorFlow) and, each in its own process, on the backends of ``--backends`` (JAX), then
+the matching foolbox attacks in their own venv (``benchmarks/foolbox_venv.sh``). Every
 distance, ours and foolbox's, is re-verified with the project's model and measured in
 float32 in its norm; a candidate that does not flip the label counts as +inf.
 
-Per (model, norm, method) it prints points/s, the median distance, the robust error at
-the usual thresholds and an optimality score in the spirit of AttackBench (Cinà et al.
-2024): the area under the method's robust-accuracy curve RA(eps) = P(d > eps) on
-[0, eps_max] divided into the same area for the per-point best distance found by any
-method, ours or foolbox's (eps_max: the largest finite per-point best). 1.0 means the
-method matched the best on every point; smaller is worse.
+Per (norm, method) it prints points/s, the ratio of points/s to the peer (foolbox's FMN
+for linf and l1, DDN for l2), gradients per point (ours: counted; foolbox's: its
+configured steps), the median distance, the robust error at the usual thresholds, the
+share of points where the method is worse than foolbox's FMN by more than 0.1%, and an
+optimality score in the spirit of AttackBench (Cinà et al. 2024): the area under the
+method's robust-accuracy curve RA(eps) = P(d > eps) on [0, eps_max] divided into the
+same area for the per-point best distance found by any method, ours or foolbox's
+(eps_max: the largest finite per-point best). 1.0 means the method matched the best on
+every point. Our rows are timed after a warm-up call (tracing and compiling are a
+once-per-process cost).
 
 Models:
   mmr_mnist   the MMR-Universal MNIST network of ../shared/reference (first N test points)
   digits_st   a standard-trained LeNet-small on scikit-learn digits (the default run's ST)
   digits_at   an l-inf adversarially trained LeNet-small on digits (eps = 0.1)
-The digits models are taken from results/models/digits/ when the workflow made them,
-otherwise trained here with the default run's settings and cached under
-results/benchmarks/models/.
 
-Example:
+Example (the issue's table; about 25 minutes on 2 busy cores):
   bash benchmarks/foolbox_venv.sh      # once
-  TF_CPP_MIN_LOG_LEVEL=2 .venv/bin/python benchmarks/attacks.py --models mmr_mnist digits_st digits_at --n 500
+  .venv/bin/python benchmarks/attacks.py --n 1000 --foolbox-attacks linf_fmn l2_fmn l2_ddn l1_fmn \
+      --save results/benchmarks/attacks_1000
 """
 
 from __future__ import annotations
@@ -166,39 +168,69 @@ def ours_label(m: dict) -> str:
     return "ours " + m["name"] + "".join(f" {k}={v}" for k, v in m.items() if k != "name")
 
 
-def ensemble_label(methods: list[dict]) -> str:
-    return "ours DEFAULT ensemble (" + " + ".join(ours_label(m)[5:] for m in methods) + ")"
+def _ours_once(model, x, y, norm, methods, strength, batch_size, seed):
+    """(distances, seconds, gradients per point): warm-up calls first (tracing and
+    compiling are a once-per-process cost, not per point), then the timed run."""
+    from robcurves.attacks import minimal_perturbations
+
+    kw = dict(methods=methods, strength=strength, batch_size=batch_size, seed=seed, progress=False)
+    minimal_perturbations(model, x[: min(len(x), 16)], y[: min(len(y), 16)], norm, **kw)
+    minimal_perturbations(model, x[: min(len(x), 40)], y[: min(len(y), 40)], norm, **kw)
+    t0 = time.perf_counter()
+    res = minimal_perturbations(model, x, y, norm, **kw)
+    return res.distances, time.perf_counter() - t0, res.config["gradients_per_point"]["mean"]
 
 
-def run_ours(model, x, y, norm: str, batch_size: int, seed: int, methods: list[dict] | None):
-    from robcurves.attacks import default_methods, minimal_perturbations
+def run_ours(model, x, y, norm: str, batch_size: int, seed: int, methods: list[dict] | None,
+             strengths=("default", "fast")):
+    """Our presets (and any single methods asked for): label -> (distances, seconds, gradients/point)."""
+    from robcurves import backend
 
-    ensemble = default_methods(norm)
-    singles = methods if methods is not None else ensemble
-    # every method appearing in the ensemble is run once; the ensemble reuses them
-    plan, seen = [], set()
-    for m in [*singles, *ensemble]:
-        key = json.dumps(m, sort_keys=True)
-        if key not in seen:
-            seen.add(key)
-            plan.append(m)
-    rows = {}
-    for m in plan:
-        t0 = time.perf_counter()
-        res = minimal_perturbations(model, x, y, norm, methods=[m], batch_size=batch_size, seed=seed,
-                                    progress=False)
-        dt = time.perf_counter() - t0
-        rows[json.dumps(m, sort_keys=True)] = (ours_label(m), res.distances, dt)
-    out = {label: (d, dt) for label, d, dt in rows.values()}
-    members = [rows[json.dumps(m, sort_keys=True)] for m in ensemble]
-    d_ens = np.min(np.stack([r[1] for r in members]), axis=0)
-    out[ensemble_label(ensemble)] = (
-        d_ens, sum(r[2] for r in members))
+    out = {}
+    for s in strengths:
+        out[f"ours {s} ({backend.name()})"] = _ours_once(model, x, y, norm, None, s, batch_size, seed)
+    for m in methods or []:
+        out[ours_label(m)] = _ours_once(model, x, y, norm, [m], "default", batch_size, seed)
     return out
 
 
+def run_backend_worker(backend: str, model_name: str, n: int, norms, batch_size: int, seed: int, strengths):
+    """Our presets under another Keras backend, in a child process (Keras fixes its backend
+    at import): per norm, label -> (distances, seconds, gradients/point)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        dst = Path(tmp) / "out.npz"
+        cmd = [sys.executable, str(Path(__file__)), "--worker", str(dst), "--models", model_name, "--n", str(n),
+               "--norms", *norms, "--batch-size", str(batch_size), "--seed", str(seed), "--strengths", *strengths]
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        subprocess.run(cmd, check=True, env=env)
+        with np.load(dst, allow_pickle=False) as f:
+            meta = json.loads(str(f["meta"]))
+            return {norm: {label: (f[f"{norm}__{i}"], t, g) for i, (label, t, g) in enumerate(rows)}
+                    for norm, rows in meta.items()}
+
+
+def worker(dst: Path, model_name: str, n: int, norms, batch_size: int, seed: int, strengths) -> None:
+    model, x, y = load_benchmark_model(model_name, n)
+    meta, arrays = {}, {}
+    for norm in norms:
+        rows = run_ours(model, x, y, norm, batch_size, seed, None, strengths)
+        meta[norm] = [(label, t, g) for label, (_, t, g) in rows.items()]
+        arrays.update({f"{norm}__{i}": d for i, (d, _, _) in enumerate(rows.values())})
+    np.savez(dst, meta=np.array(json.dumps(meta)), **arrays)
+
+
+def foolbox_runtime(venv: Path) -> str:
+    py = venv / "bin" / "python"
+    if not py.exists():
+        return "foolbox venv missing"
+    out = subprocess.run([str(py), "-c", "import foolbox, tensorflow as tf, numpy; "
+                          "print(f'foolbox {foolbox.__version__}, its TensorFlow {tf.__version__}, NumPy {numpy.__version__}')"],
+                         capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    return out.stdout.strip() or out.stderr.strip()[-200:]
+
+
 def run_foolbox(model, x, y, norm: str, venv: Path, batch_size: int, options: dict, only=None):
-    from robcurves.attacks import verify_adversarial
+    from robcurves.attacks import predict_logits, verify_adversarial
 
     py = venv / "bin" / "python"
     if not py.exists():
@@ -218,79 +250,56 @@ def run_foolbox(model, x, y, norm: str, venv: Path, batch_size: int, options: di
         with np.load(dst, allow_pickle=False) as f:
             timing = json.loads(str(f["timing"]))
             advs = {a: f[a] for a in attacks}
-    z = np.asarray(model(x, training=False))
-    clean_wrong = np.argmax(z, axis=1) != y
+    clean_wrong = np.argmax(predict_logits(model, x), axis=1) != y
+    grads = timing.get("_gradients_per_point", {})
     out = {}
     for a in attacks:
         ok, d = verify_adversarial(model, x, advs[a], y, norm)
         d = np.where(clean_wrong, 0.0, np.where(ok, d, np.inf)).astype(np.float32)
-        out[f"foolbox {a}"] = (d, timing[a])
+        out[f"foolbox {a}"] = (d, timing[a], float(grads.get(a, float("nan"))))
     return out
 
 
+PEER = {"linf": "foolbox linf_fmn", "l2": "foolbox l2_ddn", "l1": "foolbox l1_fmn"}
+
+
 def table(model_name: str, norm: str, results: dict, n: int, thresholds: list[float], best=None) -> list[str]:
+    """One row per method: points/s, its ratio to the peer's (foolbox's FMN for linf and
+    l1, DDN for l2), gradients per point, quality (median, robust error, optimality
+    against the per-point best of everything run) and the share of points where it is
+    worse than foolbox's FMN by more than 0.1%."""
     if best is None:
-        best = np.min(np.stack([d for d, _ in results.values()]), axis=0)
-    head = (f"| {model_name} | {norm} | method | points/s | median | "
-            + " | ".join(f"RE@{t:g}" for t in thresholds) + " | optimality | not found |")
+        best = np.min(np.stack([d for d, _, _ in results.values()]), axis=0)
+    peer = results.get(PEER[norm])
+    fmn = results.get(f"foolbox {norm}_fmn")
+    head = (f"| {model_name} | {norm} | method | points/s | x peer | gradients/point | median | "
+            + " | ".join(f"RE@{t:g}" for t in thresholds) + " | optimality | worse than fb FMN | not found |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    for label, (d, dt) in results.items():
+    for label, (d, dt, g) in results.items():
+        speed = n / dt
+        ratio = f"{speed / (n / peer[1]):.2f}" if peer is not None else "-"
+        worse = f"{float(np.mean(d > fmn[0] * (1 + 1e-3))):.3f}" if fmn is not None and label != PEER["linf"] \
+            and not label.endswith("_fmn") else "-"
         lines.append(
-            f"| {model_name} | {norm} | {label} | {n / dt:.1f} | {np.median(d):.4f} | "
+            f"| {model_name} | {norm} | {label} | {speed:.1f} | {ratio} | {g:.0f} | {np.median(d):.4f} | "
             + " | ".join(f"{robust_error(d, t):.3f}" for t in thresholds)
-            + f" | {optimality(d, best):.4f} | {int(np.sum(~np.isfinite(d)))} |"
+            + f" | {optimality(d, best):.4f} | {worse} | {int(np.sum(~np.isfinite(d)))} |"
         )
-    return lines
-
-
-def report(paths: list[Path]) -> list[str]:
-    """Tables from saved runs: each method's distances and times, the current default
-    ensemble recomputed as the per-point minimum of its members (time: their sum)."""
-    from robcurves.attacks import default_methods
-
-    dists, times, n_points = {}, {}, {}
-    for p in paths:
-        with np.load(p, allow_pickle=False) as f:
-            t = json.loads(str(f["times"]))
-            for k in f.files:
-                if k == "times":
-                    continue
-                model_name, norm, label = k.split("__", 2)
-                if label.startswith("ours DEFAULT"):
-                    continue
-                dists[(model_name, norm, label)] = f[k]
-                times[(model_name, norm, label)] = t[f"{model_name}/{norm}/{label}"]
-                n_points[model_name] = len(f[k])
-    lines = []
-    for model_name, norm in dict.fromkeys((m, n) for m, n, _ in dists):
-        members = default_methods(norm)
-        keys = [(model_name, norm, ours_label(m)) for m in members]
-        results = {}
-        here = sorted((label for m, n, label in dists if (m, n) == (model_name, norm)),
-                      key=lambda lb: (lb.startswith("foolbox"), lb))
-        for label in (lb for lb in here if not lb.startswith("foolbox")):
-            results[label] = (dists[(model_name, norm, label)], times[(model_name, norm, label)])
-        if all(k in dists for k in keys):
-            results[ensemble_label(members)] = (np.min(np.stack([dists[k] for k in keys]), axis=0),
-                                                sum(times[k] for k in keys))
-        for label in (lb for lb in here if lb.startswith("foolbox")):
-            results[label] = (dists[(model_name, norm, label)], times[(model_name, norm, label)])
-        # optimality against everything that was run, ours and foolbox's
-        everything = np.min(np.stack([d for (m, n, _), d in dists.items() if (m, n) == (model_name, norm)]), axis=0)
-        thr = THRESHOLDS["mmr_mnist" if model_name == "mmr_mnist" else "digits"][norm]
-        lines += table(model_name, norm, results, n_points[model_name], thr, best=everything) + [""]
     return lines
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", default=["mmr_mnist", "digits_st", "digits_at"])
+    ap.add_argument("--models", nargs="+", default=["mmr_mnist"])
     ap.add_argument("--norms", nargs="+", default=["linf", "l2", "l1"])
-    ap.add_argument("--n", type=int, default=500, help="points per model (the first n test points)")
-    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--n", type=int, default=1000, help="points per model (the first n test points)")
+    ap.add_argument("--batch-size", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--strengths", nargs="+", default=["default", "fast"], choices=["fast", "default", "thorough"])
+    ap.add_argument("--backends", nargs="*", default=["jax"],
+                    help="more Keras backends to time our presets on, each in its own process (default: jax)")
     ap.add_argument("--methods", default=None,
-                    help='JSON list of our methods to run alone, e.g. \'[{"name": "fmn"}]\' (default: the ensemble members)')
+                    help='JSON list of our single methods to run too, e.g. \'[{"name": "fmn"}]\'')
     ap.add_argument("--no-foolbox", action="store_true")
     ap.add_argument("--foolbox-attacks", nargs="+", default=None,
                     help=f"run only these foolbox attacks (default: all of {sorted(a for v in FOOLBOX_ATTACKS.values() for a in v)})")
@@ -298,34 +307,45 @@ def main(argv=None) -> int:
     ap.add_argument("--foolbox-options", default="{}",
                     help='JSON per-attack options, e.g. \'{"l2_cw": {"steps": 1000}}\'')
     ap.add_argument("--save", type=Path, default=None, help="also write the table (markdown) and distances here")
-    ap.add_argument("--report", type=Path, nargs="+", default=None,
-                    help="no runs: rebuild the tables from saved .npz files (later files win), with the "
-                         "current default ensemble composed from its saved members")
+    ap.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    if args.report:
-        print("\n".join(report(args.report)))
-        return 0
-
     from robcurves.norms import parse_norm
 
+    norms = [parse_norm(v).name for v in args.norms]
+    if args.worker:
+        worker(args.worker, args.models[0], args.n, norms, args.batch_size, args.seed, args.strengths)
+        return 0
+    from robcurves import backend
+
     methods = json.loads(args.methods) if args.methods else None
+    load = os.getloadavg()
     all_lines = [f"command: {' '.join(['benchmarks/attacks.py', *(argv if argv is not None else sys.argv[1:])])}",
-                 f"n = {args.n} points per model, batch size {args.batch_size}, seed {args.seed}", ""]
+                 f"n = {args.n} points per model, batch size {args.batch_size}, seed {args.seed}; our default "
+                 f"backend {backend.requested()}; {foolbox_runtime(args.foolbox_venv)}; load average at the start "
+                 f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs", ""]
+    print("\n".join(all_lines), flush=True)
     dump, times = {}, {}
     for model_name in args.models:
         model, x, y = load_benchmark_model(model_name, args.n)
         thr = THRESHOLDS["mmr_mnist" if model_name == "mmr_mnist" else "digits"]
-        for norm in (parse_norm(v).name for v in args.norms):
+        others = {b: run_backend_worker(b, model_name, args.n, norms, args.batch_size, args.seed, args.strengths)
+                  for b in args.backends if b != backend.requested()}
+        for norm in norms:
             print(f"== {model_name} {norm}", file=sys.stderr, flush=True)
-            results = run_ours(model, x, y, norm, args.batch_size, args.seed, methods)
+            results = run_ours(model, x, y, norm, args.batch_size, args.seed, methods, args.strengths)
+            for rows in others.values():
+                results.update(rows[norm])
             if not args.no_foolbox:
                 results.update(run_foolbox(model, x, y, norm, args.foolbox_venv, args.batch_size,
                                            json.loads(args.foolbox_options), args.foolbox_attacks))
             lines = table(model_name, norm, results, len(x), thr[norm])
             print("\n".join(lines), flush=True)
             all_lines += lines + [""]
-            dump.update({f"{model_name}/{norm}/{k}": d for k, (d, _) in results.items()})
-            times.update({f"{model_name}/{norm}/{k}": t for k, (_, t) in results.items()})
+            dump.update({f"{model_name}/{norm}/{k}": d for k, (d, _, _) in results.items()})
+            times.update({f"{model_name}/{norm}/{k}": [t, g] for k, (_, t, g) in results.items()})
+    load = os.getloadavg()
+    all_lines.append(f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(all_lines[-1])
     if args.save:
         args.save.parent.mkdir(parents=True, exist_ok=True)
         args.save.with_suffix(".md").write_text("\n".join(all_lines) + "\n")

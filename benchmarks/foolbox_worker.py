@@ -155,6 +155,20 @@ def main(argv: list[str]) -> int:
         timing[name] = time.perf_counter() - t0
         out[name] = np.concatenate(parts).astype(np.float32)
         print(f"foolbox {name}: {len(data['x'])} points in {timing[name]:.1f}s", file=sys.stderr, flush=True)
+    timing["_versions"] = {"foolbox": fb.__version__, "tensorflow": tf.__version__, "numpy": np.__version__}
+    # Gradients per point each attack is configured to spend (its steps, times its
+    # binary-search steps for CW and EAD); pgd_bisection: 40 PGD steps per radius tried.
+    grads = {}
+    for name in attacks:
+        if name == "linf_pgd_bisection":
+            grads[name] = 40 * (12 + 10)
+            continue
+        att = make_attack(name, options.get(name, {}))
+        steps = int(getattr(att, "steps", 0) or 0)
+        # FMN's binary search only places an init_attack's start (none here): one gradient a step.
+        searches = 1 if name.endswith("_fmn") else int(getattr(att, "binary_search_steps", 1) or 1)
+        grads[name] = steps * searches
+    timing["_gradients_per_point"] = grads
     np.savez_compressed(dst, timing=np.array(json.dumps(timing)), **out)
     return 0
 

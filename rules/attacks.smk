@@ -1,6 +1,13 @@
 # Minimal adversarial perturbations, one job per (data set, model, norm, shard).
 
 
+def attack_params(norm):
+    """The norm's attack settings over the attacks-wide ones (strength, backend, ...)."""
+    top = {k: config["attacks"][k] for k in ("strength", "backend", "deterministic", "masking_check")
+           if k in config["attacks"]}
+    return {**top, **config["attacks"]["norms"][norm]}
+
+
 rule attack_shard:
     input:
         model="results/models/{dataset}/{model}/model.keras",
@@ -9,7 +16,7 @@ rule attack_shard:
     output:
         "results/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.npz",
     params:
-        attack=lambda wc: config["attacks"]["norms"][wc.norm],
+        attack=lambda wc: attack_params(wc.norm),
         n_points=config["attacks"]["n_points"],
     log:
         "logs/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.log",

@@ -11,7 +11,7 @@ rule merge_curve:
         n_points=config["attacks"]["n_points"],
         label=lambda wc: config["models"][wc.model].get("label", wc.model),
         model=lambda wc: config["models"][wc.model],
-        attack=lambda wc: config["attacks"]["norms"][wc.norm],
+        attack=lambda wc: attack_params(wc.norm),
     log:
         "logs/curves/{dataset}/{model}/{norm}.log",
     threads: 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -167,9 +168,11 @@ class _ClaimsEverything(MinimalNormAttack):
     name = "_test_claims_everything"
     defaults = {}
 
-    def _build(self, logits_fn, dim):
-        def search(x, y, seed):
-            return x.numpy() + np.float32(1e-3), np.zeros(int(x.shape[0]), bool)
+    def _build(self, problem):
+        def search(x, y, seeds, incumbent):
+            n = len(x)
+            return SimpleNamespace(x_adv=x + np.float32(1e-3), nonfinite=np.zeros(n, bool),
+                                   gradients=np.zeros(n, np.int64), forwards=np.zeros(n, np.int64))
         return search
 
 
@@ -209,14 +212,17 @@ class _OOMUnlessSmall(MinimalNormAttack):
     defaults = {}
     sizes: list = []
 
-    def _build(self, logits_fn, dim):
-        import tensorflow as tf
+    def _build(self, problem):
+        class ResourceExhaustedError(RuntimeError):  # what TensorFlow raises, by name
+            pass
 
-        def search(x, y, seed):
-            if int(x.shape[0]) > 2:
-                raise tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor (test)")
-            _OOMUnlessSmall.sizes.append(int(x.shape[0]))
-            return x.numpy(), np.zeros(int(x.shape[0]), bool)
+        def search(x, y, seeds, incumbent):
+            n = len(x)
+            if n > 2:
+                raise ResourceExhaustedError("OOM when allocating tensor (test)")
+            _OOMUnlessSmall.sizes.append(n)
+            return SimpleNamespace(x_adv=x, nonfinite=np.zeros(n, bool), gradients=np.zeros(n, np.int64),
+                                   forwards=np.zeros(n, np.int64))
         return search
 
 
@@ -326,8 +332,7 @@ def test_bad_inputs_fail_before_work(affine_case):
 def test_linear_distance_matches_lp(norm):
     """The first-order step: the shortest perturbation inside the box that crosses one
     hyperplane, against the LP / KKT reference, with unreachable cases."""
-    import tensorflow as tf
-
+    from robcurves import backend as B
     from robcurves.attacks.geometry import norm_ops
 
     rng = np.random.default_rng(7)
@@ -340,9 +345,8 @@ def test_linear_distance_matches_lp(norm):
         b = np.array([m - W[0] @ x[i], -W[1] @ x[i]])  # z_0 - z_1 = m at x: a = w1 - w0
         ref.append(box_constrained(W, b, x[i], 0, norm))
         a = (W[1] - W[0])[None]
-        got.append(norm_ops(norm).linear_distance(
-            tf.constant(a, tf.float32), tf.constant([m], tf.float32),
-            tf.constant(-x[i][None], tf.float32), tf.constant(1 - x[i][None], tf.float32)).numpy()[0])
+        got.append(B.to_numpy(norm_ops(norm).linear_distance(
+            B.to_tensor(a), B.to_tensor([m]), B.to_tensor(-x[i][None]), B.to_tensor(1 - x[i][None])))[0])
     got, ref = np.array(got), np.array(ref)
     assert np.array_equal(np.isinf(got), np.isinf(ref)) and np.isinf(ref).any() and np.isfinite(ref).any()
     fin = np.isfinite(ref)
@@ -378,3 +382,109 @@ def test_result_save_load_concatenate(tmp_path, affine_case):
     assert np.array_equal(back.per_method["pgd_bisection"], res.per_method["pgd_bisection"])
     both = AttackResult.concatenate([res, back])
     assert len(both) == 2 * len(res) and both.status[0] == "misclassified"
+
+
+# ----------------------------------------------------------------------------- budget, masking, presets
+@pytest.fixture(scope="module")
+def relu_case():
+    """A small ReLU MLP on digits (scikit-learn's trainer) as Keras, and 16 test points."""
+    from sklearn.neural_network import MLPClassifier
+
+    from robcurves.data import load_sklearn_digits
+
+    train, test = load_sklearn_digits(test_size=0.3, seed=0)
+    clf = MLPClassifier(hidden_layer_sizes=(12,), activation="relu", max_iter=200, random_state=1)
+    clf.fit(train.x.reshape(len(train.x), -1), train.y)
+    inp = keras.Input(train.x.shape[1:])
+    d1, d2 = keras.layers.Dense(12, activation="relu"), keras.layers.Dense(10)
+    model = keras.Model(inp, d2(d1(keras.layers.Flatten()(inp))))
+    d1.set_weights([clf.coefs_[0].astype(np.float32), clf.intercepts_[0].astype(np.float32)])
+    d2.set_weights([clf.coefs_[1].astype(np.float32), clf.intercepts_[1].astype(np.float32)])
+    ok = np.flatnonzero(clf.predict(test.x.reshape(len(test.x), -1)) == test.y)[:16]
+    return model, test.x[ok], test.y[ok]
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_compacted_batches_give_the_same_distances(relu_case, norm):
+    """Rows that leave the batch (pruned or stopped early) change nothing but the cost."""
+    model, x, y = relu_case
+    early = {"name": "fmn", "targets": 3, "steps": 60, "patience": 10, "prune_after": 10, "prune_margin": 0.05}
+    packed = minimal_perturbations(model, x, y, norm, methods=[early], progress=False)
+    loose = minimal_perturbations(model, x, y, norm, methods=[{**early, "compact": False}], progress=False)
+    np.testing.assert_allclose(packed.distances, loose.distances, rtol=1e-6)
+    full = minimal_perturbations(model, x, y, norm, methods=[{**early, "patience": 0, "prune_after": 0}],
+                                 progress=False)
+    spent = packed.config["gradients_per_point"]["mean"]
+    assert spent < 0.8 * loose.config["gradients_per_point"]["mean"], "compaction saved nothing"
+    assert spent < 0.8 * full.config["gradients_per_point"]["mean"], "early stopping / pruning saved nothing"
+
+
+def _quantised(W, b):
+    """An affine classifier behind a quantising input layer: its gradient is zero."""
+    inp = keras.Input(SHAPE)
+    h = keras.layers.Flatten()(inp)
+    q = keras.layers.Lambda(lambda t: keras.ops.round(t * 4.0) / 4.0)(h)
+    dense = keras.layers.Dense(W.shape[0])
+    model = keras.Model(inp, dense(q))
+    dense.set_weights([W.T.astype(np.float32), b.astype(np.float32)])
+    return model
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_masking_check_flags_a_quantising_input_layer(affine_case, norm):
+    from robcurves.attacks import masking_check
+
+    W, b, plain, X, labels = affine_case
+    masked = _quantised(W, b)
+    x, y, _ = _pick_inactive(W, b, X, labels, norm, n=8)
+    y = np.argmax(np.asarray(masked(x)), axis=1)
+    res = minimal_perturbations(masked, x, y, norm, methods=[{"name": "fmn", "targets": 1, "steps": 20}],
+                                progress=False)
+    rep = masking_check(masked, x, y, res, n_points=8, queries=200)
+    assert rep["checked"] == 8 and rep["beaten"] >= 4, rep
+    assert res.config["masking_check"]["beaten"] == rep["beaten"]
+    won = res.method == "masking_check"
+    assert won.sum() == rep["beaten"]
+    is_adv, dist = verify_adversarial(masked, x, res.x_adv, y, norm)
+    assert is_adv[won].all() and np.allclose(dist[won], res.distances[won])
+    # The same check on the plain model: gradients work, nothing to report.
+    res2 = minimal_perturbations(plain, x, np.argmax(np.asarray(plain(x)), axis=1), norm, progress=False)
+    rep2 = masking_check(plain, x, np.argmax(np.asarray(plain(x)), axis=1), res2, n_points=8, queries=200)
+    assert rep2["beaten"] == 0, rep2
+
+
+def test_presets():
+    from robcurves.attacks import STRENGTHS
+
+    assert STRENGTHS == ("fast", "default", "thorough")
+    for norm in NORMS:
+        assert default_methods(norm) == default_methods(norm, "default")
+        cost = {}
+        for s in STRENGTHS:
+            ms = default_methods(norm, s)
+            for m in ms:
+                validate_method_config(norm, m)
+            cost[s] = sum(max(1, m.get("targets", 1)) * m.get("steps", 100) for m in ms)
+        assert cost["fast"] < cost["default"] < cost["thorough"], cost
+    with pytest.raises(ValueError, match="unknown attack strength 'strong'"):
+        default_methods("l2", "strong")
+
+
+def test_warm_start_candidates_are_verified_and_shortened(affine_case):
+    """Witnesses from another norm (or stage) compete as 'warm_start': verified, then
+    shortened by the line search; a candidate that does not flip never counts."""
+    W, b, model, X, labels = affine_case
+    x, y, _ = _pick_inactive(W, b, X, labels, "l2", n=6)
+    other = minimal_perturbations(model, x, y, "linf", progress=False)  # linf witnesses
+    weak = [{"name": "fmn", "targets": 0, "steps": 1, "refine_steps": 0}]
+    far = np.clip(x + 2.0 * (other.x_adv - x), 0.0, 1.0)  # beyond the boundary along the same direction
+    res = minimal_perturbations(model, x, y, "l2", methods=weak, candidates=[far, x + 1e-3], progress=False)
+    raw = parse_norm("l2").distance(other.x_adv, x)
+    far_d = parse_norm("l2").distance(far, x)
+    assert np.all(res.per_method["warm_start"] <= raw * 1.001), "the line search did not come back to the boundary"
+    assert np.all(res.per_method["warm_start"] < far_d * 0.9)
+    assert np.all(res.distances <= res.per_method["warm_start"])
+    is_adv, dist = verify_adversarial(model, x, res.x_adv, y, "l2")
+    assert is_adv.all() and np.allclose(dist, res.distances)
+    with pytest.raises(ValueError, match="warm-start candidate has shape"):
+        minimal_perturbations(model, x, y, "l2", methods=weak, candidates=[other.x_adv[:2]], progress=False)

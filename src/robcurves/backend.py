@@ -40,7 +40,8 @@ _ALIASES = {"tensorflow": "tensorflow", "tf": "tensorflow", "jax": "jax", "torch
 
 __all__ = [
     "BACKENDS", "name", "requested", "select", "value_and_grad", "vjp", "compile", "inference",
-    "to_tensor", "to_numpy", "random_bits", "random_uniform", "random_normal", "seed_pair",
+    "to_tensor", "to_numpy", "random_bits", "random_uniform", "random_normal", "seed_pair", "row_seeds",
+    "fold_seeds", "is_out_of_memory",
     "logits_function", "configure_devices",
 ]
 
@@ -332,6 +333,20 @@ def seed_pair(seed: int, *keys: int) -> np.ndarray:
     return state.astype(np.uint32).view(np.int32)
 
 
+def row_seeds(seed: int, ids: "Sequence[int] | np.ndarray", *keys: int) -> np.ndarray:
+    """``(len(ids), 2)`` int32 per-row seeds: row ``r`` gets ``seed_pair(seed, ids[r], *keys)``."""
+    return np.stack([seed_pair(seed, int(i), *keys) for i in np.asarray(ids).reshape(-1)]).reshape(-1, 2)
+
+
+def fold_seeds(seeds, key: int):
+    """Seeds (a pair or per-row pairs) for an independent stream ``key`` (in-graph)."""
+    from keras import ops
+
+    s = ops.convert_to_tensor(seeds, "int32")
+    return ops.bitwise_xor(s, ops.convert_to_tensor(np.array([_i32(0x7F4A7C15 * (int(key) + 1)), _i32(int(key))],
+                                                               np.int32)))
+
+
 def _size(shape) -> Any:
     n = 1
     for s in shape:
@@ -340,15 +355,27 @@ def _size(shape) -> Any:
 
 
 def random_bits(shape: Sequence, seed) -> Any:
-    """Uniformly distributed int32 bit patterns of ``shape`` for ``seed`` (an int32 pair,
-    tensor or array); dimensions may be dynamic (traced) sizes."""
+    """Uniformly distributed int32 bit patterns of ``shape`` for ``seed``.
+
+    ``seed``: an int32 pair (tensor or array) for one stream, or ``(shape[0], 2)`` int32
+    for one stream per row (row ``r`` then draws the same numbers whatever the other
+    rows are: results do not depend on how points are batched). Dimensions may be
+    dynamic (traced) sizes.
+    """
     from keras import ops
 
     seed = ops.convert_to_tensor(seed, "int32")
-    k0, k1 = seed[0], seed[1]
     shape = tuple(shape)
+    g = ops.convert_to_tensor(_GOLDEN, "int32")
+    if len(seed.shape) == 2:
+        k0, k1 = seed[:, 0:1], seed[:, 1:2]
+        counter = ops.reshape(ops.arange(0, _size(shape[1:]), dtype="int32"), (1, -1))
+        h = _fmix32(ops, ops.add(ops.multiply(counter, g), k0))
+        h = _fmix32(ops, ops.bitwise_xor(h, k1))
+        return ops.reshape(h, shape)
+    k0, k1 = seed[0], seed[1]
     counter = ops.arange(0, _size(shape), dtype="int32")
-    h = _fmix32(ops, ops.add(ops.multiply(counter, ops.convert_to_tensor(_GOLDEN, "int32")), k0))
+    h = _fmix32(ops, ops.add(ops.multiply(counter, g), k0))
     h = _fmix32(ops, ops.bitwise_xor(h, k1))
     return ops.reshape(h, shape)
 
@@ -370,7 +397,8 @@ def random_normal(shape: Sequence, seed) -> Any:
     from keras import ops
 
     seed = ops.convert_to_tensor(seed, "int32")
-    seed2 = ops.stack([ops.bitwise_xor(seed[0], _i32(0x68E31DA4)), ops.add(seed[1], 1)])
+    seed2 = ops.add(ops.bitwise_xor(seed, ops.convert_to_tensor(np.array([_i32(0x68E31DA4), 0], np.int32))),
+                    ops.convert_to_tensor(np.array([0, 1], np.int32)))
     u1 = ops.multiply(ops.cast(ops.add(_srl(ops, random_bits(shape, seed), 8), 1), "float32"), np.float32(2.0 ** -24))
     u2 = random_uniform(shape, seed2)
     r = ops.sqrt(ops.multiply(-2.0, ops.log(u1)))
@@ -430,6 +458,15 @@ def logits_function(model) -> Callable:
         return ops.cast(model(x), "float32")
 
     return plain_logits
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Is ``exc`` a device running out of memory (TensorFlow, JAX/XLA or PyTorch)?"""
+    kind = type(exc).__name__
+    if kind in ("ResourceExhaustedError", "OutOfMemoryError"):
+        return True
+    text = str(exc)
+    return "RESOURCE_EXHAUSTED" in text or "CUDA out of memory" in text
 
 
 # ----------------------------------------------------------------------------- devices

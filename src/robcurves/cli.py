@@ -234,6 +234,12 @@ def build_parser() -> argparse.ArgumentParser:
                         "inf:1/255,8/255 2:0.5 (per norm)")
     p.add_argument("--bounds", nargs=2, type=float, default=None, metavar=("LOW", "HIGH"),
                    help="the box the inputs live in (default: the model's sidecar, the data file's meta, else 0 1)")
+    p.add_argument("--strength", choices=["fast", "default", "thorough"], default="default",
+                   help="the attack preset (README, 'Strength of the search'; default: %(default)s)")
+    p.add_argument("--backend", choices=["auto", "tensorflow", "jax", "torch"], default="auto",
+                   help="Keras backend (auto: KERAS_BACKEND, else tensorflow)")
+    p.add_argument("--masking_check", type=int, default=20, metavar="N",
+                   help="gradient-free check for gradient masking on N points per norm (0: off; default: %(default)s)")
     p.add_argument("--batch_size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", nargs="?", const=True, default=False, type=_bool,
@@ -255,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _checked_inputs(args) -> tuple:
     """Everything read and checked before any attack work starts."""
+    from robcurves import backend
+
+    try:  # before anything imports Keras, which fixes its backend then
+        backend.select(args.backend)
+    except ValueError as err:
+        raise UsageError(f"--backend: {err}") from None
     try:
         norms = [parse_norm(n).name for n in args.norms]
     except ValueError as err:
@@ -325,7 +337,7 @@ def _threshold_rows(curve, thresholds: list[tuple[str, float]]) -> list[dict]:
 
 def run(args) -> int:
     norms, thresholds, x, y, data_name, model, bounds = _checked_inputs(args)
-    from robcurves.attacks import default_methods, minimal_perturbations
+    from robcurves.attacks import default_methods, masking_check, minimal_perturbations
     from robcurves.curves import RobustnessCurve
 
     out = Path(args.out)
@@ -335,16 +347,22 @@ def run(args) -> int:
         print(f"Starting {name} attack on {len(y)} points.", file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         try:
-            res = minimal_perturbations(model, x, y, name, methods=default_methods(name), batch_size=args.batch_size,
-                                        seed=args.seed, bounds=bounds, progress=True)
+            res = minimal_perturbations(model, x, y, name, methods=default_methods(name, args.strength),
+                                        batch_size=args.batch_size, seed=args.seed, bounds=bounds, progress=True)
         except ValueError as err:  # e.g. a model that returns non-finite logits on the clean points
             raise UsageError(f"--model_path {args.model_path}: {err}") from None
+        masking = masking_check(model, x, y, res, n_points=args.masking_check, seed=args.seed, bounds=bounds)
+        if masking["beaten"]:
+            print(f"robcurves: warning: gradient masking suspected in {name}: the gradient-free check beat "
+                  f"the gradient attacks on {masking['beaten']} of {masking['checked']} checked points",
+                  file=sys.stderr, flush=True)
         print(f"Took {time.perf_counter() - t0:.2f} seconds to run.", file=sys.stderr, flush=True)
         d = np.where(res.status == "error", np.inf, res.distances).astype(np.float64)
         curve = RobustnessCurve(norm=name, distances=d, label=label, status=res.status, method=res.method,
                                 config={"model_path": args.model_path, "dataset": args.dataset,
                                         "n_points": len(y), "seed": args.seed, "bounds": list(bounds),
-                                        "attack": res.config})
+                                        "strength": args.strength, "attack": res.config,
+                                        "masking_check": masking})
         curves.append(curve)
         fin = d[np.isfinite(d)]
         summary = {"norm": name, "n_points": curve.n_points,

@@ -54,6 +54,10 @@ def snakemake_threads(threads: int) -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from robcurves import backend
+
+    if backend.requested() != "tensorflow":  # JAX and PyTorch read the variables above
+        return
     import tensorflow as tf
 
     try:

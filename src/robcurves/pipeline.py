@@ -129,11 +129,12 @@ def weights_sha256(model) -> str:
 
 
 def resolved_methods(norm: str, attack: dict) -> list[dict[str, Any]]:
-    """The attack methods a shard of ``norm`` runs: the config's, or the package's defaults,
-    each with every option filled in (so that a changed default changes the digest)."""
+    """The attack methods a shard of ``norm`` runs: the config's, or the package's preset
+    (``attack["strength"]``, default ``"default"``), each with every option filled in (so
+    that a changed default changes the digest)."""
     from robcurves import attacks
 
-    methods = attack.get("methods") or attacks.default_methods(norm)
+    methods = attack.get("methods") or attacks.default_methods(norm, attack.get("strength", "default"))
     return [attacks.validate_method_config(norm, m) for m in methods]
 
 
@@ -167,9 +168,16 @@ def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shar
                  n_points: int | None, attack: dict, log: logging.Logger = _log) -> None:
     """Minimal perturbations in ``norm`` for shard ``shard`` of the first ``n_points`` test points.
 
-    The search stays inside the model's input box (its sidecar's ``bounds``), which must be
-    the data set's.
+    ``attack``: the norm's section of the config merged over the ``attacks`` section
+    (``strength``, ``backend``, ``deterministic``, ``masking_check``; ``methods`` wins
+    over ``strength``). The Keras backend is chosen before Keras is imported. The search
+    stays inside the model's input box (its sidecar's ``bounds``), which must be the
+    data set's.
     """
+    from robcurves import backend
+
+    backend.select(attack.get("backend", "auto"))
+    backend.configure_devices(memory_growth=True, deterministic=bool(attack.get("deterministic", False)))
     from robcurves import attacks, models
 
     norm = parse_norm(norm).name
@@ -182,18 +190,48 @@ def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shar
     idx = shard_indices(n, n_shards, shard)
     settings = attack_settings(norm, attack, n_points, model, sidecar, test.meta["sha256"])
     methods = settings["methods"]
-    log.info("shard %d/%d: %d points, norm %s, box [%g, %g], methods %s", shard, n_shards, len(idx), norm,
-             *bounds, [m["name"] for m in methods])
+    strength = attack.get("strength", "default")
+    log.info("shard %d/%d: %d points, norm %s, box [%g, %g], backend %s, strength %s, methods %s", shard, n_shards,
+             len(idx), norm, *bounds, backend.name(), "custom" if attack.get("methods") else strength,
+             [m["name"] for m in methods])
     t0 = time.perf_counter()
     result = attacks.minimal_perturbations(
         model, test.x[idx], test.y[idx], norm, methods=methods,
         batch_size=attack.get("batch_size", 500), seed=attack.get("seed", 0), bounds=bounds, progress=True,
+        point_ids=idx,
     )
+    check = attack.get("masking_check", {}) or {}
+    if int(check.get("n_points", 20)) > 0 and len(idx):
+        report = attacks.masking_check(model, test.x[idx], test.y[idx], result, n_points=int(check.get("n_points", 20)),
+                                       queries=int(check.get("queries", 300)), seed=attack.get("seed", 0),
+                                       point_ids=idx)
+        if report["beaten"]:
+            log.warning("gradient masking suspected: the gradient-free search beat the gradient attacks on %d of %d "
+                        "checked points (their distances now come from it)", report["beaten"], report["checked"])
+        else:
+            log.info("masking check: the gradient-free search beat the gradient attacks on 0 of %d checked points",
+                     report["checked"])
     dt = time.perf_counter() - t0
-    log.info("shard %d/%d done in %.1f s (%.1f points/s); statuses %s", shard, n_shards, dt,
-             len(idx) / dt if dt > 0 else float("nan"),
+    log.info("shard %d/%d done in %.1f s (%.1f points/s, %.0f gradients per point); statuses %s", shard, n_shards, dt,
+             len(idx) / dt if dt > 0 else float("nan"), result.config["gradients_per_point"]["mean"],
              {str(k): int(v) for k, v in zip(*np.unique(result.status, return_counts=True))})
     save_attack_shard(out_path, result, idx, shard, n_shards, settings)
+
+
+def _masking_summary(shard_paths: list[str]) -> dict[str, Any]:
+    """The masking checks of the shards, added up: points checked and points where the
+    gradient-free search beat the gradient attacks (from each shard's attack config)."""
+    import json
+
+    out = {"checked": 0, "beaten": 0, "beaten_points": []}
+    for p in shard_paths:
+        with np.load(p, allow_pickle=False) as f:
+            cfg = json.loads(str(f["meta"])).get("attack_config", {}) if "meta" in f.files else {}
+        rep = cfg.get("masking_check") or {}
+        out["checked"] += int(rep.get("checked", 0))
+        out["beaten"] += int(rep.get("beaten", 0))
+        out["beaten_points"] += [int(i) for i in rep.get("beaten_points", [])]
+    return out
 
 
 def merge_curve(shard_paths: list[str], data_path: str, out_path: str, n_points: int | None, label: str,
@@ -219,11 +257,15 @@ def merge_curve(shard_paths: list[str], data_path: str, out_path: str, n_points:
         log.warning("%d points had search errors: %s", int(errors.sum()),
                     sorted(set(merged["reason"][errors].tolist())))
     d = np.where(errors, np.inf, merged["distances"].astype(np.float64))
+    masking = _masking_summary(shard_paths)
+    if masking["beaten"]:
+        log.warning("gradient masking suspected: the gradient-free check beat the gradient attacks on %d of %d "
+                    "checked points", masking["beaten"], masking["checked"])
     curve = RobustnessCurve(
         norm=merged["meta"]["norm"], distances=d, indices=merged["indices"], label=label,
         status=merged["status"], method=merged["method"],
         config={**provenance, "n_shards": len(shard_paths), "settings_digest": merged["meta"]["settings_digest"],
-                "n_errors": int(errors.sum())},
+                "n_errors": int(errors.sum()), "masking_check": masking},
     )
     curve.save(out_path)
     log.info("%s %s: %d points, %d misclassified, %d not broken, median distance %s", label, curve.norm,

@@ -1,6 +1,11 @@
 """Snakemake: minimal adversarial perturbations for one shard of the test points."""
 from robcurves.jobs import log_to, snakemake_threads
 
+from robcurves import backend
+
+# The Keras backend is fixed when Keras is first imported: choose it before anything does.
+backend.select(snakemake.params.attack.get("backend", "auto"))
+
 with log_to(snakemake.log[0]) as log:
     snakemake_threads(snakemake.threads)
     from robcurves.pipeline import attack_shard

@@ -1,4 +1,4 @@
-"""Minimal adversarial perturbations in linf, l2 and l1: batched TensorFlow searches.
+"""Minimal adversarial perturbations in linf, l2 and l1: batched searches on any Keras backend.
 
 Public API::
 
@@ -6,11 +6,14 @@ Public API::
     res = minimal_perturbations(model, x, y, "l2", methods=[{"name": "fmn", "steps": 100}])
 
 Every method is a small class registered in :data:`METHODS`; every candidate is
-re-verified on the model before it can count (:func:`verify_adversarial`).
+re-verified on the model before it can count (:func:`verify_adversarial`). The code is
+``keras.ops`` plus :mod:`robcurves.backend`: TensorFlow (the default), JAX or PyTorch,
+whichever Keras runs on; importing this package imports no other backend.
 """
 
 from robcurves.attacks.base import METHODS, MinimalNormAttack, validate_method_config
-from robcurves.attacks.engine import Progress, default_methods, minimal_perturbations
+from robcurves.attacks.engine import STRENGTHS, Progress, default_methods, minimal_perturbations
+from robcurves.attacks.masking import masking_check
 from robcurves.attacks.result import AttackResult, predict_logits, verify_adversarial
 
 # Importing the method modules registers them in METHODS.
@@ -22,8 +25,10 @@ __all__ = [
     "METHODS",
     "AttackResult",
     "MinimalNormAttack",
+    "STRENGTHS",
     "Progress",
     "default_methods",
+    "masking_check",
     "minimal_perturbations",
     "predict_logits",
     "validate_method_config",

@@ -1,18 +1,25 @@
-"""The shared base of the minimal-norm attacks and the method registry.
+"""The shared base of the minimal-norm attacks, the method registry and the bound model.
 
 An attack is one small class. It is constructed with a norm and its options, bound to a
-model once (:meth:`MinimalNormAttack.bind`, which builds its ``tf.function``), and then
-called on batches of flattened inputs. It returns *candidates*: the engine re-verifies
-every candidate on the model before it may count (see :mod:`robcurves.attacks.engine`).
+:class:`Problem` once (the model on the active Keras backend, its input shape, box and
+number of classes; :meth:`MinimalNormAttack.bind` builds its compiled functions), and
+then called on batches of flattened inputs. It returns *candidates*
+(:class:`Candidates`): the engine re-verifies every candidate on the model before it may
+count (see :mod:`robcurves.attacks.engine`).
+
+Everything runs on ``keras.ops`` plus :mod:`robcurves.backend`, so the same code runs
+under TensorFlow, JAX and PyTorch.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from robcurves import backend as B
 from robcurves.norms import Norm, parse_norm
 
 METHODS: dict[str, type["MinimalNormAttack"]] = {}
@@ -80,64 +87,175 @@ def validate_method_config(norm: "Norm | str", method_cfg: "dict | str") -> dict
     return out
 
 
-def margin_of(logits: tf.Tensor, y: tf.Tensor, target: tf.Tensor | None = None) -> tf.Tensor:
-    """``z_y - max_{k != y} z_k`` per row: negative exactly when the label flips.
+def margin_of(logits, y, target=None):
+    """``z_y - max_{k != y} z_k`` per row, in float32: negative exactly when the label
+    flips (the rule of :mod:`robcurves.adversarial`; a tie is not a flip).
 
     With ``target`` (int per row), rows with ``target >= 0`` use ``z_y - z_target``
     instead; that is negative only when the label flips too.
     """
-    onehot = tf.one_hot(y, tf.shape(logits)[1], dtype=tf.float32) > 0.5
-    z_true = tf.reduce_sum(tf.where(onehot, logits, tf.zeros_like(logits)), axis=1)
-    z_other = tf.reduce_max(tf.where(onehot, tf.fill(tf.shape(logits), -np.inf), logits), axis=1)
+    z = ops.cast(logits, "float32")
+    onehot = ops.one_hot(y, ops.shape(z)[1], dtype="float32") > 0.5
+    z_true = ops.sum(ops.where(onehot, z, ops.zeros_like(z)), axis=1)
+    z_other = ops.max(ops.where(onehot, ops.full_like(z, -np.inf), z), axis=1)
     if target is None:
         return z_true - z_other
-    z_target = tf.gather(logits, tf.maximum(target, 0), axis=1, batch_dims=1)
-    return z_true - tf.where(target >= 0, z_target, z_other)
+    z_target = ops.take_along_axis(z, ops.expand_dims(ops.maximum(target, 0), 1), axis=1)[:, 0]
+    return z_true - ops.where(target >= 0, z_target, z_other)
 
 
-def first_order_targets(logits_fn, x: tf.Tensor, y: tf.Tensor, k: int, ops, bounds, n_classes: int) -> tuple:
+def all_finite(v):
+    """Per row: every entry finite."""
+    return ops.all(ops.isfinite(v), axis=1)
+
+
+@dataclass
+class Candidates:
+    """What one attack returns for a batch: candidates to verify, and what they cost.
+
+    ``x_adv`` (B, D) float32 (the input itself where nothing was found), ``nonfinite``
+    (B,) bool (non-finite logits or gradients were met), ``gradients`` (B,) int64: the
+    input gradients spent per point (one backward pass over one row; a Jacobian over C
+    classes costs C), ``forwards`` (B,) int64: forward-only passes per point.
+    """
+
+    x_adv: np.ndarray
+    nonfinite: np.ndarray
+    gradients: np.ndarray
+    forwards: np.ndarray
+
+
+class Problem:
+    """A model bound for attacks on the active backend: flat inputs ``(B, D)`` in a box.
+
+    ``logits(xf)`` (a backend tensor of flattened inputs -> float32 logits) and
+    :meth:`margin_and_grad` are for use inside compiled functions; :meth:`predict`
+    evaluates NumPy batches. Compiled functions are cached per key (:meth:`compiled`).
+    """
+
+    def __init__(self, model, input_shape: tuple[int, ...], bounds: tuple[float, float], n_classes: int):
+        self.model = model
+        self.backend = B.name()
+        self.shape = tuple(int(s) for s in input_shape)
+        self.dim = int(np.prod(self.shape))
+        self.bounds = (float(bounds[0]), float(bounds[1]))
+        self.n_classes = int(n_classes)
+        self._logits = B.logits_function(model)
+        self._cache: dict = {}
+        self._grad = B.value_and_grad(self._margin_rows, argnums=0, has_aux=True)
+
+    def logits(self, xf):
+        return self._logits(ops.reshape(xf, (-1, *self.shape)))
+
+    def _margin_rows(self, xf, y, target):
+        z = self.logits(xf)
+        return margin_of(z, y, target), z
+
+    def margin_and_grad(self, xf, y, target=None):
+        """Margin, its input gradient and a finite-ness flag per row (gradient zeroed and
+        margin +inf on rows with non-finite logits or gradients)."""
+        if target is None:
+            target = -ops.ones_like(y)
+        (m, z), g = self._grad(xf, y, target)
+        finite = all_finite(z) & all_finite(g)
+        g = ops.where(ops.expand_dims(finite, 1), g, ops.zeros_like(g))
+        m = ops.where(finite, m, ops.full_like(m, np.inf))
+        return m, g, finite
+
+    def compiled(self, key, build: Callable[[], Callable]) -> Callable:
+        """The compiled function under ``key``, built (and compiled) once."""
+        if key not in self._cache:
+            self._cache[key] = B.compile(build())
+        return self._cache[key]
+
+    def rows(self, n: int) -> int:
+        """Rows to run ``n`` rows as: under JAX (which compiles a program per shape) the
+        next power of two (at least 8), so that a shrinking batch reuses a few programs;
+        ``n`` elsewhere (TensorFlow traces once for any batch size, PyTorch runs eagerly).
+        Measured on the CPU: every new size costs JAX seconds of compiling."""
+        if self.backend != "jax":
+            return n
+        size = 8
+        while size < n:
+            size *= 2
+        return size
+
+    def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """float32 logits of NumPy inputs shaped like the model's (or flattened)."""
+        x = np.asarray(x, np.float32).reshape(-1, self.dim)
+        fn = self.compiled("predict", lambda: self.logits)
+        out = []
+        with B.inference():
+            for i in range(0, len(x), max(1, int(batch_size))):
+                part = x[i:i + batch_size]
+                n = len(part)
+                rows = self.rows(n)
+                if rows > n:
+                    part = np.concatenate([part, np.repeat(part[:1], rows - n, axis=0)])
+                out.append(B.to_numpy(fn(B.to_tensor(part)))[:n].astype(np.float32))
+        if not out:
+            return np.zeros((0, self.n_classes), np.float32)
+        return np.concatenate(out)
+
+
+def pad_rows(arrays: list[np.ndarray], rows: int) -> list[np.ndarray]:
+    """Pad each array to ``rows`` rows by repeating its first row (results are dropped)."""
+    out = []
+    for a in arrays:
+        n = len(a)
+        out.append(a if rows == n else np.concatenate([a, np.repeat(a[:1], rows - n, axis=0)]))
+    return out
+
+
+def first_order_targets(problem: Problem, ops_norm, x, y, k: int):
     """The ``k`` classes whose decision boundary is closest to first order.
 
     For every class c != y, the boundary z_y - z_c = 0 is linearised at x and the
     shortest perturbation inside the box that crosses it is computed exactly in the
-    attack's norm (``ops.linear_distance``; exact for an affine model, box included).
+    attack's norm (``ops_norm.linear_distance``; exact for an affine model, box included).
     Returns ``(targets (B, k) int32, estimates (B, k) float32, finite (B,) bool)``,
-    closest first; unreachable classes get +inf.
+    closest first; unreachable classes get +inf. Costs C gradients per point.
     """
     # The Jacobian from one batched backward pass over C copies of the batch (copy c
     # differentiates logit c): cheaper on CPU and GPU than a per-class loop.
-    c = int(n_classes)
-    b, d = tf.shape(x)[0], tf.shape(x)[1]
-    xr = tf.repeat(x, c, axis=0)
-    with tf.GradientTape() as tape:
-        tape.watch(xr)
-        zr = logits_fn(xr)
-        picked = tf.reduce_sum(zr * tf.tile(tf.eye(c, dtype=zr.dtype), [b, 1]))
-    jac = tf.reshape(tape.gradient(picked, xr), (b, c, d))  # (B, C, D)
-    z = tf.reshape(zr, (b, c, c))[:, 0, :]
-    onehot = tf.one_hot(y, c, dtype=tf.float32)
-    j_true = tf.einsum("bc,bcd->bd", onehot, jac)
-    z_true = tf.reduce_sum(onehot * z, axis=1)
-    a = tf.reshape(jac - j_true[:, None, :], (b * c, d))  # need a . delta >= z_y - z_c
-    m = tf.reshape(z_true[:, None] - z, (b * c,))
-    lo = tf.reshape(tf.repeat((bounds[0] - x)[:, None, :], c, axis=1), (b * c, d))
-    hi = tf.reshape(tf.repeat((bounds[1] - x)[:, None, :], c, axis=1), (b * c, d))
-    finite = tf.reduce_all(tf.math.is_finite(z), axis=1) & tf.reduce_all(
-        tf.math.is_finite(tf.reshape(jac, (b, -1))), axis=1)
-    a = tf.where(tf.math.is_finite(a), a, tf.zeros_like(a))
-    m = tf.where(tf.math.is_finite(m), m, tf.ones_like(m))
-    est = tf.reshape(ops.linear_distance(a, m, lo, hi), (b, c))
-    est = tf.where(onehot > 0.5, tf.fill(tf.shape(est), np.float32(np.inf)), est)
-    neg, idx = tf.math.top_k(-est, k=k)
-    return tf.cast(idx, tf.int32), -neg, finite
+    c = problem.n_classes
+    b = ops.shape(x)[0]
+    d = problem.dim
+    lo_b, hi_b = problem.bounds
+    xr = ops.repeat(x, c, axis=0)
+    eye = ops.tile(ops.eye(c, dtype="float32"), (b, 1))
+
+    def picked(xx):
+        zz = problem.logits(xx)
+        return ops.sum(zz * eye, axis=1), zz
+
+    (_, zr), jac = B.value_and_grad(picked, has_aux=True)(xr)
+    jac = ops.reshape(jac, (b, c, d))
+    z = ops.reshape(zr, (b, c, c))[:, 0, :]
+    onehot = ops.one_hot(y, c, dtype="float32")
+    j_true = ops.einsum("bc,bcd->bd", onehot, jac)
+    z_true = ops.sum(onehot * z, axis=1)
+    a = ops.reshape(jac - ops.expand_dims(j_true, 1), (b * c, d))  # need a . delta >= z_y - z_c
+    m = ops.reshape(ops.expand_dims(z_true, 1) - z, (b * c,))
+    lo = ops.reshape(ops.repeat(ops.expand_dims(lo_b - x, 1), c, axis=1), (b * c, d))
+    hi = ops.reshape(ops.repeat(ops.expand_dims(hi_b - x, 1), c, axis=1), (b * c, d))
+    finite = all_finite(z) & all_finite(ops.reshape(jac, (b, c * d)))
+    a = ops.where(ops.isfinite(a), a, ops.zeros_like(a))
+    m = ops.where(ops.isfinite(m), m, ops.ones_like(m))
+    est = ops.reshape(ops_norm.linear_distance(a, m, lo, hi), (b, c))
+    est = ops.where(onehot > 0.5, ops.full_like(est, np.inf), est)
+    neg, idx = ops.top_k(-est, k=k)
+    return ops.cast(idx, "int32"), -neg, finite
 
 
 class MinimalNormAttack:
     """Base of all methods: searches the smallest-norm perturbation that flips the label.
 
     Subclasses set ``name``, ``norms`` and ``defaults`` (option -> default value) and
-    implement :meth:`_build`, which returns a function ``(x, y, seed) -> (x_adv,
-    nonfinite)`` on flattened float32 batches.
+    implement :meth:`_build`, which returns a function ``(x, y, seed, incumbent) ->
+    Candidates`` on flattened float32 NumPy batches (``incumbent``: the best verified
+    distance per point so far, +inf where none; a method may skip points it cannot
+    improve).
     """
 
     name: ClassVar[str] = ""
@@ -148,36 +266,17 @@ class MinimalNormAttack:
         self.norm = parse_norm(norm)
         cfg = validate_method_config(self.norm, {"name": self.name, **options})
         self.options = {k: v for k, v in cfg.items() if k != "name"}
-        self._bound: tuple | None = None
+        self._problem: Problem | None = None
 
-    def bind(self, model, input_shape: tuple[int, ...], bounds: tuple[float, float], n_classes: int) -> None:
-        """Build the batched search for ``model``; idempotent for the same model."""
-        if self._bound is not None and self._bound[0] is model:
+    def bind(self, problem: Problem) -> None:
+        """Build the batched search for ``problem``; idempotent for the same problem."""
+        if self._problem is problem:
             return
-        self._n_classes = int(n_classes)
-        shape = tuple(int(s) for s in input_shape)
-        dim = int(np.prod(shape))
-
-        def logits_fn(xf):
-            return tf.cast(model(tf.reshape(xf, (-1, *shape)), training=False), tf.float32)
-
-        self._dim = dim
-        self._bounds = (float(bounds[0]), float(bounds[1]))
-        self._logits_fn = logits_fn
-        self._search = self._build(logits_fn, dim)
-        self._bound = (model,)
-
-    def margin_and_grad(self, logits_fn, xf, y, target=None):
-        """Margin, its gradient and a finite-ness flag per row; non-finite rows zeroed."""
-        with tf.GradientTape() as tape:
-            tape.watch(xf)
-            z = logits_fn(xf)
-            m = margin_of(z, y, target)
-        g = tape.gradient(m, xf)
-        finite = tf.reduce_all(tf.math.is_finite(z), axis=1) & tf.reduce_all(tf.math.is_finite(g), axis=1)
-        g = tf.where(finite[:, None], g, tf.zeros_like(g))
-        m = tf.where(finite, m, tf.fill(tf.shape(m), np.float32(np.inf)))
-        return m, g, finite
+        self._problem = problem
+        self._dim = problem.dim
+        self._bounds = problem.bounds
+        self._n_classes = problem.n_classes
+        self._search = self._build(problem)
 
     @staticmethod
     def keep_best(m, finite, n, delta, best, best_norm):
@@ -185,46 +284,61 @@ class MinimalNormAttack:
         looking at ``delta`` (norm ``n``, margin ``m``; adversarial where m < 0 and finite)."""
         adv = (m < 0.0) & finite
         improve = adv & (n < best_norm)
-        return tf.where(improve[:, None], delta, best), tf.where(improve, n, best_norm), adv
+        return ops.where(ops.expand_dims(improve, 1), delta, best), ops.where(improve, n, best_norm), adv
 
-    def build_estimates(self, logits_fn, dim: int, ops, n_targets: int):
-        """A ``tf.function`` ``(x, y) -> (targets (B, K), eps0 (B, K), nonfinite (B,))``.
+    def build_estimates(self, problem: Problem, ops_norm, n_targets: int) -> Callable:
+        """A compiled ``(x, y) -> (targets (B, K), eps0 (B, K), nonfinite (B,))``.
 
         ``n_targets = 0``: one untargeted column (target -1) whose eps0 is margin / dual
-        norm of its gradient; ``k >= 1``: the k classes closest to first order (see
-        :func:`first_order_targets`). eps0 is clipped into [1e-6, 1] x the box diameter.
+        norm of its gradient (1 gradient per point); ``k >= 1``: the k classes closest to
+        first order (see :func:`first_order_targets`; C gradients per point). eps0 is
+        clipped into [1e-6, 1] x the box diameter.
         """
         from robcurves.attacks.geometry import max_distance
 
-        eps_max = np.float32(max_distance(self.norm, dim, self._bounds))
-        bounds = self._bounds
+        eps_max = np.float32(max_distance(self.norm, problem.dim, problem.bounds))
 
-        @tf.function(input_signature=[tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32)])
         def estimates(x, y):
             if n_targets > 0:
-                k = max(1, min(n_targets, int(self._n_classes) - 1))
-                t, est, finite = first_order_targets(logits_fn, x, y, k, ops, bounds, self._n_classes)
+                k = max(1, min(n_targets, problem.n_classes - 1))
+                t, est, finite = first_order_targets(problem, ops_norm, x, y, k)
             else:
-                m, g, finite = self.margin_and_grad(logits_fn, x, y)
-                est = (tf.maximum(m, 0.0) / (ops.dual_norm(g) + 1e-12))[:, None]
-                t = -tf.ones_like(est, dtype=tf.int32)
-            est = tf.where(tf.math.is_finite(est), est, tf.fill(tf.shape(est), eps_max))
-            return t, tf.clip_by_value(est, 1e-6 * eps_max, eps_max), ~finite
+                m, g, finite = problem.margin_and_grad(x, y)
+                est = ops.expand_dims(ops.maximum(m, 0.0) / (ops_norm.dual_norm(g) + 1e-12), 1)
+                t = -ops.ones_like(ops.cast(est, "int32"))
+            est = ops.where(ops.isfinite(est), est, ops.full_like(est, eps_max))
+            return t, ops.clip(est, 1e-6 * eps_max, eps_max), ~finite
 
-        return estimates
+        return problem.compiled(("estimates", self.norm.name, int(n_targets), getattr(ops_norm, "key", "")),
+                                lambda: estimates)
 
-    def _build(self, logits_fn, dim):  # pragma: no cover - abstract
+    def estimate_cost(self, n_targets: int) -> int:
+        """Gradients per point of :meth:`build_estimates`."""
+        return self._n_classes if n_targets > 0 else 1
+
+    def _build(self, problem: Problem):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def run(self, x: np.ndarray, y: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-        """Candidates for one batch: ``(x_adv (B, D) float32, nonfinite (B,) bool)``.
+    def run(self, x: np.ndarray, y: np.ndarray, seed: "int | np.ndarray" = 0,
+            incumbent: np.ndarray | None = None, warm: np.ndarray | None = None) -> Candidates:
+        """Candidates for one batch (``x`` flattened ``(B, D)``, ``y`` ``(B,)``).
 
-        ``x`` is the flattened batch. Points where no candidate was found come back as
-        ``x`` itself (distance 0), which verification rejects.
+        ``seed``: an int (row ``r`` then gets the stream ``seed_pair(seed, r)``) or
+        per-row seeds ``(B, 2)`` int32 (:func:`robcurves.backend.row_seeds`). Points
+        where no candidate was found come back as ``x`` itself (distance 0), which
+        verification rejects.
         """
-        if self._bound is None:
+        if self._problem is None:
             raise RuntimeError("bind() the attack to a model first")
-        seed_pair = tf.constant(np.random.SeedSequence(int(seed)).generate_state(2).astype(np.int32) & 0x7FFFFFFF,
-                                dtype=tf.int32)
-        x_adv, nonfinite = self._search(tf.constant(x, tf.float32), tf.constant(y, tf.int32), seed_pair)
-        return np.asarray(x_adv, dtype=np.float32), np.asarray(nonfinite, dtype=bool)
+        x = np.ascontiguousarray(x, np.float32)
+        y = np.asarray(y, np.int32)
+        inc = np.full(len(x), np.inf, np.float32) if incumbent is None else np.asarray(incumbent, np.float32)
+        if np.ndim(seed) == 0:
+            seeds = B.row_seeds(int(seed), np.arange(len(x)))
+        else:
+            seeds = np.asarray(seed, np.int32).reshape(len(x), 2)
+        warm = x if warm is None else np.ascontiguousarray(warm, np.float32).reshape(x.shape)
+        self._warm = warm
+        out = self._search(x, y, seeds, inc)
+        return Candidates(np.asarray(out.x_adv, np.float32), np.asarray(out.nonfinite, bool),
+                          np.asarray(out.gradients, np.int64), np.asarray(out.forwards, np.int64))

@@ -14,10 +14,13 @@ first order); the smallest adversarial iterate wins.
 
 from __future__ import annotations
 
-import numpy as np
-import tensorflow as tf
+from types import SimpleNamespace
 
-from robcurves.attacks.base import MinimalNormAttack, register
+import numpy as np
+from keras import ops
+
+from robcurves import backend as B
+from robcurves.attacks.base import MinimalNormAttack, Problem, pad_rows, register
 from robcurves.attacks.geometry import norm_ops
 
 
@@ -32,57 +35,66 @@ class FAB(MinimalNormAttack):
         "backstep": 0.9,
     }
 
-    def _build(self, logits_fn, dim):
+    def _build(self, problem: Problem):
         opt = self.options
-        ops = norm_ops(self.norm)
+        ops_norm = norm_ops(self.norm)
         steps = max(1, int(opt["steps"]))
-        lo_b, hi_b = self._bounds
+        lo_b, hi_b = problem.bounds
         alpha_max, eta, beta = float(opt["alpha_max"]), float(opt["overshoot"]), float(opt["backstep"])
-        estimates = self.build_estimates(logits_fn, dim, ops, max(1, int(opt["targets"])))
+        n_targets = max(1, int(opt["targets"]))
+        estimates = self.build_estimates(problem, ops_norm, n_targets)
+        est_cost = self.estimate_cost(n_targets)
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.int32),
-        ])
         def fab(x0, y, target):
             lo0 = lo_b - x0
             hi0 = hi_b - x0
-            xk = x0
-            best = tf.zeros_like(x0)
-            best_norm = tf.fill(tf.shape(y), np.float32(np.inf))
-            bad = tf.zeros(tf.shape(y), tf.bool)
-            for k in tf.range(steps + 1):
-                m, g, finite = self.margin_and_grad(logits_fn, xk, y, target)
+
+            def body(_, st):
+                xk, best, best_norm, bad = st
+                m, g, finite = problem.margin_and_grad(xk, y, target)
                 bad = bad | ~finite
                 delta = xk - x0
-                n = ops.norm(delta)
+                n = ops_norm.norm(delta)
                 best, best_norm, adv = self.keep_best(m, finite, n, delta, best, best_norm)
-                if k == steps:
-                    break
                 # Linearised: m(x) ~ m + g . (x - x_k); crossing needs (-g) . step >= m.
-                m_pos = tf.where(finite, m, tf.zeros_like(m))
-                step_k = ops.linear_step(-g, m_pos, lo0 - delta, hi0 - delta)
-                m0 = m_pos - tf.reduce_sum(g * delta, axis=1)  # the same boundary, seen from x_0
-                step_0 = ops.linear_step(-g, m0, lo0, hi0)
-                nk, n0 = ops.norm(step_k), ops.norm(step_0)
-                alpha = tf.minimum(nk / tf.maximum(nk + n0, 1e-12), alpha_max)[:, None]
+                m_pos = ops.where(finite, m, ops.zeros_like(m))
+                step_k = ops_norm.linear_step(-g, m_pos, lo0 - delta, hi0 - delta)
+                m0 = m_pos - ops.sum(g * delta, axis=1)  # the same boundary, seen from x_0
+                step_0 = ops_norm.linear_step(-g, m0, lo0, hi0)
+                nk, n0 = ops_norm.norm(step_k), ops_norm.norm(step_0)
+                alpha = ops.expand_dims(ops.minimum(nk / ops.maximum(nk + n0, 1e-12), alpha_max), 1)
                 x_new = (1.0 - alpha) * (xk + eta * step_k) + alpha * (x0 + eta * step_0)
-                x_new = tf.where(adv[:, None], x0 + beta * (xk - x0), x_new)
-                x_new = tf.clip_by_value(x_new, lo_b, hi_b)
-                xk = tf.where(finite[:, None], x_new, xk)
+                x_new = ops.where(ops.expand_dims(adv, 1), x0 + beta * (xk - x0), x_new)
+                x_new = ops.clip(x_new, lo_b, hi_b)
+                xk = ops.where(ops.expand_dims(finite, 1), x_new, xk)
+                return xk, best, best_norm, bad
+
+            init = (x0, ops.zeros_like(x0), ops.full_like(ops.cast(y, "float32"), np.inf),
+                    ops.zeros_like(y) > 0)
+            # steps + 1 evaluations: the last iterate is looked at too.
+            _, best, best_norm, bad = ops.fori_loop(0, steps + 1, body, init)
             return best, best_norm, bad
 
-        def search(x, y, seed):
-            targets, _, bad0 = estimates(x, y)
-            best = tf.zeros_like(x)
-            best_norm = tf.fill(tf.shape(y), np.float32(np.inf))
-            bad = bad0
-            for j in range(int(targets.shape[1])):
-                d, nrm, b = fab(x, y, targets[:, j])
-                better = nrm < best_norm
-                best = tf.where(better[:, None], d, best)
-                best_norm = tf.where(better, nrm, best_norm)
-                bad = bad | b
-            return tf.clip_by_value(x + best, lo_b, hi_b).numpy(), bad.numpy()
+        fab_fn = problem.compiled(("fab", self.norm.name, tuple(sorted(opt.items()))), lambda: fab)
+
+        def search(x, y, seeds, incumbent):
+            n = len(x)
+            t, _, bad0 = (B.to_numpy(v) for v in estimates(B.to_tensor(x), B.to_tensor(y, "int32")))
+            kk = t.shape[1]
+            point = np.tile(np.arange(n), kk)
+            r = len(point)
+            rows = problem.rows(r)
+            args = pad_rows([x[point], y[point], t.T.reshape(-1).astype(np.int32)], rows)
+            d, nrm, b = (B.to_numpy(v)[:r] for v in fab_fn(B.to_tensor(args[0]), B.to_tensor(args[1], "int32"),
+                                                             B.to_tensor(args[2], "int32")))
+            nrm = nrm.reshape(kk, n)
+            pick = np.argmin(nrm, axis=0)
+            best = d.reshape(kk, n, -1)[pick, np.arange(n)]
+            found = np.isfinite(nrm.min(axis=0))
+            best = np.where(found[:, None], best, 0.0)
+            nonfinite = bad0.astype(bool) | b.reshape(kk, n).any(axis=0)
+            grads = np.full(n, est_cost + kk * (steps + 1), np.int64)
+            return SimpleNamespace(x_adv=np.clip(x + best, lo_b, hi_b).astype(np.float32), nonfinite=nonfinite,
+                                   gradients=grads, forwards=np.zeros(n, np.int64))
 
         return search

@@ -15,16 +15,29 @@ The best (smallest-norm) adversarial iterate is kept. ``targets >= 1`` runs the 
 once per each of the classes closest to first order (see
 :func:`robcurves.attacks.base.first_order_targets`), ``targets = 0`` once with the
 untargeted margin; the smallest result wins. The runs for all targets share one batch.
+
+The budget goes where it matters. The steps run in compiled chunks of ``chunk`` steps;
+between chunks, rows (one per point and target) leave the batch (the batch is compacted,
+so the saving is real) when
+
+- their best has not improved by more than a relative ``tol`` for ``patience`` steps
+  (early stopping; ``patience = 0`` turns it off), or
+- after ``prune_after`` steps, their best is more than ``prune_margin`` (relative) above
+  the point's best so far, over its other targets and the earlier ensemble members
+  (``incumbent``): a run that far behind has never caught up in the measurements
+  (benchmarks/README.md). ``prune_after = 0`` turns it off.
 """
 
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from robcurves.attacks.base import MinimalNormAttack, register
+from robcurves import backend as B
+from robcurves.attacks.base import MinimalNormAttack, Problem, pad_rows, register
 from robcurves.attacks.geometry import norm_ops
 
 
@@ -39,71 +52,129 @@ class FMN(MinimalNormAttack):
         "gamma_final": 0.001,
         "targets": 1,  # 0: untargeted; k: one run per each of the k closest classes
         "l1_sparsity": 0.01,  # l1 only: fraction of coordinates moved per step
+        "chunk": 10,  # steps per compiled call; rows leave the batch between calls
+        "patience": 0,  # early stop after this many steps without improvement (0: off)
+        "tol": 1e-3,  # relative improvement that counts
+        "prune_after": 0,  # from this step on, drop rows far behind the point's best (0: off)
+        "prune_margin": 0.1,  # "far behind": best > (1 + prune_margin) x the point's best
+        "compact": True,  # finished rows leave the batch (False: they stay, frozen; for tests)
+        "restarts": 1,  # runs per target; runs after the first start at a random point
+        "random_start": 0.5,  # radius of those starts, as a fraction of the first eps
     }
 
-    def _build(self, logits_fn, dim):
+    def _build(self, problem: Problem):
         opt = self.options
-        ops = norm_ops(self.norm, l1_sparsity=opt["l1_sparsity"])
+        ops_norm = norm_ops(self.norm, l1_sparsity=opt["l1_sparsity"])
         steps = max(1, int(opt["steps"]))
-        lo_b, hi_b = self._bounds
+        lo_b, hi_b = problem.bounds
         a0, a1 = float(opt["alpha_init"]), float(opt["alpha_final"])
         g0, g1 = float(opt["gamma_init"]), float(opt["gamma_final"])
-        estimates = self.build_estimates(logits_fn, dim, ops, int(opt["targets"]))
+        tol = float(opt["tol"])
+        n_targets = int(opt["targets"])
+        estimates = self.build_estimates(problem, ops_norm, n_targets)
+        est_cost = self.estimate_cost(n_targets)
 
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32),
-        ])
-        def fmn(x, y, target, eps0):
+        def fmn_chunk(x, y, target, delta, eps, best, best_norm, bad, ref, stall, k0, n_iter):
             lo = lo_b - x
             hi = hi_b - x
-            delta = tf.zeros_like(x)
-            eps = eps0
-            best = delta
-            inf = tf.fill(tf.shape(eps0), np.float32(np.inf))
-            best_norm = inf
-            bad = tf.zeros(tf.shape(eps0), tf.bool)
-            for k in tf.range(steps + 1):
-                m, g, finite = self.margin_and_grad(logits_fn, x + delta, y, target)
+
+            def body(i, st):
+                delta, eps, best, best_norm, bad, ref, stall = st
+                k = ops.cast(k0 + i, "float32")
+                m, g, finite = problem.margin_and_grad(x + delta, y, target)
                 bad = bad | ~finite
-                n = ops.norm(delta)
+                n = ops_norm.norm(delta)
                 best, best_norm, adv = self.keep_best(m, finite, n, delta, best, best_norm)
-                if k == steps:
-                    break
-                cosf = 0.5 * (1.0 + tf.cos(math.pi * tf.cast(k, tf.float32) / steps))
+                sig = best_norm < ref * (1.0 - tol)
+                ref = ops.where(sig, best_norm, ref)
+                stall = ops.where(sig, ops.zeros_like(stall), stall + 1)
+                cosf = 0.5 * (1.0 + ops.cos(math.pi * k / steps))
                 alpha = a1 + (a0 - a1) * cosf
                 gamma = g1 + (g0 - g1) * cosf
-                extrapolated = n + tf.maximum(m, 0.0) / (ops.dual_norm(g) + 1e-12)
-                found_any = tf.math.is_finite(best_norm)
-                eps_new = tf.where(
+                extrapolated = n + ops.maximum(m, 0.0) / (ops_norm.dual_norm(g) + 1e-12)
+                found_any = ops.isfinite(best_norm)
+                eps_new = ops.where(
                     adv,
-                    tf.minimum(eps * (1.0 - gamma), best_norm),
-                    tf.where(found_any, eps * (1.0 + gamma), extrapolated * (1.0 + gamma)),
+                    ops.minimum(eps * (1.0 - gamma), best_norm),
+                    ops.where(found_any, eps * (1.0 + gamma), extrapolated * (1.0 + gamma)),
                 )
-                eps_new = tf.where(k == 0, eps, eps_new)
-                eps = tf.where(finite, eps_new, eps)
-                step = ops.descent(g, delta, lo, hi) * (alpha * eps)[:, None]
-                new = ops.project(delta + step, eps, lo, hi)
-                delta = tf.where(finite[:, None], new, delta)
-            return best, best_norm, bad
+                eps_new = ops.where(k == 0.0, eps, eps_new)
+                eps = ops.where(finite, eps_new, eps)
+                step = ops_norm.descent(g, delta, lo, hi) * ops.expand_dims(alpha * eps, 1)
+                new = ops_norm.project(delta + step, eps, lo, hi)
+                delta = ops.where(ops.expand_dims(finite, 1), new, delta)
+                return delta, eps, best, best_norm, bad, ref, stall
 
-        def search(x, y, seed):
-            targets, eps0, bad0 = estimates(x, y)
-            # All targets in one batch (target-major): one long run instead of K short
-            # ones keeps the device busy; a batch too large for memory is split by the
-            # engine.
-            k = int(targets.shape[1])
-            n = tf.shape(x)[0]
-            d, nrm, b = fmn(tf.tile(x, [k, 1]), tf.tile(y, [k]),
-                            tf.reshape(tf.transpose(targets), [-1]), tf.reshape(tf.transpose(eps0), [-1]))
-            nrm = tf.reshape(nrm, (k, n))
-            pick = tf.argmin(nrm, axis=0, output_type=tf.int32)  # the target with the smallest result
-            rows = pick * n + tf.range(n)
-            best = tf.gather(d, rows)
-            found = tf.math.is_finite(tf.reduce_min(nrm, axis=0))
-            best = tf.where(found[:, None], best, tf.zeros_like(best))
-            bad = bad0 | tf.reduce_any(tf.reshape(b, (k, n)), axis=0)
-            x_adv = tf.clip_by_value(x + best, lo_b, hi_b)
-            return x_adv.numpy(), bad.numpy()
+            return ops.fori_loop(0, n_iter, body, (delta, eps, best, best_norm, bad, ref, stall))
+
+        chunk_fn = problem.compiled(("fmn_chunk", self.norm.name, tuple(sorted(opt.items()))), lambda: fmn_chunk)
+        chunk = max(1, int(opt["chunk"]))
+        patience = int(opt["patience"])
+        prune_after = int(opt["prune_after"])
+        prune_margin = float(opt["prune_margin"])
+        compact = bool(opt["compact"])
+
+        def search(x, y, seeds, incumbent):
+            n = len(x)
+            xt, yt = B.to_tensor(x), B.to_tensor(y, "int32")
+            t, e0, bad0 = (B.to_numpy(v) for v in estimates(xt, yt))
+            restarts = max(1, int(opt["restarts"]))
+            if restarts > 1:  # every target once more per restart (restart-major)
+                t, e0 = np.tile(t, (1, restarts)), np.tile(e0, (1, restarts))
+            kk = t.shape[1]
+            # Rows: one per (target, point), target-major.
+            point = np.tile(np.arange(n), kk)
+            rx, ry = x[point], y[point]
+            rt = t.T.reshape(-1).astype(np.int32)
+            delta = np.zeros_like(rx)
+            if restarts > 1:  # random starts, from the points' own streams
+                first = kk // restarts
+                rr = np.arange(first * n, kk * n)
+                s = B.fold_seeds(B.to_tensor(seeds[point[rr]], "int32"), 7)
+                s = B.to_tensor(B.to_numpy(s) ^ (rr // n).astype(np.int32)[:, None], "int32")
+                radius = B.to_tensor((e0.T.reshape(-1)[rr] * float(opt["random_start"])).astype(np.float32))
+                start = B.to_numpy(ops_norm.random_in_ball((len(rr), problem.dim), radius, s))
+                delta[rr] = np.clip(rx[rr] + start, lo_b, hi_b) - rx[rr]
+            r = len(point)
+            eps = e0.T.reshape(-1).astype(np.float32)
+            best = np.zeros_like(rx)
+            best_norm = np.full(r, np.inf, np.float32)
+            bad = np.zeros(r, bool)
+            ref = np.full(r, np.inf, np.float32)
+            stall = np.zeros(r, np.int32)
+            active = np.ones(r, bool)
+            grads = np.full(n, est_cost, np.int64)
+            k = 0
+            while k <= steps and active.any():
+                idx = np.flatnonzero(active) if compact else np.arange(r)
+                m = len(idx)
+                rows = problem.rows(m)
+                n_iter = min(chunk, steps + 1 - k)
+                args = pad_rows([rx[idx], ry[idx], rt[idx], delta[idx], eps[idx], best[idx], best_norm[idx],
+                                 bad[idx], ref[idx], stall[idx]], rows)
+                out = chunk_fn(*(B.to_tensor(a, None) for a in args),
+                               B.to_tensor(np.int32(k), "int32"), B.to_tensor(np.int32(n_iter), "int32"))
+                out = [B.to_numpy(o)[:m] for o in out]
+                keep = active[idx]  # without compaction, finished rows ran but stay as they were
+                for arr, o in zip((delta, eps, best, best_norm, bad, ref, stall), out):
+                    arr[idx[keep]] = o[keep]
+                np.add.at(grads, point[idx], n_iter)
+                k += n_iter
+                if k > steps:
+                    break
+                if patience > 0:
+                    active &= ~(np.isfinite(best_norm) & (stall >= patience))
+                if prune_after > 0 and k >= prune_after:
+                    point_best = np.minimum(np.full(n, np.inf, np.float32), incumbent)
+                    np.minimum.at(point_best, point, best_norm)
+                    active &= ~(best_norm > point_best[point] * (1.0 + prune_margin))
+            nrm = best_norm.reshape(kk, n)
+            pick = np.argmin(nrm, axis=0)
+            chosen = best.reshape(kk, n, -1)[pick, np.arange(n)]
+            found = np.isfinite(nrm.min(axis=0))
+            chosen = np.where(found[:, None], chosen, 0.0)
+            nonfinite = bad0.astype(bool) | bad.reshape(kk, n).any(axis=0)
+            x_adv = np.clip(x + chosen, lo_b, hi_b).astype(np.float32)
+            return SimpleNamespace(x_adv=x_adv, nonfinite=nonfinite, gradients=grads, forwards=np.zeros(n, np.int64))
 
         return search

@@ -1,4 +1,4 @@
-"""The norm as TensorFlow operations on flattened batches of perturbations.
+"""The norm as ``keras.ops`` operations on flattened batches of perturbations (any backend).
 
 Every attack works on perturbations ``delta`` of shape ``(B, D)`` (the input flattened)
 with per-row box limits ``lo = bounds[0] - x <= 0 <= hi = bounds[1] - x``. The norm
@@ -17,100 +17,128 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from robcurves.backend import random_normal, random_uniform
 from robcurves.norms import Norm, parse_norm
 
 _TINY = 1e-12
 
 
-def _col(v: tf.Tensor) -> tf.Tensor:
-    return tf.expand_dims(v, 1)
+def _col(v):
+    return ops.expand_dims(v, 1)
+
+
+def _clip(v, lo, hi):
+    """Element-wise clip into [lo, hi] with tensor limits (broadcasting)."""
+    return ops.minimum(ops.maximum(v, lo), hi)
+
+
+def _inf_like(v):
+    return ops.full_like(v, np.float32(np.inf))
+
+
+def _gather(v, idx):
+    """``v[b, idx[b, j]]`` per row (``tf.gather(..., batch_dims=1)``)."""
+    return ops.take_along_axis(v, idx, axis=1)
+
+
+def _other(seed):
+    """A second seed pair derived from ``seed`` (for a second, independent stream)."""
+    return ops.add(ops.convert_to_tensor(seed, "int32"), ops.convert_to_tensor(np.array([0, 1], np.int32)))
+
+
+def _cumsum_exclusive(v):
+    return ops.cumsum(v, axis=1) - v
+
+
+def _cumsum_reverse(v):
+    return ops.flip(ops.cumsum(ops.flip(v, axis=1), axis=1), axis=1)
 
 
 class LinfOps:
     name = "linf"
 
     def norm(self, d):
-        return tf.reduce_max(tf.abs(d), axis=1)
+        return ops.max(ops.abs(d), axis=1)
 
     def dual_norm(self, g):
-        return tf.reduce_sum(tf.abs(g), axis=1)
+        return ops.sum(ops.abs(g), axis=1)
 
     def descent(self, g, d, lo, hi):
-        return -tf.sign(g)
+        return -ops.sign(g)
 
     def project(self, d, eps, lo, hi):
         e = _col(eps)
-        return tf.clip_by_value(d, tf.maximum(-e, lo), tf.minimum(e, hi))
+        return _clip(d, ops.maximum(-e, lo), ops.minimum(e, hi))
 
     def random_in_ball(self, shape, eps, seed):
-        u = tf.random.stateless_uniform(shape, seed, -1.0, 1.0)
+        u = random_uniform(shape, seed, -1.0, 1.0)
         return u * _col(eps)
 
     def linear_distance(self, a, m, lo, hi):
         # delta(t) = clip(t sign(a), lo, hi): coordinate i saturates at t = room_i.
-        room = tf.where(a > 0, hi, -lo)
-        absa = tf.abs(a)
-        beta = tf.where(absa > 0, room, tf.fill(tf.shape(a), np.float32(np.inf)))
+        room = ops.where(a > 0, hi, -lo)
+        absa = ops.abs(a)
+        beta = ops.where(absa > 0, room, _inf_like(a))
         t, _, feasible = _saturation_root(beta, absa * room, absa, m)
         return _finish(t, feasible, m)
 
     def linear_step(self, a, m, lo, hi):
-        room = tf.where(a > 0, hi, -lo)
-        absa = tf.abs(a)
-        beta = tf.where(absa > 0, room, tf.fill(tf.shape(a), np.float32(np.inf)))
+        room = ops.where(a > 0, hi, -lo)
+        absa = ops.abs(a)
+        beta = ops.where(absa > 0, room, _inf_like(a))
         t, _, feasible = _saturation_root(beta, absa * room, absa, m)
-        t = tf.where(feasible, t, tf.reduce_max(hi - lo, axis=1))  # unreachable: go as far as the box allows
-        return tf.where(_col(m > 0), tf.clip_by_value(_col(t) * tf.sign(a), lo, hi), tf.zeros_like(a))
+        t = ops.where(feasible, t, ops.max(hi - lo, axis=1))  # unreachable: go as far as the box allows
+        return ops.where(_col(m > 0), _clip(_col(t) * ops.sign(a), lo, hi), ops.zeros_like(a))
 
 
 class L2Ops:
     name = "l2"
 
     def norm(self, d):
-        return tf.sqrt(tf.reduce_sum(d * d, axis=1))
+        return ops.sqrt(ops.sum(d * d, axis=1))
 
     def dual_norm(self, g):
-        return tf.sqrt(tf.reduce_sum(g * g, axis=1))
+        return ops.sqrt(ops.sum(g * g, axis=1))
 
     def descent(self, g, d, lo, hi):
         # Only coordinates that can move in the descent direction count.
         blocked = ((g > 0) & (d <= lo)) | ((g < 0) & (d >= hi))
-        g = tf.where(blocked, tf.zeros_like(g), g)
+        g = ops.where(blocked, ops.zeros_like(g), g)
         return -g / (_col(self.dual_norm(g)) + _TINY)
 
     def project(self, d, eps, lo, hi):
         n = self.norm(d)
-        scale = tf.minimum(1.0, eps / (n + _TINY))
+        scale = ops.minimum(1.0, eps / (n + _TINY))
         # Clipping towards the box after scaling only shrinks |delta_i| (0 is inside
         # the box), so the result stays inside the ball.
-        return tf.clip_by_value(d * _col(scale), lo, hi)
+        return _clip(d * _col(scale), lo, hi)
 
     @staticmethod
     def _kkt(a, m, lo, hi):
         """KKT of min ||delta||_2 s.t. a . delta >= m, delta in the box:
         delta = clip(lam a, lo, hi); coordinate i saturates at lam = room_i / |a_i|."""
-        room = tf.where(a > 0, hi, -lo)
-        absa = tf.abs(a)
-        beta = tf.where(absa > 0, room / tf.where(absa > 0, absa, tf.ones_like(absa)),
-                        tf.fill(tf.shape(a), np.float32(np.inf)))
+        room = ops.where(a > 0, hi, -lo)
+        absa = ops.abs(a)
+        beta = ops.where(absa > 0, room / ops.where(absa > 0, absa, ops.ones_like(absa)),
+                        _inf_like(a))
         return (room, *_saturation_root(beta, absa * room, a * a, m))
 
     def linear_distance(self, a, m, lo, hi):
         room, lam, saturated, feasible = self._kkt(a, m, lo, hi)
-        sq = tf.reduce_sum(tf.where(saturated, room * room, _col(lam * lam) * a * a), axis=1)
-        return _finish(tf.sqrt(sq), feasible, m)
+        sq = ops.sum(ops.where(saturated, room * room, _col(lam * lam) * a * a), axis=1)
+        return _finish(ops.sqrt(sq), feasible, m)
 
     def linear_step(self, a, m, lo, hi):
         room, lam, saturated, feasible = self._kkt(a, m, lo, hi)
-        step = tf.where(saturated, tf.sign(a) * room, _col(lam) * a)
-        full = tf.sign(a) * room  # unreachable: go as far as the box allows
-        return tf.where(_col(m > 0), tf.where(_col(feasible), step, full), tf.zeros_like(a))
+        step = ops.where(saturated, ops.sign(a) * room, _col(lam) * a)
+        full = ops.sign(a) * room  # unreachable: go as far as the box allows
+        return ops.where(_col(m > 0), ops.where(_col(feasible), step, full), ops.zeros_like(a))
 
     def random_in_ball(self, shape, eps, seed):
-        z = tf.random.stateless_normal(shape, seed)
-        r = tf.random.stateless_uniform(shape[:1], seed + 1, 0.0, 1.0)
+        z = random_normal(shape, seed)
+        r = random_uniform(shape[:1], _other(seed))
         return z / (_col(self.norm(z)) + _TINY) * _col(eps * r)
 
 
@@ -125,45 +153,46 @@ class L1Ops:
         self.projection_iters = int(projection_iters)
 
     def norm(self, d):
-        return tf.reduce_sum(tf.abs(d), axis=1)
+        return ops.sum(ops.abs(d), axis=1)
 
     def dual_norm(self, g):
-        return tf.reduce_max(tf.abs(g), axis=1)
+        return ops.max(ops.abs(g), axis=1)
 
     def descent(self, g, d, lo, hi):
         dim = g.shape[1]
         k = max(1, int(math.ceil(self.sparsity * dim))) if dim is not None else 1
-        room = tf.where(g < 0, hi - d, d - lo)
-        score = tf.where(room > 1e-7, tf.abs(g), tf.zeros_like(g))
-        kth = tf.math.top_k(score, k=k).values[:, -1]
+        room = ops.where(g < 0, hi - d, d - lo)
+        score = ops.where(room > 1e-7, ops.abs(g), ops.zeros_like(g))
+        kth = ops.top_k(score, k=k)[0][:, -1]
         mask = (score >= _col(kth)) & (score > 0)
-        mask = tf.cast(mask, g.dtype)
-        count = tf.reduce_sum(mask, axis=1, keepdims=True)
-        return -tf.sign(g) * mask / tf.maximum(count, 1.0)
+        mask = ops.cast(mask, g.dtype)
+        count = ops.sum(mask, axis=1, keepdims=True)
+        return -ops.sign(g) * mask / ops.maximum(count, 1.0)
 
     def project(self, d, eps, lo, hi):
         # Exact projection onto {||delta||_1 <= eps} ∩ [lo, hi]: the problem separates
         # into |delta_i| = clip(|d_i| - lam, 0, room_i) with lam >= 0 the smallest value
         # that meets the budget; lam is found by bisection (monotone in lam).
-        a = tf.abs(d)
-        s = tf.sign(d)
-        room = tf.where(d >= 0, hi, -lo)
-        boxed = tf.minimum(a, room)
-        need = tf.reduce_sum(boxed, axis=1) > eps
-        lam_lo = tf.zeros_like(eps)
-        lam_hi = tf.reduce_max(a, axis=1)
-        for _ in tf.range(self.projection_iters):  # a graph loop: keeps tracing cheap
+        a = ops.abs(d)
+        s = ops.sign(d)
+        room = ops.where(d >= 0, hi, -lo)
+        boxed = ops.minimum(a, room)
+        need = ops.sum(boxed, axis=1) > eps
+
+        def bisect(_, lams):  # a compiled loop: keeps tracing cheap
+            lam_lo, lam_hi = lams
             mid = 0.5 * (lam_lo + lam_hi)
-            f = tf.reduce_sum(tf.clip_by_value(a - _col(mid), 0.0, room), axis=1)
+            f = ops.sum(_clip(a - _col(mid), 0.0, room), axis=1)
             over = f > eps
-            lam_lo = tf.where(over, mid, lam_lo)
-            lam_hi = tf.where(over, lam_hi, mid)
-        shrunk = tf.clip_by_value(a - _col(lam_hi), 0.0, room)
-        out = tf.where(_col(need), shrunk, boxed) * s
+            return ops.where(over, mid, lam_lo), ops.where(over, lam_hi, mid)
+
+        _, lam_hi = ops.fori_loop(0, self.projection_iters, bisect, (ops.zeros_like(eps), ops.max(a, axis=1)))
+        shrunk = _clip(a - _col(lam_hi), 0.0, room)
+        out = ops.where(_col(need), shrunk, boxed) * s
         # Guard the last float32 ulp: never return a point outside the ball.
         n = self.norm(out)
-        fix = tf.minimum(1.0, eps / (n + _TINY))
-        return out * _col(tf.where(n > eps, fix, tf.ones_like(fix)))
+        fix = ops.minimum(1.0, eps / (n + _TINY))
+        return out * _col(ops.where(n > eps, fix, ops.ones_like(fix)))
 
     @staticmethod
     def _knapsack(a, m, lo, hi):
@@ -174,38 +203,38 @@ class L1Ops:
         order, the per-coordinate amounts in sorted order (zero past the crossing) and
         whether the box allows reaching m at all.
         """
-        room = tf.where(a > 0, hi, -lo)
-        absa = tf.abs(a)
-        order = tf.argsort(absa, axis=1, direction="DESCENDING")
-        a_s = tf.gather(absa, order, batch_dims=1)
-        r_s = tf.gather(room, order, batch_dims=1)
+        room = ops.where(a > 0, hi, -lo)
+        absa = ops.abs(a)
+        order = ops.argsort(-absa, axis=1)
+        a_s = _gather(absa, order)
+        r_s = _gather(room, order)
         gain = a_s * r_s
-        cg = tf.cumsum(gain, axis=1)
+        cg = ops.cumsum(gain, axis=1)
         prev = cg - gain
         mm = _col(m)
-        amount = tf.where(cg < mm, r_s, tf.zeros_like(r_s))
+        amount = ops.where(cg < mm, r_s, ops.zeros_like(r_s))
         first = (cg >= mm) & (prev < mm) & (a_s > 0)
-        amount = amount + tf.where(first, (mm - prev) / tf.where(a_s > 0, a_s, tf.ones_like(a_s)), tf.zeros_like(a_s))
+        amount = amount + ops.where(first, (mm - prev) / ops.where(a_s > 0, a_s, ops.ones_like(a_s)), ops.zeros_like(a_s))
         feasible = cg[:, -1] >= m
         return order, a_s, r_s, amount, feasible
 
     def linear_distance(self, a, m, lo, hi):
         _, _, _, amount, feasible = self._knapsack(a, m, lo, hi)
-        dist = tf.reduce_sum(amount, axis=1)
-        return tf.where(m <= 0, tf.zeros_like(m), tf.where(feasible, dist, tf.fill(tf.shape(m), np.float32(np.inf))))
+        dist = ops.sum(amount, axis=1)
+        return ops.where(m <= 0, ops.zeros_like(m), ops.where(feasible, dist, _inf_like(m)))
 
     def linear_step(self, a, m, lo, hi):
         order, a_s, r_s, amount, feasible = self._knapsack(a, m, lo, hi)
-        amount = tf.where(_col(feasible), amount, r_s * tf.cast(a_s > 0, a.dtype))
-        back = tf.argsort(order, axis=1)
-        step = tf.sign(a) * tf.gather(amount, back, batch_dims=1)
-        return tf.where(_col(m > 0), step, tf.zeros_like(a))
+        amount = ops.where(_col(feasible), amount, r_s * ops.cast(a_s > 0, a.dtype))
+        back = ops.argsort(order, axis=1)
+        step = ops.sign(a) * _gather(amount, back)
+        return ops.where(_col(m > 0), step, ops.zeros_like(a))
 
     def random_in_ball(self, shape, eps, seed):
         # Laplace direction, radius uniform: a spread of sparse and dense starts.
-        u = tf.random.stateless_uniform(shape, seed, -0.5 + 1e-6, 0.5 - 1e-6)
-        z = -tf.sign(u) * tf.math.log(1.0 - 2.0 * tf.abs(u))
-        r = tf.random.stateless_uniform(shape[:1], seed + 1, 0.0, 1.0)
+        u = random_uniform(shape, seed, -0.5 + 1e-6, 0.5 - 1e-6)
+        z = -ops.sign(u) * ops.log(1.0 - 2.0 * ops.abs(u))
+        r = random_uniform(shape[:1], _other(seed))
         return z / (_col(self.norm(z)) + _TINY) * _col(eps * r)
 
 
@@ -217,35 +246,35 @@ def _saturation_root(beta, sat, slope, m):
     piecewise linear and non-decreasing; sorting the breakpoints gives the root exactly.
     Returns ``(lam, saturated (B, D) bool, feasible (B,) bool)``.
     """
-    order = tf.argsort(beta, axis=1)
-    b_s = tf.gather(beta, order, batch_dims=1)
-    s_s = tf.gather(sat, order, batch_dims=1)
-    w_s = tf.gather(slope, order, batch_dims=1)
-    sat_before = tf.cumsum(s_s, axis=1, exclusive=True)
-    slope_from = tf.cumsum(w_s, axis=1, reverse=True)
-    g_at = sat_before + tf.where(tf.math.is_finite(b_s), b_s, tf.zeros_like(b_s)) * slope_from
-    g_at = tf.where(tf.math.is_finite(b_s), g_at, tf.fill(tf.shape(g_at), np.float32(np.inf)))
+    order = ops.argsort(beta, axis=1)
+    b_s = _gather(beta, order)
+    s_s = _gather(sat, order)
+    w_s = _gather(slope, order)
+    sat_before = _cumsum_exclusive(s_s)
+    slope_from = _cumsum_reverse(w_s)
+    g_at = sat_before + ops.where(ops.isfinite(b_s), b_s, ops.zeros_like(b_s)) * slope_from
+    g_at = ops.where(ops.isfinite(b_s), g_at, _inf_like(g_at))
     mm = _col(m)
     # k: the first breakpoint at which g reaches m; coordinates before it are saturated.
     reached = g_at >= mm
-    k = tf.argmax(tf.cast(reached, tf.int32), axis=1, output_type=tf.int32)
-    feasible = tf.reduce_sum(sat, axis=1) >= m
-    s_k = tf.gather(sat_before, k[:, None], batch_dims=1)[:, 0]
-    w_k = tf.gather(slope_from, k[:, None], batch_dims=1)[:, 0]
-    lam = (m - s_k) / tf.where(w_k > 0, w_k, tf.ones_like(w_k))
-    lam = tf.where(w_k > 0, lam, tf.zeros_like(lam))
-    lam = tf.maximum(lam, 0.0)
+    k = ops.cast(ops.argmax(ops.cast(reached, "int32"), axis=1), "int32")
+    feasible = ops.sum(sat, axis=1) >= m
+    s_k = _gather(sat_before, k[:, None])[:, 0]
+    w_k = _gather(slope_from, k[:, None])[:, 0]
+    lam = (m - s_k) / ops.where(w_k > 0, w_k, ops.ones_like(w_k))
+    lam = ops.where(w_k > 0, lam, ops.zeros_like(lam))
+    lam = ops.maximum(lam, 0.0)
     saturated = beta <= _col(lam)
     return lam, saturated, feasible
 
 
 def _finish(dist, feasible, m):
-    inf = tf.fill(tf.shape(m), np.float32(np.inf))
-    return tf.where(m <= 0, tf.zeros_like(m), tf.where(feasible, dist, inf))
+    inf = _inf_like(m)
+    return ops.where(m <= 0, ops.zeros_like(m), ops.where(feasible, dist, inf))
 
 
 def norm_ops(norm: "Norm | str", l1_sparsity: float = 0.01):
-    """The TensorFlow operations of ``norm`` (a :class:`Norm` or its name)."""
+    """The ``keras.ops`` operations of ``norm`` (a :class:`Norm` or its name)."""
     n = parse_norm(norm)
     if n.name == "linf":
         return LinfOps()

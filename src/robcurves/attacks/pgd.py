@@ -15,11 +15,13 @@ All points of the batch move together: the Python loop is over bisection steps o
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
-from robcurves.attacks.base import MinimalNormAttack, register
+from robcurves import backend as B
+from robcurves.attacks.base import MinimalNormAttack, Problem, pad_rows, register
 from robcurves.attacks.geometry import max_distance, norm_ops
 
 
@@ -36,97 +38,116 @@ class PGDBisection(MinimalNormAttack):
         # 0: untargeted margin loss; k >= 1: one bisection per each of the k classes
         # whose boundary is closest to first order (exact for affine models).
         "targets": 1,
+        # > 0: start from the ensemble's best so far where there is one: bisect between
+        # (1 - warm_bracket) x its distance and its distance, PGD warm-started from it.
+        "warm_bracket": 0.0,
     }
 
-    def _build(self, logits_fn, dim):
+    def _build(self, problem: Problem):
         opt = self.options
-        ops = norm_ops(self.norm, l1_sparsity=opt["l1_sparsity"])
+        ops_norm = norm_ops(self.norm, l1_sparsity=opt["l1_sparsity"])
         steps = max(1, int(opt["steps"]))
-        lo_b, hi_b = self._bounds
+        lo_b, hi_b = problem.bounds
         step_size = float(opt["step_size"])
         n_targets = int(opt["targets"])
-        eps_max = np.float32(max_distance(self.norm, dim, self._bounds))
+        eps_max = np.float32(max_distance(self.norm, problem.dim, problem.bounds))
+        estimates = self.build_estimates(problem, ops_norm, n_targets)
+        est_cost = self.estimate_cost(n_targets)
 
-        estimates = self.build_estimates(logits_fn, dim, ops, n_targets)
-
-        @tf.function(input_signature=[
-            tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.int32),
-            tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None, dim], tf.float32), tf.TensorSpec([None], tf.bool),
-        ])
         def pgd(x, y, target, eps, delta0, active):
-            """PGD at per-row radius eps from delta0; returns (delta, found, nonfinite)."""
+            """PGD at per-row radius eps from delta0; returns (delta, found, nonfinite, steps run)."""
             lo = lo_b - x
             hi = hi_b - x
-            delta = ops.project(delta0, eps, lo, hi)
-            found = tf.zeros_like(active)
-            best = delta
-            bad = tf.zeros_like(active)
-            still = active
-            for t in tf.range(steps + 1):
-                m, g, finite = self.margin_and_grad(logits_fn, x + delta, y, target)
+            delta = ops_norm.project(delta0, eps, lo, hi)
+
+            def cond(t, delta, best, found, bad, still):
+                return (t <= steps) & ops.any(still)
+
+            def body(t, delta, best, found, bad, still):
+                m, g, finite = problem.margin_and_grad(x + delta, y, target)
                 bad = bad | (~finite & still)
                 adv = (m < 0.0) & finite & still
-                best = tf.where(adv[:, None], delta, best)
+                best = ops.where(ops.expand_dims(adv, 1), delta, best)
                 found = found | adv
                 still = still & ~adv & finite
-                if tf.logical_or(tf.logical_not(tf.reduce_any(still)), t == steps):
-                    break
-                tf_t = tf.cast(t, tf.float32)
-                frac = step_size * (0.05 + 0.95 * 0.5 * (1.0 + tf.cos(math.pi * tf_t / steps)))
-                step = ops.descent(g, delta, lo, hi) * (frac * eps)[:, None]
-                new = ops.project(delta + step, eps, lo, hi)
-                delta = tf.where(still[:, None], new, delta)
-            return best, found, bad
+                tf_t = ops.cast(t, "float32")
+                frac = step_size * (0.05 + 0.95 * 0.5 * (1.0 + ops.cos(math.pi * tf_t / steps)))
+                step = ops_norm.descent(g, delta, lo, hi) * ops.expand_dims(frac * eps, 1)
+                new = ops_norm.project(delta + step, eps, lo, hi)
+                delta = ops.where(ops.expand_dims(still, 1), new, delta)
+                return t + 1, delta, best, found, bad, still
 
+            t, _, best, found, bad, _ = ops.while_loop(
+                cond, body, (ops.convert_to_tensor(0, "int32"), delta, delta, ops.zeros_like(active),
+                             ops.zeros_like(active), active))
+            return best, found, bad, t
+
+        pgd_fn = problem.compiled(("pgd", self.norm.name, tuple(sorted(opt.items()))), lambda: pgd)
         norm_np = self.norm
         n_bisect = int(opt["bisection_steps"])
         n_bracket = int(opt["max_bracket_steps"])
         restarts = max(1, int(opt["restarts"]))
+        dim = problem.dim
 
-        def search(x, y, seed):
-            n = int(x.shape[0])
-            xn = x.numpy()
-            targets, est, bad0 = (v.numpy() for v in estimates(x, y))
-            nonfinite = bad0.copy()
+        def search(x, y, seeds, incumbent):
+            n = len(x)
+            targets, est, bad0 = (B.to_numpy(v) for v in estimates(B.to_tensor(x), B.to_tensor(y, "int32")))
+            nonfinite = bad0.astype(bool).copy()
             hi = np.full(n, np.inf, np.float32)  # norm of the best adversarial so far
-            best = np.zeros_like(xn)  # its perturbation
-            seed_base = [int(v) for v in seed.numpy()]
+            best = np.zeros_like(x)  # its perturbation
+            grads = np.full(n, est_cost, np.int64)
             calls = [0]
+            warm_bracket = float(opt["warm_bracket"])
+            lo_warm = np.zeros(n, np.float32)
+            if warm_bracket > 0:
+                have = np.isfinite(incumbent)
+                best[have] = self._warm[have] - x[have]
+                hi[have] = norm_np.norm_of(best[have])
+                lo_warm[have] = hi[have] * np.float32(1.0 - min(warm_bracket, 1.0))
 
             def attempt(eps, active, target):
                 """PGD at eps on the active rows; updates best/hi; returns success mask."""
                 nonlocal best, hi, nonfinite
-                eps_t = tf.constant(eps.astype(np.float32))
                 have = np.isfinite(hi)
                 # Warm start: the best adversarial so far, scaled into the new ball.
                 scale = np.where(have, eps / np.where(have, hi, 1.0), 0.0)
                 start = best * np.minimum(scale, 1.0)[:, None]
                 succeeded = np.zeros(n, bool)
+                idx = np.flatnonzero(active)
+                if not len(idx):
+                    return succeeded
+                rows = problem.rows(len(idx))
                 for r in range(restarts):
-                    if r == 0:
-                        d0 = tf.constant(start.astype(np.float32))
-                    else:
-                        s = tf.constant([seed_base[0], (seed_base[1] + 7919 * calls[0]) % (2**31 - 1)], tf.int32)
-                        d0 = ops.random_in_ball((n, dim), eps_t, s)
                     calls[0] += 1
-                    d, found, bad = pgd(x, y, tf.constant(target), eps_t, d0, tf.constant(active & ~succeeded))
-                    d, found, bad = d.numpy(), found.numpy(), bad.numpy()
-                    nonfinite |= bad
+                    run = active & ~succeeded
+                    if r == 0:
+                        d0 = start[idx]
+                    else:  # a random start; the stream is the point's own (per-row seeds)
+                        s = B.fold_seeds(B.to_tensor(seeds[idx], "int32"), calls[0])
+                        d0 = B.to_numpy(ops_norm.random_in_ball((len(idx), dim), B.to_tensor(eps[idx]), s))
+                    args = pad_rows([x[idx], y[idx], target[idx], eps[idx].astype(np.float32), d0, run[idx]], rows)
+                    d, found, bad, t_run = pgd_fn(B.to_tensor(args[0]), B.to_tensor(args[1], "int32"),
+                                                  B.to_tensor(args[2], "int32"), B.to_tensor(args[3]),
+                                                  B.to_tensor(args[4]), B.to_tensor(args[5], "bool"))
+                    d, found, bad = (B.to_numpy(v)[:len(idx)] for v in (d, found, bad))
+                    grads[idx[run[idx]]] += int(B.to_numpy(t_run))
+                    nonfinite[idx] |= bad
                     dist = norm_np.norm_of(d)
-                    better = found & (dist < hi)
-                    best = np.where(better[:, None], d, best)
-                    hi = np.where(better, dist, hi)
-                    succeeded |= found
+                    better = found & (dist < hi[idx])
+                    best[idx[better]] = d[better]
+                    hi[idx[better]] = dist[better]
+                    succeeded[idx] |= found
                 return succeeded
 
             for j in range(targets.shape[1]):
                 target = targets[:, j].astype(np.int32)
                 e0 = est[:, j]
-                lo = np.zeros(n, np.float32)
+                lo = lo_warm.copy()
                 # A later target is tried only where it promises (to first order) a
                 # shorter perturbation than the best one already found.
                 cand = ~nonfinite & (e0 < hi)
+                if j == 0 and warm_bracket > 0:  # the best so far is searched below, whatever the estimate
+                    cand |= ~nonfinite & (lo_warm > 0)
                 exhausted = np.zeros(n, bool)
                 for _ in range(n_bracket):
                     todo = cand & ~np.isfinite(hi) & ~exhausted
@@ -144,7 +165,7 @@ class PGDBisection(MinimalNormAttack):
                     mid = (0.5 * (lo + np.where(np.isfinite(hi), hi, 0.0))).astype(np.float32)
                     ok = attempt(mid, todo, target)
                     lo = np.where(todo & ~ok, mid, lo)
-            x_adv = np.clip(xn + best, lo_b, hi_b).astype(np.float32)
-            return x_adv, nonfinite
+            x_adv = np.clip(x + best, lo_b, hi_b).astype(np.float32)
+            return SimpleNamespace(x_adv=x_adv, nonfinite=nonfinite, gradients=grads, forwards=np.zeros(n, np.int64))
 
         return search

@@ -8,9 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
-from robcurves.adversarial import is_adversarial
+from robcurves.adversarial import verify_witnesses
 from robcurves.atomic import save_npz
 from robcurves.norms import Norm, parse_norm
 
@@ -118,34 +117,63 @@ class AttackResult:
 
 
 def predict_logits(model, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """Logits of ``model`` on ``x`` in batches (float32, eval mode)."""
+    """Logits of ``model`` on ``x`` in batches (float32, inference mode, active backend).
+
+    ``model``: a Keras model, or what :func:`robcurves.backend.logits_function` accepts.
+    """
+    from robcurves import backend as B
+
+    fn = B.logits_function(model)
+    x = np.asarray(x, np.float32)
     out = []
-    for i in range(0, len(x), max(1, int(batch_size))):
-        out.append(np.asarray(model(tf.constant(x[i:i + batch_size], tf.float32), training=False), np.float32))
+    with B.inference():
+        for i in range(0, len(x), max(1, int(batch_size))):
+            out.append(B.to_numpy(fn(B.to_tensor(x[i:i + batch_size]))).astype(np.float32))
     if not out:
         n_out = int(model.output_shape[-1]) if hasattr(model, "output_shape") else 0
         return np.zeros((0, n_out), np.float32)
     return np.concatenate(out)
 
 
+def _is_model(obj) -> bool:
+    """A Keras model/layer or a PyTorch module (as opposed to a NumPy logits function)."""
+    import sys
+
+    try:
+        import keras
+
+        if isinstance(obj, keras.Layer):
+            return True
+    except ImportError:  # pragma: no cover - keras is a dependency
+        pass
+    if "torch" in sys.modules:
+        import torch
+
+        return isinstance(obj, torch.nn.Module)
+    return False
+
+
 def verify_candidates(model, x, x_adv, y, norm: "Norm | str", bounds=(0.0, 1.0), batch_size: int = 512):
     """Clip ``x_adv`` into the box, re-run the model, recompute the distance.
 
-    Returns ``(is_adv, distances, x_clipped)``: ``is_adv`` is
-    :func:`robcurves.adversarial.is_adversarial` of the clipped candidate's logits (finite,
-    and some class strictly above ``y``; ties are not adversarial); ``distances`` is the
-    float32 ``norm`` distance of the clipped candidate from ``x``.
+    ``model``: a model (see :func:`predict_logits`) or a function mapping a NumPy batch
+    shaped like ``x`` to float32 logits. Returns ``(is_adv, distances, x_clipped)``:
+    ``is_adv`` by the one rule of :mod:`robcurves.adversarial` (finite logits, margin < 0;
+    a tie is not adversarial); ``distances`` is the float32 ``norm`` distance of the
+    clipped candidate from ``x``.
     """
-    norm = parse_norm(norm)
-    x = np.asarray(x, np.float32)
-    xc = np.clip(np.asarray(x_adv, np.float32).reshape(x.shape), np.float32(bounds[0]), np.float32(bounds[1]))
-    z = predict_logits(model, xc, batch_size)
-    is_adv = is_adversarial(z, np.asarray(y).astype(np.int64)) if len(z) else np.zeros(0, bool)
-    return is_adv, norm.distance(xc, x), xc
+    if _is_model(model):
+        def logits_fn(xc):
+            return predict_logits(model, xc, batch_size)
+    else:
+        def logits_fn(xc):
+            return np.asarray(model(xc), np.float32)
+    return verify_witnesses(logits_fn, np.asarray(x, np.float32), x_adv, y, parse_norm(norm), bounds)
 
 
 def verify_adversarial(model, x, x_adv, y, norm: "Norm | str", bounds=(0.0, 1.0), batch_size: int = 512):
-    """``(is_adv, distances)``: is each clipped ``x_adv`` misclassified by ``model``, and
-    its float32 distance from ``x`` in ``norm``."""
+    """``(is_adv, distances)``: is each clipped ``x_adv`` adversarial for ``model`` (the
+    rule of :mod:`robcurves.adversarial`), and its float32 distance from ``x`` in ``norm``."""
+    x = np.asarray(x, np.float32)
     is_adv, dist, _ = verify_candidates(model, x, x_adv, y, norm, bounds, batch_size)
     return is_adv, dist
