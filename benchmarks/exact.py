@@ -160,7 +160,7 @@ def run_case(case: str, norm: str, args) -> dict:
     if args.method == "bab":
         from robcurves.exact.bab import BabConfig, minimal_perturbations
 
-        cfg = BabConfig(time_limit=args.time_limit, rel_tol=args.rel_tol)
+        cfg = BabConfig(time_limit=args.time_limit, rel_tol=args.rel_tol, strategy=args.strategy)
         res = minimal_perturbations(model, x, y, norm, cfg, attack_distances=dist, x_adv=xadv, indices=idx,
                                     progress=progress)
         method = "bab"
@@ -232,6 +232,7 @@ def main(argv=None) -> int:
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds per point (every radius it tries)")
     p.add_argument("--method", default="bab", choices=["bab", "milp"])
     p.add_argument("--rel-tol", type=float, default=0.01, help="bab: stop a point at this relative bracket")
+    p.add_argument("--strategy", default="top_down", choices=["top_down", "bisect"], help="bab: the radius search")
     p.add_argument("--milp-strategy", default="auto", choices=["minimize", "bisect", "auto"])
     p.add_argument("--tightening", default="interval,symbolic")
     p.add_argument("--heuristics", action="store_true", help="milp: switch HiGHS's primal heuristics on")

@@ -326,10 +326,15 @@ class BoundEngine:
         ball = (tensor(b.x0[None], dt), tensor(b.dlo[None], dt), tensor(b.dhi[None], dt), tensor(np.array([b.radius]), dt))
         arrs = [tensor(C, dt)] + [[tensor(a, dt) for a in arrs] for arrs in (lows, ups, alphas, betas, signs)]
         out = []
-        for s in range(0, len(parent), chunk):
+        M = len(parent)
+        for s in range(0, M, chunk):
             sl = slice(s, s + chunk)
-            out.append(numpy(f(*arrs, *ball, tensor(parent[sl], "int32"), tensor(layer[sl], "int32"),
-                               tensor(unit[sl], "int32"), tensor(sign[sl], dt))))
+            m = len(parent[sl])
+            B = min(chunk, self.bucket(m))  # few shapes: pad the rows (no split: layer -1)
+            pad = lambda a, v: np.concatenate([a, np.full(B - m, v, dtype=a.dtype)])  # noqa: E731
+            got = f(*arrs, *ball, tensor(pad(parent[sl], 0), "int32"), tensor(pad(layer[sl], -1), "int32"),
+                    tensor(pad(unit[sl], 0), "int32"), tensor(pad(sign[sl].astype(np.float64), 0.0), dt))
+            out.append(numpy(got)[:m])
         return np.concatenate(out) if out else np.zeros(0)
 
     def _make_opt(self, start: int, mode: str):
@@ -435,6 +440,35 @@ class BoundEngine:
         return lows, ups, alphas, betas, signs
 
     @staticmethod
+    def bucket(R: int) -> int:
+        """Rows are padded to a power of two (at least 8): compiled functions see few shapes
+        (JAX compiles once per shape; TensorFlow retraces)."""
+        return max(8, 1 << int(np.ceil(np.log2(max(R, 1)))))
+
+    @staticmethod
+    def _pad(arrs, R: int, B: int):
+        """Pad every per-row array (leading size ``R``) of ``arrs`` to ``B`` rows with copies of row 0."""
+        out = []
+        for a in arrs:
+            a = np.asarray(a)
+            if B > R and a.ndim >= 1 and a.shape[0] == R and R > 0:
+                a = np.concatenate([a, np.repeat(a[:1], B - R, axis=0)])
+            out.append(a)
+        return out
+
+    def _padded(self, root, C, lists):
+        """``(root, C, lists)`` padded to :meth:`bucket` rows; lists of per-ReLU arrays."""
+        R = len(C)
+        B = self.bucket(R)
+        if B == R:
+            return root, C, lists
+        if isinstance(root, RootGroup):
+            root = RootGroup(root.roots, self._pad([root.row_point], R, B)[0])
+        C = self._pad([C], R, B)[0]
+        return root, C, [None if lst is None else self._pad([np.atleast_2d(a) if np.ndim(a) == 1 else a
+                                                              for a in lst], R, B) for lst in lists]
+
+    @staticmethod
     def apply_splits(lows, ups, signs):
         """Per-row bounds of split neurons: active (+1) gives ``l = max(l, 0)``, inactive (-1) ``u = min(u, 0)``."""
         out_l, out_u = [], []
@@ -460,14 +494,16 @@ class BoundEngine:
         bound and the coefficients on every ReLU output (for branching).
         """
         C = np.atleast_2d(np.asarray(C, dtype=np.float64))
+        R = len(C)
         lows, ups, alphas, betas, signs = self._defaults(root, alphas, betas, signs, lows, ups)
         lows, ups = self.apply_splits(lows, ups, signs)
+        root, C, (lows, ups, alphas, betas, signs) = self._padded(root, C, [lows, ups, alphas, betas, signs])
         Ct, lw, up, sg, masks, mags, x0, dlo, dhi, rad = self._args(root, C, lows, ups, signs)
         args = (Ct, lw, up, self._t(alphas), self._t(betas), sg, masks, mags, x0, dlo, dhi, rad)
         if full:
             lb, xs, lams = self._fn(start, "full")(*args)
-            return numpy(lb), numpy(xs), [numpy(a) for a in lams]
-        return numpy(self._fn(start, "plain")(*args))
+            return numpy(lb)[:R], numpy(xs)[:R], [numpy(a)[:R] for a in lams]
+        return numpy(self._fn(start, "plain")(*args))[:R]
 
     def optimise(self, root: RootBounds, start: int, C: np.ndarray, alphas=None, betas=None, signs=None,
                  iters: int = 20, lr_alpha: float = 0.1, lr_beta: float = 0.05, stop_at: float | None = None,
@@ -488,14 +524,15 @@ class BoundEngine:
         betas = [np.broadcast_to(b, (R, lo.shape[-1])) for b, lo in zip(betas, lows)]
         use_beta = use_beta and any(np.any(np.asarray(s) != 0) for s in signs)
         key = f"opt:{int(iters)}:{lr_alpha}:{lr_beta}:{int(use_beta)}:{int(full)}"
+        root, C, (lows, ups, alphas, betas, signs) = self._padded(root, C, [lows, ups, alphas, betas, signs])
         Ct, lw, up, sg, masks, mags, x0, dlo, dhi, rad = self._args(root, C, lows, ups, signs)
         out = self._fn(start, key)(self._t(alphas), self._t(betas), Ct, lw, up, sg, masks, mags, x0, dlo, dhi, rad,
                                    tensor(np.inf if stop_at is None else float(stop_at)))
-        lb = numpy(out[0])
-        al = [numpy(a) for a in out[1]]
-        be = [numpy(b) for b in out[2]]
+        lb = numpy(out[0])[:R]
+        al = [numpy(a)[:R] for a in out[1]]
+        be = [numpy(b)[:R] for b in out[2]]
         if full:
-            return numpy(out[3]), al, be, numpy(out[4]), [numpy(x) for x in out[5]]
+            return numpy(out[3])[:R], al, be, numpy(out[4])[:R], [numpy(x)[:R] for x in out[5]]
         return lb, al, be
 
     # ------------------------------------------------------------- root

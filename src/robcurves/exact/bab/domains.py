@@ -40,10 +40,10 @@ class BabSettings:
 
     batch: int = 64
     iters_root: int = 30
-    iters: int = 10
+    iters: int = 5
     lr_alpha: float = 0.1
     lr_beta: float = 0.05
-    fsb: int = 64
+    fsb: int = 128
     fsb_rows: int = 16384
     max_domains: int = 200_000
     use_beta: bool = True
