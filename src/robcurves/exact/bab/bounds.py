@@ -220,7 +220,8 @@ class BoundEngine:
         lam_x = ops.reshape(coef[0], (-1, g.n_inputs))
         val, xs = linear_lower(lam_x, x0, dlo, dhi, radius, self.p, want_argmin)
         lb = val + const - err * (1.0 + 1e-9) - self.slack64 * slack
-        return lb, xs, [lams[k] for k in sorted(lams)]
+        # With ``want_lams``: the coefficients on every ReLU output, then on the input.
+        return lb, xs, ([lams[k] for k in sorted(lams)] + [lam_x] if want_lams else [])
 
     def _backward_estimate(self, start, C, lows, ups, alphas, betas, signs, x0, dlo, dhi, radius):
         """The bound of :meth:`_backward` without rounding terms, in the dtype of ``C``."""

@@ -221,8 +221,10 @@ class Query:
         return self.eng.margin_rows(self.y, cls)
 
     # ------------------------------------------------------------ evaluation
-    def _evaluate(self, S, A, B, cls, iters: int, L, H):
-        """Bound rows (alpha-beta ascent from ``A``/``B``), then one full pass for branching and the attack."""
+    def _evaluate(self, S, A, B, cls, iters: int, L, H, decide: bool = True):
+        """Bound rows (alpha-beta ascent from ``A``/``B``), then one full pass for branching and the attack.
+
+        Split decisions (``decide``) are made only for rows left unproven."""
         L, H = self._refine(S, L, H)
         signs, alphas, betas = self._dense(S, A, B)
         lows, ups = self._dense_bounds(L, H)
@@ -230,39 +232,116 @@ class Query:
         lb, alphas, betas, xs, lams = self.eng.optimise(
             self.root, self.K, C, alphas, betas, signs, iters=iters, lr_alpha=self.cfg.lr_alpha,
             lr_beta=self.cfg.lr_beta, stop_at=0.0, use_beta=self.cfg.use_beta, lows=lows, ups=ups, full=True)
+        lam_x, lams = lams[-1], lams[:-1]
         # Neurons that a subdomain's own bounds made stable are settled: not worth a split.
         settled = np.where((L >= 0) | (H <= 0), 1, 0).astype(np.int8)
-        score = babsr_scores(lams, self.root.lower, self.root.upper, self.biases, self.idx, S + settled * (S == 0))
-        if self.cfg.fsb > 1:
-            split = self._fsb(S, A, B, cls, alphas, betas, score, L, H)
-        else:
-            split = top_candidates(score, 1)[:, 0]
+        split = np.full(len(lb), -1, dtype=np.int64)
+        todo = np.flatnonzero(lb <= 0) if decide else np.zeros(0, dtype=np.int64)
+        if len(todo):
+            score = babsr_scores([lam[todo] for lam in lams], self.root.lower, self.root.upper, self.biases, self.idx,
+                                 S[todo] + settled[todo] * (S[todo] == 0))
+            if self.cfg.fsb > 1:
+                split[todo] = self._fsb(S[todo], A[todo], B[todo], cls[todo], [a[todo] for a in alphas],
+                                        [b[todo] for b in betas], score, L[todo], H[todo],
+                                        [lam[todo] for lam in lams], lam_x[todo])
+            else:
+                split[todo] = top_candidates(score, 1)[:, 0]
         return lb, self._compact(alphas), self._compact(betas), split, xs, L, H
 
-    def _fsb(self, S, A, B, cls, alphas, betas, score, L, H):
+    def _fsb(self, S, A, B, cls, alphas, betas, score, L, H, lams, lam_x):
         """Filtered smart branching: estimate both children of the top candidates of every
-        subdomain (one batched float32 pass) and keep the candidate whose worse child is best."""
+        subdomain and keep the candidate whose worse child is best.
+
+        Candidates of the first ReLU layer (when it sits on an affine map of the input) are
+        estimated by a rank-one update of the parent's bound: the split changes only that
+        neuron's coefficient ``Delta`` on ``z_j = w_j . x + b_j``, so the child's bound is
+        about ``min (lam_x + Delta w_j) . x + Delta b_j + (the intercept it no longer pays)``,
+        with the parent's relaxation below kept (exact here: there is none). Other
+        candidates get one batched float32 estimate pass. Estimates choose splits only.
+        """
         k = max(self.cfg.fsb, self.cfg.fsb_rows // max(2 * len(S), 1))
         cand = top_candidates(score, k)  # (R, k), -1 where none
         R, k = cand.shape
-        signs, _, _ = self._dense(S, A, B)
-        lows, ups = self._dense_bounds(L, H)
-        lows, ups = self.eng.apply_splits(lows, ups, signs)
         rr, jj = np.nonzero(cand >= 0)
         if len(rr) == 0:
             return cand[:, 0]
         col = cand[rr, jj]
         layer = np.searchsorted(self.off, col, side="right") - 1
         unit = np.concatenate(self.idx)[col] if self.U else col
-        parent = np.concatenate([rr, rr])
-        sign = np.concatenate([np.ones(len(rr)), -np.ones(len(rr))])
-        est = self.eng.fsb_children(self.root, self.K, self._rows(cls), lows, ups, alphas, betas, signs, parent,
-                                    np.concatenate([layer, layer]), np.concatenate([unit, unit]), sign)
-        worse = np.minimum(est[: len(rr)], est[len(rr):])
+        worse = np.full(len(rr), -np.inf)
+        first = (layer == 0) & (self._rows0 is not None)
+        if first.any():
+            worse[first] = self._fsb_rank_one(rr[first], col[first], lams[0], lam_x, alphas[0], L, H, S)
+        rest = np.flatnonzero(~first)
+        if len(rest):
+            signs, _, _ = self._dense(S, A, B)
+            lows, ups = self._dense_bounds(L, H)
+            lows, ups = self.eng.apply_splits(lows, ups, signs)
+            r2 = rr[rest]
+            est = self.eng.fsb_children(self.root, self.K, self._rows(cls), lows, ups, alphas, betas, signs,
+                                        np.concatenate([r2, r2]), np.concatenate([layer[rest], layer[rest]]),
+                                        np.concatenate([unit[rest], unit[rest]]),
+                                        np.concatenate([np.ones(len(rest)), -np.ones(len(rest))]))
+            # the pass includes the constants the rank-one estimate leaves out: compare like with like
+            base = self.eng.fsb_children(self.root, self.K, self._rows(cls), lows, ups, alphas, betas, signs,
+                                         np.arange(R), np.full(R, -1), np.zeros(R, int), np.zeros(R))
+            worse[rest] = np.minimum(est[: len(rest)], est[len(rest):]) - base[r2] + self._fsb_base(lam_x)[r2]
         val = np.full((R, k), -np.inf)
         val[rr, jj] = worse
         best = np.argmax(val, axis=1)
         return np.where(np.isfinite(val[np.arange(R), best]), cand[np.arange(R), best], cand[:, 0])
+
+    @property
+    def _rows0(self):
+        """``(W, b)``: the first ReLU layer's root-unstable units as affine functions of the input
+        (rows ``(U_0, n)``), when that layer's input is an affine map of the input; else None."""
+        if not hasattr(self, "_rows0_cache"):
+            g = self.eng.g
+            nd = g.nodes[g.pre[0]] if g.pre else None
+            self._rows0_cache = None
+            if nd is not None and nd.kind in ("dense", "conv2d") and nd.inputs == (0,) and len(self.idx[0]):
+                from robcurves.exact.bab.ops import numpy as to_np, tensor
+
+                E = np.zeros((len(self.idx[0]), nd.n))
+                E[np.arange(len(self.idx[0])), self.idx[0]] = 1.0
+                W = to_np(g.transpose(g.pre[0], tensor(E.reshape(-1, *nd.shape)))).reshape(len(E), -1)
+                self._rows0_cache = (W, nd.bias[self.idx[0]])
+        return self._rows0_cache
+
+    def _fsb_base(self, lam_x):
+        """The input part of the parents' bounds, ``min lam_x . x`` (float32 estimate)."""
+        return self._concretize32(lam_x)
+
+    def _concretize32(self, lam):
+        from robcurves.exact.bab.concretize import linear_lower
+        from robcurves.exact.bab.ops import numpy as to_np, tensor
+
+        b = self.root.ball
+        out = []
+        for s in range(0, len(lam), 4096):
+            part = lam[s:s + 4096]
+            val, _ = linear_lower(tensor(part, "float32"), tensor(b.x0[None], "float32"), tensor(b.dlo[None], "float32"),
+                                  tensor(b.dhi[None], "float32"), tensor(np.array([b.radius]), "float32"),
+                                  self.eng.p)
+            out.append(to_np(val))
+        return np.concatenate(out) if out else np.zeros(0)
+
+    def _fsb_rank_one(self, rr, col, lam0, lam_x, alpha0, L, H, S):
+        """Rank-one estimates (worse child, input part + constant change) of first-layer candidates."""
+        W, b = self._rows0
+        j = col - self.off[0]  # row of W
+        u = self.idx[0][j]
+        lam = lam0[rr, u]
+        lo, hi = L[rr, col], H[rr, col]
+        s = hi / np.where(hi - lo > 0, hi - lo, 1.0)
+        a = np.clip(alpha0[rr, u], 0.0, 1.0)
+        c_old = np.where(lam >= 0, a * lam, s * lam)
+        gain = np.where(lam < 0, lam * s * lo, 0.0)  # the upper line's intercept it no longer pays
+        est = []
+        for delta in (lam - c_old, -c_old):  # active child, inactive child
+            rows = lam_x[rr] + delta[:, None] * W[j]
+            est.append(self._concretize32(rows) + delta * b[j] + gain)
+        return np.minimum(est[0], est[1])
 
     def _leaf_witness(self, S, cls, deadline: float, max_leaves: int = 8):
         """Closest adversarial points of unproven linear regions (:mod:`.leaf`), float32-checked."""
@@ -355,7 +434,7 @@ class Query:
             if np.any(store.split == -2):
                 todo = np.flatnonzero(store.split == -2)[: 2 * self.cfg.batch]
                 S, A, B, lb_p, cls_p, sp, L, H = store.take(todo)
-                lb, A, B, split, xs, L, H = self._evaluate(S, A, B, cls_p, iters0, L, H)
+                lb, A, B, split, xs, L, H = self._evaluate(S, A, B, cls_p, iters0, L, H, decide=branch)
                 if init is None:
                     res.info["root_lb"].update({int(k): float(v) for k, v in zip(cls_p, lb)})
                 res.domains += len(lb)

@@ -94,6 +94,11 @@ class WitnessChecker:
         return best[0], best[1], int(np.argmax(z[0]))
 
 
+def _bab_done(queries: list) -> bool:
+    """True once a branch-and-bound query has run (the first one secures a lower bound)."""
+    return any(q.get("bab") for q in queries)
+
+
 @dataclass
 class SearchSettings:
     """``rel_tol``: stop when ``upper - lower <= rel_tol upper``; ``strategy``:
@@ -195,26 +200,26 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
         if hi_b - lo_b <= 0.5 * cfg.rel_tol * top:
             break
         r = 0.5 * (lo_b + hi_b) if lo_b > 0 else hi_b * 0.8
-    # 2./3. branch and bound: the attack's radius first, then down in growing steps from a
-    # radius that could not be proven (importing its open subdomains), and up by bisection
-    # from one that was.
-    last = None
-    step = cfg.rel_tol
+    # 2./3. branch and bound. ``top_down``: while the bracket is wide, one bisection step
+    # secures a lower bound; then the attack's radius (less the tolerance); then bisection
+    # of what is left (importing the open subdomains of a failed query above).
+    top_tried = False
     while time.perf_counter() < deadline and not done():
         hi = min(st["upper"], failed_above) if math.isfinite(st["upper"]) else min(top, failed_above)
         left = deadline - time.perf_counter()
-        if last in (None, "attacked") and cfg.strategy == "top_down" and math.isfinite(st["upper"]):
+        wide = proven < (1 - 3 * cfg.rel_tol) * hi
+        secure = wide and not _bab_done(queries)
+        if cfg.strategy == "top_down" and not top_tried and math.isfinite(st["upper"]) and not secure:
             r = st["upper"] * (1 - 0.9 * cfg.rel_tol)
             budget = cfg.top_share * left
-        elif last == "unknown" and cfg.strategy == "top_down":
-            r = max(hi * (1 - step), 0.5 * (proven + hi))
-            step = min(2 * step, 0.25)
-            budget = 0.5 * left
+            top_tried = True
         else:
             r = 0.5 * (proven + hi)
-            budget = 0.5 * left
+            budget = (0.25 if secure else 0.5) * left
         if r <= proven * (1 + 1e-9) or hi - proven <= 0.25 * cfg.rel_tol * max(hi, 1e-12):
             break
-        last = ask(r, budget, bab=True)
+        out = ask(r, budget, bab=True)
+        if out == "attacked":
+            top_tried = False  # a closer witness: its radius is the new top
     lower = min(lower_cert(), st["upper"])
     return SearchResult(lower, st["upper"], st["witness"], int(st["cls"]), proven, time.perf_counter() - t0, queries)
