@@ -36,19 +36,18 @@ include: "rules/cluster.smk"
 rule all_figures:
     default_target: True
     input:
-        all_figure_files(),
-        exact_figure_files(config),
+        targets.all_figure_files(config),
 
 
 rule all_curves:
     input:
-        all_curve_files(),
+        targets.all_curve_files(config),
 
 
 # A target named after every figure and table, e.g. `snakemake --cores 8 fig2_digits`
-# builds that figure alone (rules/common.smk: named_target_outputs).
+# builds that figure alone (robcurves.targets.named_target_outputs).
 _RULE_NAMES = {r.name for r in workflow.rules}
-for _target, _files in named_target_outputs().items():
+for _target, _files in targets.named_target_outputs(config).items():
     if _target in _RULE_NAMES:
         raise WorkflowError(
             f"figures.robustness_curves.{_target.removeprefix('gallery_')}: the target {_target!r} would clash "

@@ -108,41 +108,44 @@ def load_benchmark_model(name: str, n: int):
     raise ValueError(f"unknown benchmark model {name!r}")
 
 
+#: layer kinds of the network description that foolbox_worker.LayerNet builds
+FOOLBOX_LAYERS = ("conv2d", "dense", "relu", "flatten", "reshape", "max_pooling2d", "average_pooling2d",
+                  "global_average_pooling2d")
+
+
 def export_layers(model) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """The model as a plain layer list (conv2d, dense, relu, flatten) plus weights."""
-    import keras
+    """The model as a plain layer list plus weights, from its network description.
 
+    A chain of the kinds in :data:`FOOLBOX_LAYERS` (fused activations, BatchNorm and
+    normalisation already split or folded by the description); anything else is rejected
+    by name.
+    """
+    from robcurves.network import Network, from_keras
+
+    net = model if isinstance(model, Network) else from_keras(model)
+    if not net.is_chain:
+        raise ValueError("the foolbox export needs a chain of layers (no residual additions)")
     layers, arrays = [], {}
-
-    def act(layer):
-        a = getattr(layer, "activation", None)
-        name = getattr(a, "__name__", "linear") if a is not None else "linear"
-        if name == "relu":
-            layers.append({"kind": "relu"})
-        elif name != "linear":
-            raise ValueError(f"layer {layer.name}: activation {name!r} is not supported by the export")
-
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        if isinstance(layer, keras.layers.Conv2D):
-            w, b = (np.asarray(v, np.float32) for v in layer.get_weights())
-            arrays[f"w{len(layers)}"], arrays[f"b{len(layers)}"] = w, b
-            layers.append({"kind": "conv2d", "strides": list(layer.strides), "padding": layer.padding})
-            act(layer)
-        elif isinstance(layer, keras.layers.Dense):
-            w, b = (np.asarray(v, np.float32) for v in layer.get_weights())
-            arrays[f"w{len(layers)}"], arrays[f"b{len(layers)}"] = w, b
-            layers.append({"kind": "dense"})
-            act(layer)
-        elif isinstance(layer, keras.layers.ReLU):
-            layers.append({"kind": "relu"})
-        elif isinstance(layer, keras.layers.Activation):
-            act(layer)
-        elif isinstance(layer, keras.layers.Flatten):
-            layers.append({"kind": "flatten"})
-        else:
-            raise ValueError(f"layer {layer.name} ({type(layer).__name__}) is not supported by the export")
+    for node in net.nodes[1:]:
+        layer, kind = node.layer, node.layer.kind
+        if kind not in FOOLBOX_LAYERS:
+            raise ValueError(f"layer {node.name!r} ({kind}) is not supported by the export; supported: "
+                             f"{', '.join(FOOLBOX_LAYERS)}")
+        i = len(layers)
+        entry: dict = {"kind": kind}
+        if kind in ("conv2d", "dense"):
+            w = layer.numpy("W").astype(np.float32)
+            arrays[f"w{i}"] = w
+            arrays[f"b{i}"] = (layer.numpy("b") if "b" in layer.params else np.zeros(w.shape[-1])).astype(np.float32)
+        if kind in ("conv2d", "max_pooling2d", "average_pooling2d"):
+            if layer.padding_name is None:
+                raise ValueError(f"layer {node.name!r} ({kind}): pads {layer.pads} are not TensorFlow's same/valid")
+            entry.update(strides=list(layer.strides), padding=layer.padding_name)
+        if kind in ("max_pooling2d", "average_pooling2d"):
+            entry["pool"] = list(layer.pool)
+        if kind == "reshape":
+            entry["target"] = list(layer.target)
+        layers.append(entry)
     return layers, arrays
 
 

@@ -1,6 +1,6 @@
 """Benchmark: exact nearest inter-/intra-class distances on the 10,000 MNIST test points.
 
-Times ``robcurves.distances.nearest_neighbour_distances`` (linf, l2, l1 together) and a
+Times ``robcurves.scale.nearest_neighbour_distances`` (linf, l2, l1 together) and a
 straightforward reference on the same data in the same run: ``scipy.spatial.distance.cdist``
 in row blocks against all points, then a masked minimum. The reference is timed on the
 first ``--ref-rows`` rows (default 1,000: 10% of the work) and extrapolated linearly to all
@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 from scipy.spatial.distance import cdist  # noqa: E402
 
 from robcurves.data import read_idx  # noqa: E402
-from robcurves.distances import default_threads, nearest_neighbour_distances  # noqa: E402
+from robcurves.scale import default_threads, nearest_neighbour_distances  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_MNIST = HERE.parents[0].parent / "shared" / "reference" / "mnist"
@@ -99,7 +99,7 @@ def main() -> None:
     print("max abs diff: our distances vs cdist (float64 on the float32 pixels) on the timed rows.")
 
     if args.tiny:
-        from robcurves.distances import gpu_visible
+        from robcurves.scale import gpu_visible
 
         if not gpu_visible():
             print("--tiny: no GPU visible, skipped")

@@ -49,6 +49,13 @@ class LayerNet:
                 x = tf.nn.relu(x)
             elif kind == "flatten":
                 x = tf.reshape(x, (tf.shape(x)[0], -1))
+            elif kind == "reshape":
+                x = tf.reshape(x, (tf.shape(x)[0], *layer["target"]))
+            elif kind in ("max_pooling2d", "average_pooling2d"):
+                pool = tf.nn.max_pool2d if kind == "max_pooling2d" else tf.nn.avg_pool2d
+                x = pool(x, layer["pool"], layer["strides"], layer["padding"].upper())
+            elif kind == "global_average_pooling2d":
+                x = tf.reduce_mean(x, axis=[1, 2])
             else:
                 raise ValueError(f"unknown layer kind {kind!r}")
         return x

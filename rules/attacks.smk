@@ -10,18 +10,18 @@ def attack_params(norm):
 
 rule attack_shard:
     input:
-        model="results/models/{dataset}/{model}/model.keras",
-        sidecar="results/models/{dataset}/{model}/model.json",
-        data="results/data/{dataset}/test.npz",
+        model=paths.MODEL,
+        sidecar=paths.MODEL_SIDECAR,
+        data=paths.fill(paths.DATA, split="test"),
     output:
-        "results/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.npz",
+        paths.ATTACK_SHARD,
     params:
         attack=lambda wc: attack_params(wc.norm),
         n_points=config["attacks"]["n_points"],
     log:
-        "logs/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.log",
+        paths.log("attack_shard"),
     benchmark:
-        "logs/benchmarks/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.tsv"
+        paths.benchmark("attack_shard")
     threads: config["attacks"]["threads"]
     resources:
         mem_mb=4000,

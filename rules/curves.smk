@@ -3,17 +3,17 @@
 
 rule merge_curve:
     input:
-        shards=lambda wc: shard_files(wc.dataset, wc.model, wc.norm),
-        data="results/data/{dataset}/test.npz",
+        shards=lambda wc: targets.attack_shard_files(config, wc.dataset, wc.model, wc.norm),
+        data=paths.fill(paths.DATA, split="test"),
     output:
-        "results/curves/{dataset}/{model}/{norm}.json",
+        paths.CURVE,
     params:
         n_points=config["attacks"]["n_points"],
         label=lambda wc: config["models"][wc.model].get("label", wc.model),
         model=lambda wc: config["models"][wc.model],
         attack=lambda wc: attack_params(wc.norm),
     log:
-        "logs/curves/{dataset}/{model}/{norm}.log",
+        paths.log("merge_curve"),
     threads: 1
     resources:
         mem_mb=1000,

@@ -3,12 +3,12 @@
 
 rule download_dataset:
     output:
-        "results/raw/{dataset}/manifest.json",
+        paths.RAW_MANIFEST,
     params:
         name=lambda wc: _dataset_spec(wc).get("download", wc.dataset),
         spec=_dataset_spec,
     log:
-        "logs/download/{dataset}.log",
+        paths.log("download_dataset"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -23,12 +23,12 @@ rule prepare_dataset:
     input:
         _raw_manifest,
     output:
-        train="results/data/{dataset}/train.npz",
-        test="results/data/{dataset}/test.npz",
+        train=paths.fill(paths.DATA, split="train"),
+        test=paths.fill(paths.DATA, split="test"),
     params:
         spec=_dataset_spec,
     log:
-        "logs/data/{dataset}.log",
+        paths.log("prepare_dataset"),
     threads: 1
     resources:
         mem_mb=lambda wc: _dataset_spec(wc)["mem_mb"],

@@ -1,38 +1,37 @@
 # Data-set scale (Table 2, Figure 5): exact nearest inter-/intra-class distances per point.
 #
-# Config (all keys optional here; the schema gives the defaults):
+# Config (the `scale:` section; the schema gives the defaults, config/config.yaml documents them):
 #   scale:
-#     datasets: [digits, ...]   # prepared data sets (results/data/{dataset}/{split}.npz)
+#     datasets: [digits, ...]   # prepared data sets
 #     split: test               # which split's points
 #     min_distance: 1.0e-4      # nearest distances below this are dropped (and counted)
 #     intra: true               # overlay intra-class CDFs in Figure 5
 #     thresholds: {linf: [0.1, 0.3, 0.0313725], l2: [], l1: []}
 #     gpu: 0                    # GPUs to request per distance job (SLURM)
 
+from robcurves.norms import NORMS as _ALL_NORMS
 
-# (helpers as lambdas keep `snakemake --lint` quiet; they could move to rules/common.smk)
-_scale = lambda key, default: (config.get("scale") or {}).get(key, default)
-SCALE_DISTANCE_FILES = [f"results/distances/{d}.npz" for d in _scale("datasets", [])]
+SCALE = config["scale"]
 
 
 rule nearest_distances:
     input:
-        lambda wc: f"results/data/{wc.dataset}/{_scale('split', 'test')}.npz",
+        paths.fill(paths.DATA, split=SCALE["split"]),
     output:
-        "results/distances/{dataset}.npz",
+        paths.DISTANCES,
     params:
-        norms=["linf", "l2", "l1"],
+        norms=list(_ALL_NORMS),
     log:
-        "logs/distances/{dataset}.log",
+        paths.log("nearest_distances"),
     benchmark:
-        "logs/benchmarks/distances/{dataset}.tsv"
+        paths.benchmark("nearest_distances")
     threads: 8
     resources:
         # the float32 points, two int16 copies and per-thread tiles; the .npz is compressed
         mem_mb=lambda wc, input: int(2000 + 8 * input.size_mb),
         # minutes; MNIST takes well under one, Tiny-ImageNet hours on a CPU
         runtime=lambda wc, input: int(60 + input.size_mb / 5),
-        gpu=_scale("gpu", 0),  # with a GPU visible the tiles run on it (TensorFlow)
+        gpu=SCALE["gpu"],  # with a GPU visible the tiles run on it (TensorFlow)
     conda:
         "../environment.yml"
     script:
@@ -41,22 +40,22 @@ rule nearest_distances:
 
 rule table2:
     input:
-        SCALE_DISTANCE_FILES,
+        targets.distance_files(config),
     output:
         csv=report(
-            "results/tables/table2.csv",
+            paths.table(paths.TABLE2, "csv"),
             caption="../workflow/report/table2.rst",
             category="Tables",
             subcategory="Table 2: data-set scale",
-            labels={"table": "table2", "format": "CSV"},
+            labels={"table": paths.TABLE2, "format": "CSV"},
         ),
-        md="results/tables/table2.md",
-        tex="results/tables/table2.tex",
+        md=paths.table(paths.TABLE2, "md"),
+        tex=paths.table(paths.TABLE2, "tex"),
     params:
-        datasets=_scale("datasets", []),
-        min_distance=_scale("min_distance", 1.0e-4),
+        datasets=SCALE["datasets"],
+        min_distance=SCALE["min_distance"],
     log:
-        "logs/tables/table2.log",
+        paths.log("table2"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -69,29 +68,29 @@ rule table2:
 
 rule fig5:
     input:
-        SCALE_DISTANCE_FILES,
+        targets.distance_files(config),
     output:
         pdf=report(
-            "results/figures/fig5_scale.pdf",
+            paths.figure(paths.SCALE_FIGURE, "pdf"),
             caption="../workflow/report/fig5.rst",
             category="Figures",
             subcategory="Fig. 5: data-set scale",
-            labels={"figure": "fig5_scale", "format": "PDF"},
+            labels={"figure": paths.SCALE_FIGURE, "format": "PDF"},
         ),
         png=report(
-            "results/figures/fig5_scale.png",
+            paths.figure(paths.SCALE_FIGURE, "png"),
             caption="../workflow/report/fig5.rst",
             category="Figures",
             subcategory="Fig. 5: data-set scale",
-            labels={"figure": "fig5_scale", "format": "PNG"},
+            labels={"figure": paths.SCALE_FIGURE, "format": "PNG"},
         ),
     params:
-        datasets=_scale("datasets", []),
-        min_distance=_scale("min_distance", 1.0e-4),
-        intra=_scale("intra", True),
-        thresholds=_scale("thresholds", {}),
+        datasets=SCALE["datasets"],
+        min_distance=SCALE["min_distance"],
+        intra=SCALE["intra"],
+        thresholds=SCALE["thresholds"],
     log:
-        "logs/figures/fig5_scale.log",
+        paths.log("fig5"),
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,36 +1,28 @@
 # Exact minimal perturbations (MILP), one job per (data set, model, norm, shard), merged per
 # norm, and the figure "exact vs. approximate robustness curves". Reads the `exact:` config
 # section; the attack shards of the same (data set, model, norm), where the config runs that
-# norm, warm-start every point. Helpers: robcurves.exact.pipeline.
+# norm, warm-start every point. Files: robcurves.targets; job helpers: robcurves.exact.stage.
 
-from robcurves.exact.pipeline import (
-    exact_attack_files,
-    exact_figure_files,
-    exact_labels,
-    exact_merged_files,
-    exact_runtime_minutes,
-    exact_section,
-    exact_shard_files,
-    exact_tolerance,
-)
+from robcurves.exact.stage import exact_runtime_minutes, exact_tolerance
 
 
 rule exact_shard:
     input:
-        unpack(lambda wc: model_files(wc.dataset, wc.model)),
-        data="results/data/{dataset}/test.npz",
-        attacks=lambda wc: exact_attack_files(config, wc.dataset, wc.model, wc.norm),
+        model=paths.MODEL,
+        sidecar=paths.MODEL_SIDECAR,
+        data=paths.fill(paths.DATA, split="test"),
+        attacks=lambda wc: targets.exact_attack_files(config, wc.dataset, wc.model, wc.norm),
     output:
-        "results/exact/{dataset}/{model}/{norm}/shard{shard}of{nshards}.npz",
+        paths.EXACT_SHARD,
     params:
-        exact=exact_section(config),
-        n_points=int(exact_section(config).get("n_points", 20)),
+        exact=config["exact"],
+        n_points=config["exact"]["n_points"],
         julia_project=str(Path(workflow.basedir) / "workflow" / "julia"),
     log:
-        "logs/exact/{dataset}/{model}/{norm}/shard{shard}of{nshards}.log",
+        paths.log("exact_shard"),
     benchmark:
-        "logs/benchmarks/exact/{dataset}/{model}/{norm}/shard{shard}of{nshards}.tsv"
-    threads: int(exact_section(config).get("threads", 1))
+        paths.benchmark("exact_shard")
+    threads: config["exact"]["threads"]
     resources:
         mem_mb=4000,
         runtime=exact_runtime_minutes(config),
@@ -42,13 +34,13 @@ rule exact_shard:
 
 rule exact_merge:
     input:
-        shards=lambda wc: exact_shard_files(config, wc.dataset, wc.model, wc.norm),
+        shards=lambda wc: targets.exact_shard_files(config, wc.dataset, wc.model, wc.norm),
     output:
-        "results/exact/{dataset}/{model}/{norm}.json",
+        paths.EXACT_MERGED,
     params:
-        n_points=int(exact_section(config).get("n_points", 20)),
+        n_points=config["exact"]["n_points"],
     log:
-        "logs/exact/{dataset}/{model}/{norm}.merge.log",
+        paths.log("exact_merge"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -61,34 +53,34 @@ rule exact_merge:
 
 rule exact_figure:
     input:
-        exact_merged_files(config),
+        targets.exact_merged_files(config),
     output:
         pdf=report(
-            "results/figures/exact_vs_approx.pdf",
+            paths.figure(paths.EXACT_FIGURE, "pdf"),
             caption="../workflow/report/exact_vs_approx.rst",
             category="Figures",
             subcategory="Exact vs. approximate",
-            labels={"figure": "exact_vs_approx", "format": "PDF"},
+            labels={"figure": paths.EXACT_FIGURE, "format": "PDF"},
         ),
         png=report(
-            "results/figures/exact_vs_approx.png",
+            paths.figure(paths.EXACT_FIGURE, "png"),
             caption="../workflow/report/exact_vs_approx.rst",
             category="Figures",
             subcategory="Exact vs. approximate",
-            labels={"figure": "exact_vs_approx", "format": "PNG"},
+            labels={"figure": paths.EXACT_FIGURE, "format": "PNG"},
         ),
         stats=report(
-            "results/tables/exact_gap_statistics.csv",
+            paths.table(paths.EXACT_GAPS, "csv"),
             caption="../workflow/report/exact_vs_approx.rst",
             category="Tables",
             subcategory="Exact vs. approximate: gap statistics",
-            labels={"table": "exact_gap_statistics", "format": "CSV"},
+            labels={"table": paths.EXACT_GAPS, "format": "CSV"},
         ),
     params:
-        labels=exact_labels(config),
+        labels=targets.exact_labels(config),
         tolerance=exact_tolerance(config),
     log:
-        "logs/figures/exact_vs_approx.log",
+        paths.log("exact_figure"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -101,4 +93,4 @@ rule exact_figure:
 
 rule all_exact:
     input:
-        exact_merged_files(config),
+        targets.exact_merged_files(config),

@@ -11,17 +11,17 @@ report: "../workflow/report/workflow.rst"
 
 rule figure_robustness_curves:
     input:
-        lambda wc: figure_curve_files(wc.name),
+        lambda wc: targets.figure_curve_files(config, wc.name),
     output:
         pdf=report(
-            "results/figures/curves_{name}.pdf",
+            paths.figure(paths.CURVES_FIGURE, "pdf"),
             caption=f"{CAPTIONS}/robustness_curves.rst",
             category="Figures",
             subcategory="Robustness curves",
             labels={"figure": "{name}", "format": "PDF"},
         ),
         png=report(
-            "results/figures/curves_{name}.png",
+            paths.figure(paths.CURVES_FIGURE, "png"),
             caption=f"{CAPTIONS}/robustness_curves.rst",
             category="Figures",
             subcategory="Robustness curves",
@@ -30,7 +30,7 @@ rule figure_robustness_curves:
     params:
         spec=lambda wc: config["figures"]["robustness_curves"][wc.name],
     log:
-        "logs/figures/curves_{name}.log",
+        paths.log("figure_robustness_curves"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -43,33 +43,33 @@ rule figure_robustness_curves:
 
 rule curves_figures:
     input:
-        robustness_figure_files(),
+        targets.robustness_figure_files(config),
 
 
 rule figure_gallery:
     input:
-        lambda wc: gallery_input_files(wc.name),
+        lambda wc: targets.gallery_input_files(config, wc.name),
     output:
         pdf=report(
-            "results/figures/gallery_{name}.pdf",
+            paths.figure(paths.GALLERY_FIGURE, "pdf"),
             caption=f"{CAPTIONS}/gallery.rst",
             category="Figures",
             subcategory="Gallery of minimal adversarial examples",
-            labels={"figure": "gallery_{name}", "format": "PDF"},
+            labels={"figure": paths.GALLERY_FIGURE, "format": "PDF"},
         ),
         png=report(
-            "results/figures/gallery_{name}.png",
+            paths.figure(paths.GALLERY_FIGURE, "png"),
             caption=f"{CAPTIONS}/gallery.rst",
             category="Figures",
             subcategory="Gallery of minimal adversarial examples",
-            labels={"figure": "gallery_{name}", "format": "PNG"},
+            labels={"figure": paths.GALLERY_FIGURE, "format": "PNG"},
         ),
     params:
         spec=lambda wc: config["figures"]["robustness_curves"][wc.name],
-        entries=lambda wc: gallery_entries(wc.name),
+        entries=lambda wc: targets.gallery_entries(config, wc.name),
         quantiles=[0.1, 0.5, 0.9],
     log:
-        "logs/figures/gallery_{name}.log",
+        paths.log("figure_gallery"),
     threads: 1
     resources:
         mem_mb=2000,
@@ -83,23 +83,23 @@ rule figure_gallery:
 rule fig1_toy:
     output:
         pdf=report(
-            "results/figures/fig1_toy.pdf",
+            paths.figure(paths.TOY_FIGURE, "pdf"),
             caption=f"{CAPTIONS}/fig1_toy.rst",
             category="Figures",
             subcategory="Fig. 1: toy illustration",
-            labels={"figure": "fig1_toy", "format": "PDF"},
+            labels={"figure": paths.TOY_FIGURE, "format": "PDF"},
         ),
         png=report(
-            "results/figures/fig1_toy.png",
+            paths.figure(paths.TOY_FIGURE, "png"),
             caption=f"{CAPTIONS}/fig1_toy.rst",
             category="Figures",
             subcategory="Fig. 1: toy illustration",
-            labels={"figure": "fig1_toy", "format": "PNG"},
+            labels={"figure": paths.TOY_FIGURE, "format": "PNG"},
         ),
     params:
         seed=config["seed"],
     log:
-        "logs/figures/fig1_toy.log",
+        paths.log("fig1_toy"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -112,22 +112,22 @@ rule fig1_toy:
 
 rule table1:
     input:
-        curves=all_curve_files(),
-        exact=exact_merged_files(config),  # a certified column where exact results exist
+        curves=targets.all_curve_files(config),
+        exact=targets.exact_merged_files(config),  # a certified column where exact results exist
     output:
         csv=report(
-            "results/tables/table1_robust_error.csv",
+            paths.table(paths.TABLE1, "csv"),
             caption=f"{CAPTIONS}/table1.rst",
             category="Tables",
             subcategory="Table 1: point-wise robust error",
-            labels={"table": "table1_robust_error", "format": "CSV"},
+            labels={"table": paths.TABLE1, "format": "CSV"},
         ),
-        md="results/tables/table1_robust_error.md",
-        tex="results/tables/table1_robust_error.tex",
+        md=paths.table(paths.TABLE1, "md"),
+        tex=paths.table(paths.TABLE1, "tex"),
     params:
         spec=config["tables"]["robust_error"],
     log:
-        "logs/tables/table1.log",
+        paths.log("table1"),
     threads: 1
     resources:
         mem_mb=1000,
@@ -140,22 +140,22 @@ rule table1:
 
 rule crossings:
     input:
-        all_curve_files(),
+        targets.all_curve_files(config),
     output:
         csv=report(
-            "results/tables/crossings.csv",
+            paths.table(paths.CROSSINGS, "csv"),
             caption=f"{CAPTIONS}/crossings.rst",
             category="Tables",
             subcategory="Crossings of robustness curves",
-            labels={"table": "crossings", "format": "CSV"},
+            labels={"table": paths.CROSSINGS, "format": "CSV"},
         ),
-        md="results/tables/crossings.md",
-        tex="results/tables/crossings.tex",
+        md=paths.table(paths.CROSSINGS, "md"),
+        tex=paths.table(paths.CROSSINGS, "tex"),
     params:
         spec=config["tables"]["crossings"],
         datasets={m: s["dataset"] for m, s in config["models"].items()},
     log:
-        "logs/tables/crossings.log",
+        paths.log("crossings"),
     threads: 1
     resources:
         mem_mb=1000,

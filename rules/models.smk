@@ -1,18 +1,19 @@
-# Models: train one on a prepared data set, or convert Croce et al.'s .mat file.
+# Models: train one on a prepared data set, convert Croce et al.'s .mat file, or read your
+# own .keras/.h5 or .onnx file (saved as the plain Keras model of its network description).
 
 
 rule build_model:
     input:
         unpack(_model_inputs),
     output:
-        model="results/models/{dataset}/{model}/model.keras",
-        sidecar="results/models/{dataset}/{model}/model.json",
+        model=paths.MODEL,
+        sidecar=paths.MODEL_SIDECAR,
     params:
         spec=model_spec,
     log:
-        "logs/models/{dataset}/{model}.log",
+        paths.log("build_model"),
     benchmark:
-        "logs/benchmarks/models/{dataset}/{model}.tsv"
+        paths.benchmark("build_model")
     threads: 2
     resources:
         mem_mb=4000,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from robcurves.data import read_idx
-from robcurves.distances import nearest_neighbour_distances
+from robcurves.scale import nearest_neighbour_distances
 from robcurves.scale import distance_summary
 
 MNIST = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "mnist"

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from robcurves.distances import (
+from robcurves.scale import (
     cross_class_duplicates,
     grid_scale,
     load_nearest,
@@ -177,9 +177,9 @@ def test_grid_detection():
 @pytest.mark.parametrize("jit", [False, True])
 def test_tensorflow_backend_on_cpu_matches(jit, monkeypatch):
     pytest.importorskip("tensorflow")
-    import robcurves.distances as dist
+    import robcurves.scale.kernels_tf as kernels_tf
 
-    monkeypatch.setattr(dist, "_TF_JIT_ON_CPU", jit)  # True: the XLA tile a GPU would use
+    monkeypatch.setattr(kernels_tf, "TF_JIT_ON_CPU", jit)  # True: the XLA tile a GPU would use
     rng = np.random.default_rng(6)
     x = rng.random((70, 9), dtype=np.float32)
     y = rng.integers(0, 3, 70)

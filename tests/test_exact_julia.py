@@ -74,7 +74,7 @@ def test_mipverify_agrees_with_highs(tmp_path):
                     "'using Pkg; Pkg.instantiate()'")
     from robcurves.data import Dataset, save_dataset
     from robcurves.exact.mipverify import mipverify_shard
-    from robcurves.exact.pipeline import exact_shard
+    from robcurves.exact.stage import exact_shard
     from robcurves.exact.records import load_results
     from robcurves.models import save_model
 
@@ -136,8 +136,10 @@ def test_mipverify_path_follows_the_same_rules(tmp_path, monkeypatch, norm):
     assert att.status[0] == "adversarial"
     adv1 = att.x_adv[0]
     d1 = keras_checker(m, norm).check(adv1, x[1], int(y[1]))[1]
-    np.savez(tmp_path / "att.npz", indices=np.arange(3), distances=np.array([0.0, d1, 0.05], np.float32),
-             x_adv=np.stack([x[0], adv1, x[2]]), status=np.array(["misclassified", "adversarial", "adversarial"]))
+    from attack_shards import warm_start_shard
+
+    warm_start_shard(tmp_path / "att.npz", tmp_path / "model.keras", tmp_path / "test.npz", norm, np.arange(3),
+                     [0.0, d1, 0.05], np.stack([x[0], adv1, x[2]]), ["misclassified", "adversarial", "adversarial"])
     seen = tmp_path / "spec_seen.json"
     julia = tmp_path / "julia"
     julia.write_text(STAND_IN.format(python=sys.executable, seen=str(seen)))

@@ -175,7 +175,7 @@ def test_lenet_small_adapts_to_input(shape, flat):
     assert model.get_layer("fc1").kernel.shape == (flat, 100)
     assert [type(layer).__name__ for layer in model.layers] == [
         "InputLayer", "Conv2D", "ReLU", "Conv2D", "ReLU", "Flatten", "Dense", "ReLU", "Dense"]
-    M.check_conventions(model)
+    assert M.describe(model).kinds() == {"conv2d": 2, "relu": 3, "flatten": 1, "dense": 2}
     out = M.predict_logits(model, np.zeros((2, *shape), dtype=np.float32))
     assert out.shape == (2, 10) and out.dtype == np.float32
 
@@ -194,15 +194,20 @@ def test_builders_are_deterministic_by_seed():
         M.build_model("vgg", (8, 8, 1), 3)
 
 
-def test_check_conventions_rejects_fused_activation_and_softmax():
+def test_saving_rejects_unsupported_layers_by_name_and_softmax_outputs(tmp_path):
     inp = keras.Input((4, 4, 1))
     x = keras.layers.Flatten()(inp)
-    bad = keras.Model(inp, keras.layers.Dense(3, activation="relu")(x))
-    with pytest.raises(ValueError, match="activation must be None"):
-        M.check_conventions(bad)
-    bad = keras.Model(inp, keras.layers.Softmax()(keras.layers.Dense(3)(x)))
-    with pytest.raises(ValueError, match="only InputLayer"):
-        M.check_conventions(bad)
+    side = {"dataset": "toy", "made_by": {"kind": "test"}}
+    bad = keras.Model(inp, keras.layers.Dense(3, activation="tanh", name="tanh_dense")(x))
+    with pytest.raises(ValueError, match="tanh_dense"):
+        M.save_model(bad, tmp_path / "a.keras", side)
+    soft = keras.Model(inp, keras.layers.Softmax()(keras.layers.Dense(3)(x)))
+    with pytest.raises(ValueError, match="ends in a softmax"):
+        M.save_model(soft, tmp_path / "b.keras", side)
+    assert not (tmp_path / "a.keras").exists() and not (tmp_path / "b.keras").exists()
+    # a fused ReLU is fine: the description splits it
+    M.save_model(keras.Model(inp, keras.layers.Dense(3)(keras.layers.Dense(5, activation="relu")(x))),
+                 tmp_path / "c.keras", side)
 
 
 # --------------------------------------------------------------------- save / load
@@ -272,3 +277,73 @@ def test_check_model_fits_and_predict_errors():
     with pytest.raises(ValueError, match="non-finite logits"):
         M.predict_logits(model, np.zeros((2, 8, 8, 1)))
     assert M.predict_logits(M.fc1((1, 1, 2), 2, hidden=3), np.zeros((0, 1, 1, 2))).shape == (0, 2)
+
+
+# --------------------------------------------------------------- your own Keras / ONNX file
+
+def test_model_file_sources_are_checked_before_any_job(tmp_path):
+    from robcurves.config import cross_check, missing_model_files
+
+    cfg = {"datasets": {"d": {}}, "models": {
+        "a": {"dataset": "d", "source": "keras", "path": str(tmp_path / "a.keras")},
+        "b": {"dataset": "d", "source": "onnx", "path": str(tmp_path / "b.onnx")},
+        "c": {"dataset": "d", "source": "onnx", "path": str(tmp_path / "c.keras")},
+        "e": {"dataset": "d", "source": "keras"}}}
+    missing = missing_model_files(cfg)
+    assert any(m.strip() == f"models.a: {tmp_path / 'a.keras'} (source: keras)" for m in missing)
+    assert any("models.b: " in m and "(source: onnx)" in m for m in missing)
+    problems = cross_check(cfg, deep=False)
+    assert any("models.c.path" in p and ".onnx" in p for p in problems)
+    assert any("models.e has source: keras but no path" in p for p in problems)
+    (tmp_path / "a.keras").write_bytes(b"x")
+    assert not any("models.a " in m for m in missing_model_files(cfg))
+
+
+def test_read_model_file_keras_softmax_and_corrupt_files(tmp_path):
+    import hashlib
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(inp)
+    h = keras.layers.BatchNormalization()(h)
+    h = keras.layers.ReLU()(h)
+    out = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(h))
+    src = keras.Model(inp, out)
+    src.save(tmp_path / "soft.keras")
+    warned = []
+    model, made = M.read_model_file(tmp_path / "soft.keras", log=warned.append)
+    assert made["kind"] == "keras" and made["softmax_removed"] is True and warned
+    assert made["sha256"] == hashlib.sha256((tmp_path / "soft.keras").read_bytes()).hexdigest()
+    assert "batch_normalization" not in made["layers"] and made["folded"]
+    x = np.random.default_rng(0).random((4, 8, 8, 1)).astype(np.float32)
+    z = M.predict_logits(model, x)
+    p = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(p / p.sum(1, keepdims=True), np.asarray(src(x)), atol=1e-5)
+    M.save_model(model, tmp_path / "out.keras", {"dataset": "toy", "made_by": made})  # logits: saveable
+    (tmp_path / "bad.keras").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="Keras cannot load this file"):
+        M.read_model_file(tmp_path / "bad.keras")
+    with pytest.raises(FileNotFoundError, match="not found"):
+        M.read_model_file(tmp_path / "nope.onnx")
+
+
+def test_cli_takes_an_onnx_file(tmp_path):
+    import subprocess
+    import sys
+
+    pytest.importorskip("onnx")
+    from test_network_onnx import dynamic_reshape_gap
+
+    import onnx
+
+    onnx.save(dynamic_reshape_gap(np.random.default_rng(0)), str(tmp_path / "m.onnx"))  # (N, 1, 7, 7) NCHW
+    x = np.random.default_rng(1).random((3, 7, 7, 1)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.array([0, 1, 2]))
+    proc = subprocess.run([sys.executable, "-m", "robcurves", "--dataset", str(tmp_path / "d.npz"), "--model_path",
+                           str(tmp_path / "m.onnx"), "--norms", "inf", "--out", str(tmp_path / "o")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert '"norm": "linf"' in proc.stdout and '"n_points": 3' in proc.stdout
+    bad = subprocess.run([sys.executable, "-m", "robcurves", "--dataset", str(tmp_path / "d.npz"), "--model_path",
+                          str(tmp_path / "missing.onnx")], capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and "file not found" in bad.stderr and "Traceback" not in bad.stderr

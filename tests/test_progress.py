@@ -61,7 +61,7 @@ def test_training_logs_every_epoch_with_loss_accuracy_rate_and_eta():
 
 
 def test_nearest_distances_report_per_tile_block():
-    from robcurves.distances import nearest_neighbour_distances
+    from robcurves.scale import nearest_neighbour_distances
 
     rng = np.random.default_rng(0)
     x, y = rng.random((600, 5)).astype(np.float32), rng.integers(0, 3, 600)

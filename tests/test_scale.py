@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from robcurves.distances import nearest_neighbour_distances
 from robcurves.scale import (
     dimensionality,
     distance_summary,
+    nearest_neighbour_distances,
     plot_fig5,
     table2_rows,
     write_table2,
@@ -83,7 +83,7 @@ def test_plot_fig5_writes_pdf_and_png(tmp_path, results):
 
 
 def test_threshold_labels():
-    from robcurves.scale import _threshold_label
+    from robcurves.scale.fig5 import _threshold_label
 
     assert _threshold_label(0.0313725) == "8/255"
     assert _threshold_label(8 / 255) == "8/255"

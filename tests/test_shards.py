@@ -153,7 +153,7 @@ def made_by_this_code(tmp_path):
     import keras
 
     from robcurves.data import Dataset, save_dataset
-    from robcurves.pipeline import attack_settings, merge_curve
+    from robcurves.stages import attack_settings, merge_curve
 
     inp = keras.Input((2, 2, 1))
     model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp)))
@@ -209,3 +209,45 @@ def test_shards_made_before_the_digest_had_a_version_are_refused(tmp_path, made_
     _write_shards(tmp_path, n_points=6, n_shards=2, settings=old)
     with pytest.raises(ValueError, match=r"not recorded"):
         merge()
+
+
+# ----------------------------------------------------------------- the exact stage's warm start
+
+def test_the_exact_stage_reads_attack_shards_with_the_same_checks(made_by_this_code, tmp_path):
+    """The warm start reads shards with the one reader: shards that the attack stage made on this
+    model and data are read; a stale one (other weights, data or box) or a set with mixed
+    settings is refused before any solve, naming the file."""
+    import keras
+
+    from robcurves import models
+    from robcurves.exact.stage import exact_shard, load_attack_warm_start, warm_start_settings
+
+    settings, paths, _ = made_by_this_code
+    inp = keras.Input((2, 2, 1))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp)))
+    sidecar = {"name": "m", "bounds": [0.0, 1.0], "dataset": "toy", "made_by": {"kind": "test"}}
+    data = str(tmp_path / "test.npz")
+    # The shards of made_by_this_code were made on another model (other random weights).
+    expected = warm_start_settings(model, sidecar, settings["data_sha256"], "l2")
+    with pytest.raises(ValueError, match="model_weights_sha256") as err:
+        load_attack_warm_start(paths, np.arange(6), "l2", (2, 2, 1), expected=expected)
+    assert str(paths[0]) in str(err.value)
+    fresh = dict(settings, model_weights_sha256=warm_start_settings(model, sidecar, "", "l2")["model_weights_sha256"])
+    stale = {"model_weights_sha256": "0" * 64, "data_sha256": "f" * 64, "bounds": [-1.0, 1.0]}
+    models.save_model(model, tmp_path / "model.keras", sidecar)
+    for key, value in stale.items():
+        shards = _write_shards(tmp_path / key, n_points=6, n_shards=2, settings=dict(fresh, **{key: value}))
+        with pytest.raises(ValueError, match=key) as err:
+            exact_shard(str(tmp_path / "model.keras"), data, str(tmp_path / "out.npz"), "l2", 0, 1, 6,
+                        {"time_limit": 1}, attack_paths=[str(p) for p in shards])
+        assert str(shards[0]) in str(err.value) and not (tmp_path / "out.npz").exists()
+    good = _write_shards(tmp_path / "good", n_points=6, n_shards=2, settings=fresh)
+    dist, adv = load_attack_warm_start(good, np.arange(6), "l2", (2, 2, 1),
+                                       expected=warm_start_settings(model, sidecar, settings["data_sha256"], "l2"))
+    np.testing.assert_allclose(dist, np.arange(6) / 10, rtol=1e-6)  # _result: distance = index / 10
+    # One set, one digest: a shard made with other attack settings does not join the others.
+    mixed = [good[0], _write_shards(tmp_path / "other", 6, 2, dict(fresh, attack={"seed": 1}))[1]]
+    with pytest.raises(ValueError, match="other settings"):
+        load_attack_warm_start(mixed, np.arange(6), "l2", (2, 2, 1))
+    with pytest.raises(ValueError, match="the exact stage runs in linf"):
+        load_attack_warm_start(good, np.arange(6), "linf", (2, 2, 1))

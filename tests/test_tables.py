@@ -143,3 +143,31 @@ def test_the_simultaneous_bands_hold_together_at_the_family_level():
               robustness_curve(np.full(200, 0.5), "linf", label="C")]
     for cr in crossings_table(curves):
         assert cr.p_value == pytest.approx(crossing_p_value(min(cr.gap_before, cr.gap_after), 200, 200, 3))
+
+
+def test_one_tex_escaping_for_every_table(tmp_path):
+    """LaTeX's ten specials are escaped once each, and Table 1 and Table 2 escape a label alike."""
+    from robcurves.scale import NearestNeighbours, write_table2
+    from robcurves.tablewriter import md_escape, tex_escape
+
+    assert tex_escape(r"a_b&c%d#e$f{g}h~i^j\k") == \
+        r"a\_b\&c\%d\#e\$f\{g\}h\textasciitilde{}i\textasciicircum{}j\textbackslash{}k"
+    assert tex_escape("\\_") == r"\textbackslash{}\_"  # one pass: the inserted braces stay
+    assert md_escape("a|b") == r"a\|b"
+    label = "MMR+AT_10% & co"
+    write_table([{"model": label, "eps": 0.5}], tmp_path / "t1")
+    d = {k: {"linf": np.array([0.5, 0.5])} for k in ("inter", "intra")}
+    nn = NearestNeighbours(np.array([0, 1]), ("linf",), d, {k: {"linf": np.array([1, 0])} for k in d},
+                           np.zeros((0, 2), np.int64), (1, 1, 2))
+    write_table2({label: nn}, tmp_path / "t2.csv", tmp_path / "t2.md", tmp_path / "t2.tex")
+    escaped = r"MMR+AT\_10\% \& co"
+    assert escaped in (tmp_path / "t1.tex").read_text() and escaped in (tmp_path / "t2.tex").read_text()
+    assert f"| {label} |" in (tmp_path / "t1.md").read_text() and f"| {label} |" in (tmp_path / "t2.md").read_text()
+
+
+def test_write_table_layout(tmp_path):
+    write_table([{"model": "a|b", "eps": 1 / 3, "n": 3}], tmp_path / "t", caption="Cap")
+    assert (tmp_path / "t.md").read_text() == "Cap\n\n| model | eps | n |\n|---|---|---|\n| a\\|b | 0.3333 | 3 |\n"
+    assert (tmp_path / "t.tex").read_text() == ("\\begin{tabular}{lll}\n\\hline\nmodel & eps & n \\\\\n\\hline\n"
+                                               "a|b & 0.3333 & 3 \\\\\n\\hline\n\\end{tabular}\n")
+    assert (tmp_path / "t.csv").read_text() == "model,eps,n\na|b,0.3333,3\n"

@@ -59,7 +59,7 @@ def test_chain_reproduces_the_model():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(7, 8, 8, 1)).astype(np.float32)
     for model in (lenet_small((8, 8, 1), 10, seed=1), fc1((8, 8, 1), 10, hidden=32, seed=1)):
-        logits, pre = T._forward(T.network_chain(model), tf.constant(x))
+        logits, pre = T._forward(T.network_of(model), tf.constant(x))
         np.testing.assert_allclose(logits.numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
         assert len(pre) == (3 if model.name == "cnn_lenet_small" else 1)
 
@@ -186,7 +186,7 @@ def test_mmr_distances_match_the_geometry_of_a_one_layer_net():
     model = fc1((8, 8, 1), 3, hidden=5, seed=0)
     x = rng.uniform(size=(4, 8, 8, 1)).astype(np.float32)
     y = np.array([0, 1, 2, 0])
-    ops = T.network_chain(model)
+    ops = T.network_of(model)
     w, b = model.get_layer("fc1").get_weights()
     z = x.reshape(4, -1) @ w + b
     for norm, q in (("linf", 1), ("l2", 2)):
@@ -200,10 +200,12 @@ def test_mmr_distances_match_the_geometry_of_a_one_layer_net():
 @pytest.mark.parametrize("norm,q", [("linf", 1), ("l2", 2)])
 def test_mmr_geometry_matches_autodiff_on_a_cnn(monkeypatch, dense_conv_max, norm, q):
     """Region distances |z_i| / ||grad z_i||_q and the logit Jacobian agree with autodiff."""
-    monkeypatch.setattr(T, "_DENSE_CONV_MAX", dense_conv_max)
+    import robcurves.network.layers as NL
+
+    monkeypatch.setattr(NL, "DENSE_JVP_MAX", dense_conv_max)
     rng = np.random.default_rng(3)
     model = lenet_small((8, 8, 1), 10, seed=4)
-    ops = T.network_chain(model)
+    ops = T.network_of(model)
     x = tf.constant(rng.uniform(size=(3, 8, 8, 1)).astype(np.float32))
     logits, dist, v = T._region_geometry(ops, x, T.parse_norm(norm))
     with tf.GradientTape(persistent=True) as tape:

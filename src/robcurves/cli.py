@@ -1,4 +1,4 @@
-"""Command line: robustness curves for your own Keras model and data, without Snakemake.
+"""Command line: robustness curves for your own Keras or ONNX model and data, without Snakemake.
 
 The flags follow the original ``generate_robustness_curves.py``::
 
@@ -7,15 +7,17 @@ The flags follow the original ``generate_robustness_curves.py``::
 
 ``--dataset`` is an ``.npz`` file: the project's format (``x`` NHWC float32, ``y`` int64,
 ``meta``), or any ``.npz`` with ``x``/``y`` (or ``x_test``/``y_test``) arrays; a bare name
-such as ``mnist`` means ``results/data/mnist/test.npz``. ``--model_path`` is a ``.keras``
-file (a sidecar is optional) or one of Croce et al.'s ``.mat`` files, whose layout
-``--nn_type`` names (``cnn`` or ``fc1``). ``--thresholds`` prints R(eps) with its 95%
-Clopper-Pearson interval per norm: ``--thresholds 8/255 0.1`` for every norm, or
-``--thresholds inf:1/255,8/255 2:0.5`` per norm.
+such as ``mnist`` means ``results/data/mnist/test.npz``. ``--model_path`` is a ``.keras``/
+``.h5`` file (a sidecar is optional), an ``.onnx`` file (e.g. from ``torch.onnx.export``),
+or one of Croce et al.'s ``.mat`` files, whose layout ``--nn_type`` names (``cnn`` or
+``fc1``); a model that ends in a softmax is used through its logits, with a warning.
+``--thresholds`` prints R(eps) with its 95% Clopper-Pearson interval per norm:
+``--thresholds 8/255 0.1`` for every norm, or ``--thresholds inf:1/255,8/255 2:0.5`` per norm.
 
 Every mistake in the input (a missing or corrupt file, NaN pixels, labels out of range,
-values outside the input box, a shape mismatch, an unknown norm or flag) ends the run with
-one line on stderr that names the file or flag, and exit code 2; nothing is written.
+values outside the input box, a shape mismatch, an unknown norm or flag, a layer the
+network description cannot represent) ends the run with one line on stderr that names the
+file or flag, and exit code 2; nothing is written.
 """
 
 from __future__ import annotations
@@ -86,7 +88,9 @@ def _load_points(spec: str) -> tuple[np.ndarray, np.ndarray, str, tuple[float, f
     """``(x, y, name, bounds or None)`` from ``--dataset``; every problem is a :class:`UsageError`."""
     path = Path(spec)
     if not path.exists() and not spec.endswith(".npz"):
-        path = Path("results") / "data" / spec / "test.npz"
+        from robcurves.targets import data_file
+
+        path = Path(data_file(spec))
     if not path.is_file():
         where = f" (also looked at {path})" if str(path) != spec else ""
         raise UsageError(f"--dataset: file not found: {spec}{where}")
@@ -158,16 +162,22 @@ def _load_model(path: str, nn_type: str | None, input_shape) -> tuple[object, di
         if suffix == ".mat":
             layout = {"cnn": "cnn_lenet_small", "fc": "fc1", None: "auto"}.get(nn_type, nn_type)
             return models.convert_mat(path, layout=layout, input_shape=input_shape), None
-        if suffix == ".keras":
-            if models.sidecar_path(path).exists():
-                return models.load_model(path)
-            import keras
-
-            return keras.models.load_model(path, compile=False), None
+        if suffix == ".keras" and models.sidecar_path(path).exists():
+            return models.load_model(path)
     except Exception as err:  # a truncated zip, a foreign file, a sidecar of another model
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError(f"--model_path {path}: not a valid model file ({_strip_path(Exception(detail), p)})") from None
-    raise UsageError(f"--model_path {path}: expected a .keras model or a Croce et al. .mat file, got '{p.suffix}'")
+    if suffix in (".keras", ".h5", ".onnx"):
+        # your own model: read as its network description (a softmax output is removed with
+        # a warning: the curves are computed on the logits); unsupported layers are named
+        try:
+            return models.read_model_file(path, log=lambda msg: print(f"robcurves: warning: {msg}",
+                                                                      file=sys.stderr))[0], None
+        except (ValueError, FileNotFoundError) as err:
+            detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UsageError(f"--model_path {path}: {_strip_path(Exception(detail), p)}") from None
+    raise UsageError(f"--model_path {path}: expected a .keras/.h5 or .onnx model or a Croce et al. .mat file, "
+                     f"got '{p.suffix}'")
 
 
 def parse_eps(text: str) -> float:
@@ -223,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", required=True,
                    help="an .npz file of test points, or a prepared data set's name (mnist, fmnist, gts, cifar10, ...)")
-    p.add_argument("--model_path", required=True, help="a .keras model or a Croce et al. .mat file")
+    p.add_argument("--model_path", required=True, help="a .keras/.h5 or .onnx model, or a Croce et al. .mat file")
     p.add_argument("--nn_type", default=None, choices=["cnn", "fc1", "cnn_lenet_small"],
                    help="layout of a .mat model: cnn (cnn_lenet_small) or fc1")
     p.add_argument("--n_points", type=int, default=-1, help="number of points of the data set to use (-1: all)")
@@ -293,7 +303,7 @@ def _checked_inputs(args) -> tuple:
         model, sidecar = _load_model(args.model_path, args.nn_type, x.shape[1:])
         import robcurves.attacks  # noqa: F401  (TensorFlow starts here: its start-up notices are filtered)
     from robcurves.models import check_model_fits
-    from robcurves.pipeline import model_bounds
+    from robcurves.stages import model_bounds
 
     try:
         check_model_fits(model, None, x)
@@ -395,7 +405,7 @@ def run(args) -> int:
 
 def _exact(args, model, x, y, norm: str, att, bounds, path: Path) -> None:
     """``--exact N``: certified brackets of the first N points (robcurves.exact), one JSON line."""
-    from robcurves.exact.pipeline import choose_method
+    from robcurves.exact.stage import choose_method
 
     n = min(int(args.exact), len(y))
     sl = slice(0, n)

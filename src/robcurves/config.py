@@ -154,8 +154,14 @@ def cross_check(cfg: dict, deep: bool = True) -> list[str]:
                             f"in [0, 1], but data set {m['dataset']!r} lies in {list(box)}; use method st")
         if m["dataset"] not in datasets:
             problems.append(f"config: models.{name}.dataset names {m['dataset']!r}, which is not under datasets")
-        if m["source"] == "convert" and "path" not in m:
-            problems.append(f"config: models.{name} has source: convert but no path to a .mat file")
+        if m["source"] in MODEL_FILE_SUFFIXES:
+            suffixes = MODEL_FILE_SUFFIXES[m["source"]]
+            if "path" not in m:
+                problems.append(f"config: models.{name} has source: {m['source']} but no path to a "
+                                f"{' or '.join(suffixes)} file")
+            elif Path(m["path"]).suffix.lower() not in suffixes:
+                problems.append(f"config: models.{name}.path {m['path']!r} must end in {' or '.join(suffixes)} "
+                                f"for source: {m['source']}")
     for m in cfg.get("exact", {}).get("models", []):
         if m not in models:
             problems.append(f"config: exact.models names {m!r}, which is not under models")
@@ -192,10 +198,14 @@ def cross_check(cfg: dict, deep: bool = True) -> list[str]:
     return problems
 
 
+#: model sources that read a file, and the file name endings each accepts
+MODEL_FILE_SUFFIXES = {"convert": (".mat",), "keras": (".keras", ".h5"), "onnx": (".onnx",)}
+
+
 def missing_model_files(cfg: dict, root: str | os.PathLike = ".") -> list[str]:
-    """The ``.mat`` files that converted models need but that are not on disk."""
+    """The model files (``.mat``, ``.keras``/``.h5``, ``.onnx``) the config names but that are not on disk."""
     out = []
     for name, m in cfg.get("models", {}).items():
-        if m["source"] == "convert" and not (Path(root) / m["path"]).is_file():
-            out.append(f"  models.{name}: {m['path']}")
+        if m["source"] in MODEL_FILE_SUFFIXES and "path" in m and not (Path(root) / m["path"]).is_file():
+            out.append(f"  models.{name}: {m['path']} (source: {m['source']})")
     return out

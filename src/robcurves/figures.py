@@ -1,7 +1,5 @@
-"""Figures of robustness curves (matplotlib, Agg backend, no LaTeX needed).
-
-Colours are the Okabe-Ito palette, which stays distinguishable with colour-vision
-deficiencies; line styles vary too, so curves survive black-and-white printing.
+"""Figures of robustness curves (matplotlib, Agg backend, no LaTeX needed), and the writer
+every figure uses (:func:`save_figure`). Colours and line styles: :mod:`robcurves.palette`.
 """
 
 from __future__ import annotations
@@ -18,14 +16,7 @@ import numpy as np  # noqa: E402
 from robcurves.atomic import atomic_path  # noqa: E402
 from robcurves.curves import RobustnessCurve, dkw_band  # noqa: E402
 from robcurves.norms import NORMS, parse_norm  # noqa: E402
-
-# Ordered so that the first colours are the most distinct from each other.
-OKABE_ITO = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#000000", "#56B4E9", "#F0E442"]
-LINESTYLES = ["-", "--", "-.", ":"]
-
-
-def style(i: int) -> dict:
-    return {"color": OKABE_ITO[i % len(OKABE_ITO)], "linestyle": LINESTYLES[(i // 2) % len(LINESTYLES)]}
+from robcurves.palette import GUIDE, GUIDE_TEXT, line_style  # noqa: E402
 
 
 def draw_curve(ax, curve: RobustnessCurve, x_max: float, band: bool = True, **kw) -> None:
@@ -67,9 +58,9 @@ def plot_robustness_curves(
         x_max = float(np.quantile(finite, 0.995)) * 1.05 if finite.max() > 0 else 1.0
         x_max = max(x_max, max((t for t in (thresholds or {}).get(norm_name, [])), default=0.0) * 1.1)
         for c in sel:
-            draw_curve(ax, c, x_max, band=band, **style(labels.index(c.label)))
+            draw_curve(ax, c, x_max, band=band, **line_style(labels.index(c.label)))
         for t in (thresholds or {}).get(norm_name, []):
-            ax.axvline(t, color="0.4", linestyle="--", linewidth=0.8)
+            ax.axvline(t, color=GUIDE, linestyle="--", linewidth=0.8)
         ax.set_xlim(0, x_max)
         ax.set_ylim(0, 1.0)
         ax.set_xlabel(f"perturbation size $\\varepsilon$ ({norm.label} norm)")
@@ -130,11 +121,11 @@ def plot_toy_crossing(out_paths: Sequence[str | os.PathLike], n: int = 1000, see
     cb = robustness_curve(b, "linf", label="model B")
     fig, ax = plt.subplots(figsize=(4.2, 3.0))
     for i, c in enumerate((ca, cb)):
-        draw_curve(ax, c, 1.0, band=False, **style(i))
+        draw_curve(ax, c, 1.0, band=False, **line_style(i))
     crossings = find_crossings(ca, cb)
     for t, y, txt in ((0.1, 0.55, "at 0.1: A looks\nmore robust"), (0.4, 0.1, "at 0.4: B looks\nmore robust")):
-        ax.axvline(t, color="0.4", linestyle="--", linewidth=0.8)
-        ax.text(t + 0.01, y, txt, fontsize=7, color="0.25", va="bottom")
+        ax.axvline(t, color=GUIDE, linestyle="--", linewidth=0.8)
+        ax.text(t + 0.01, y, txt, fontsize=7, color=GUIDE_TEXT, va="bottom")
     ax.set_xlim(0, 1.0)
     ax.set_ylim(0, 1.0)
     ax.set_xlabel(r"perturbation size $\varepsilon$ ($\ell_\infty$ norm)")

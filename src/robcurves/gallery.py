@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 
 from robcurves.figures import save_figure  # noqa: E402
 from robcurves.norms import parse_norm  # noqa: E402
+from robcurves.palette import DIVERGING_CMAP, IMAGE_CMAP  # noqa: E402
 
 DEFAULT_QUANTILES = (0.1, 0.5, 0.9)
 
@@ -119,8 +120,8 @@ def _display(img: np.ndarray, bounds: tuple[float, float]) -> tuple[np.ndarray, 
     if c == 3:
         return np.clip(a, 0, 1), {}
     if c == 1:
-        return a[..., 0], {"cmap": "gray", "vmin": 0.0, "vmax": 1.0}
-    return a.reshape(1, -1), {"cmap": "gray", "vmin": 0.0, "vmax": 1.0, "aspect": "auto"}
+        return a[..., 0], {"cmap": IMAGE_CMAP, "vmin": 0.0, "vmax": 1.0}
+    return a.reshape(1, -1), {"cmap": IMAGE_CMAP, "vmin": 0.0, "vmax": 1.0, "aspect": "auto"}
 
 
 def _display_delta(delta: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -130,7 +131,7 @@ def _display_delta(delta: np.ndarray) -> tuple[np.ndarray, dict]:
     if c == 3:
         return np.clip(0.5 + delta / (2 * m), 0, 1), {}
     a = delta[..., 0] if c == 1 else delta.reshape(1, -1)
-    return a, {"cmap": "RdBu_r", "vmin": -m, "vmax": m, **({"aspect": "auto"} if c != 1 else {})}
+    return a, {"cmap": DIVERGING_CMAP, "vmin": -m, "vmax": m, **({"aspect": "auto"} if c != 1 else {})}
 
 
 def plot_gallery(rows: Sequence[GalleryRow], out_paths: Sequence[str | os.PathLike], title: str = "",
@@ -194,7 +195,7 @@ def gallery_figure(entries: Sequence[dict[str, Any]], out_paths: Sequence[str | 
     """
     from robcurves import models
     from robcurves.data import load_dataset
-    from robcurves.pipeline import model_bounds
+    from robcurves.stages import model_bounds
     from robcurves.shards import load_attack_shard
 
     rows = []

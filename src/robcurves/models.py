@@ -16,12 +16,14 @@ sidecar with the same stem (``model.json``). The sidecar holds at least
 
 Network conventions
 -------------------
-The exact (MILP) verifier reads the layers one by one, so every model saved here is a
-plain chain of ``InputLayer``, ``Conv2D``, ``Dense``, ``Flatten`` and separate
-``keras.layers.ReLU`` layers. Conv and dense layers have ``activation=None`` and a bias;
-the last layer gives logits (no softmax). Tensors are NHWC (``channels_last``), so
-``Flatten`` uses the same row-major NHWC order as Croce et al.'s TensorFlow code.
-:func:`check_conventions` enforces this.
+Every stage reads a saved model through the one network description
+(:func:`robcurves.network.from_keras`), so a ``model.keras`` may use any layer it supports
+(Conv2D, Dense, ReLU, Flatten, Reshape, Add, pooling, BatchNorm and normalisation, ...);
+anything else is rejected by name when the model is saved or loaded. The saved model gives
+logits (a softmax-output model is saved as its logits: :func:`robcurves.network.to_keras`).
+Tensors are NHWC (``channels_last``), so ``Flatten`` uses the same row-major NHWC order as
+Croce et al.'s TensorFlow code. Models read from Keras or ONNX files are saved as the plain
+Keras model of their description (BatchNorm and normalisation folded, no softmax).
 """
 
 from __future__ import annotations
@@ -135,10 +137,6 @@ def build_model(arch: str, input_shape: Sequence[int], n_classes: int, seed: int
 
 # ------------------------------------------------------------------------ conventions
 
-_ALLOWED_LAYERS = (keras.layers.InputLayer, keras.layers.Conv2D, keras.layers.Dense,
-                   keras.layers.Flatten, keras.layers.ReLU)
-
-
 def model_input_shape(model: keras.Model) -> tuple[int, int, int]:
     """The ``(H, W, C)`` shape of one input of ``model``."""
     shape = tuple(model.inputs[0].shape[1:])
@@ -155,45 +153,21 @@ def model_n_classes(model: keras.Model) -> int:
     return int(shape[1])
 
 
-def check_conventions(model: keras.Model) -> None:
-    """Raise ``ValueError`` unless ``model`` follows the network conventions (module doc).
+def describe(model: keras.Model, check: bool = True):
+    """The network description of ``model`` (:func:`robcurves.network.from_keras`): raises
+    ``ValueError`` naming the first layer it cannot represent. Replaces the old per-stage
+    convention checks: what the description accepts, every stage accepts."""
+    from robcurves.network import from_keras
 
-    A single chain of InputLayer/Conv2D/Dense/Flatten/ReLU, conv and dense layers
-    with a bias and no built-in activation, ``channels_last``, plain ReLU (no cap,
-    no leak, no threshold), and a final Dense layer giving logits.
-    """
-    if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise ValueError(f"model must have one input and one output, got {len(model.inputs)} and {len(model.outputs)}")
-    model_input_shape(model)
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    if not layers:
-        raise ValueError("model has no layers")
-    for layer in layers:
-        what = f"layer {layer.name!r} ({type(layer).__name__})"
-        if not isinstance(layer, _ALLOWED_LAYERS) or isinstance(layer, keras.Model):
-            raise ValueError(f"{what}: only InputLayer, Conv2D, Dense, Flatten and ReLU layers are allowed")
-        if isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
-            act = keras.activations.serialize(layer.activation)
-            act_name = act if isinstance(act, str) else act.get("config", act)
-            if act_name != "linear":
-                raise ValueError(f"{what}: activation must be None (use a separate ReLU layer), got {act_name!r}")
-            if not layer.use_bias:
-                raise ValueError(f"{what}: must have a bias")
-        if isinstance(layer, keras.layers.Conv2D):
-            if layer.data_format != "channels_last":
-                raise ValueError(f"{what}: data_format must be channels_last, got {layer.data_format!r}")
-            if tuple(layer.dilation_rate) != (1, 1) or layer.groups != 1:
-                raise ValueError(f"{what}: dilated or grouped convolutions are not supported")
-        if isinstance(layer, keras.layers.Flatten) and getattr(layer, "data_format", "channels_last") != "channels_last":
-            raise ValueError(f"{what}: data_format must be channels_last")
-        if isinstance(layer, keras.layers.ReLU):
-            if layer.max_value is not None or float(layer.negative_slope) != 0.0 or float(layer.threshold) != 0.0:
-                raise ValueError(f"{what}: must be a plain ReLU (no max_value, negative_slope or threshold)")
-        # One chain: every layer is used once, fed by exactly one tensor.
-        if len(layer._inbound_nodes) != 1:
-            raise ValueError(f"{what}: layers must be used exactly once (a plain chain)")
-    if not isinstance(layers[-1], keras.layers.Dense):
-        raise ValueError(f"the last layer must be Dense (logits), got {type(layers[-1]).__name__}")
+    return from_keras(model, check=check)
+
+
+def _require_logits(model: keras.Model, where: str):
+    net = describe(model)
+    if net.meta.get("softmax_removed"):
+        raise ValueError(f"{where}: the model ends in a softmax; save its logits "
+                         "(robcurves.network.to_keras(robcurves.network.from_keras(model)))")
+    return net
 
 
 # ----------------------------------------------------------------------- save / load
@@ -241,7 +215,7 @@ def save_model(model: keras.Model, path: str | os.PathLike, sidecar: Mapping[str
     path = Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"{path}: a model file must end in .keras")
-    check_conventions(model)
+    _require_logits(model, str(path))
     full = dict(sidecar)
     full.setdefault("input_shape", list(model_input_shape(model)))
     full.setdefault("n_classes", model_n_classes(model))
@@ -279,7 +253,7 @@ def load_model(path: str | os.PathLike) -> tuple[keras.Model, dict[str, Any]]:
         raise ValueError(f"{path}: file checksum does not match its sidecar {sidecar_path(path)} (stale or corrupt pair)")
     model = keras.models.load_model(path, compile=False)
     _check_sidecar(model, sidecar, str(path))
-    check_conventions(model)
+    describe(model, check=False)  # every layer is one the stages understand
     return model, sidecar
 
 
@@ -402,7 +376,7 @@ def convert_mat(
     ``input_shape`` (H, W, C) defaults to what the authors' code assumes: 28x28x1 for
     one channel / 784 features, 32x32x3 for three channels / 3072 features. Every array
     is checked against the shape it must have; an error names the key and both shapes.
-    The result follows the network conventions and gives logits.
+    The result is a plain chain of Conv2D/Dense/ReLU/Flatten layers and gives logits.
     """
     data = _load_mat(mat_path)
     if layout == "auto":
@@ -454,7 +428,6 @@ def convert_mat(
 
     for name, (kernel, bias) in params.items():
         model.get_layer(name).set_weights([kernel, bias])
-    check_conventions(model)
     return model
 
 
@@ -482,3 +455,46 @@ def mat_sidecar(
         "architecture": layout,
         "made_by": {"kind": "convert", "source": mat_path.name, "sha256": _file_sha256(mat_path), "layout": layout},
     }
+
+
+# ------------------------------------------------------------- your own Keras / ONNX file
+
+def read_model_file(path: str | os.PathLike, source: str | None = None, input_layout: str = "auto",
+                    bounds: Sequence[float] = DEFAULT_BOUNDS, log=None) -> tuple[keras.Model, dict[str, Any]]:
+    """Read a ``.keras``/``.h5`` or ``.onnx`` model as the plain Keras model of its description.
+
+    Returns ``(model, made_by)``: the model (:func:`robcurves.network.to_keras`: standard
+    layers, BatchNorm and normalisation folded, a final softmax removed, so it gives logits)
+    and the sidecar's ``made_by`` record: ``kind`` (``keras`` or ``onnx``), the file name and
+    its SHA-256, whether a softmax was removed, what was folded or dropped, the ONNX input
+    layout. ``source`` defaults to the file's ending. A layer or op the description cannot
+    represent raises ``ValueError`` naming it; ``log`` (a callable) gets the softmax warning.
+    """
+    from robcurves.network import from_keras, from_onnx, to_keras
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: model file not found")
+    suffix = path.suffix.lower()
+    source = source or ("onnx" if suffix == ".onnx" else "keras")
+    box = (float(bounds[0]), float(bounds[1]))
+    if source == "onnx":
+        net = from_onnx(path, bounds=box, input_layout=input_layout, log=log)
+    elif source == "keras":
+        if suffix not in (".keras", ".h5"):
+            raise ValueError(f"{path}: a Keras model file must end in .keras or .h5")
+        try:
+            src = keras.models.load_model(path, compile=False)
+        except Exception as err:  # a corrupt file or a custom layer Keras cannot rebuild
+            raise ValueError(f"{path}: Keras cannot load this file ({type(err).__name__}: {err})") from None
+        net = from_keras(src, bounds=box, log=log)
+    else:
+        raise ValueError(f"unknown model file source {source!r}: expected 'keras' or 'onnx'")
+    model = to_keras(net, name=path.stem)
+    made_by = {"kind": source, "source": path.name, "sha256": _file_sha256(path),
+               "softmax_removed": bool(net.meta.get("softmax_removed")),
+               "folded": list(net.meta.get("folded", [])), "removed": list(net.meta.get("removed", [])),
+               "layers": dict(net.kinds())}
+    if source == "onnx":
+        made_by.update(opset=net.meta.get("opset"), input_layout=net.meta.get("input_layout"))
+    return model, made_by

@@ -3,7 +3,7 @@
 A shard file is self-describing: it records its shard number, the total number of
 shards, the test-point indices it covers and the settings that made it with their digest
 (the attack settings, the resolved method list with every option, the package version,
-the model's weights and the data; :func:`robcurves.pipeline.attack_settings`).
+the model's weights and the data; :func:`robcurves.stages.attack_settings`).
 Merging refuses anything that would silently give a short or mixed curve, and shards that
 the current code would not make the same way.
 """
@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from typing import Any, Sequence
 
 import numpy as np
@@ -69,13 +70,19 @@ def save_attack_shard(path: str | os.PathLike, result, indices: np.ndarray, shar
 
 
 def load_attack_shard(path: str | os.PathLike) -> dict[str, Any]:
+    """The arrays of one shard file and its ``meta`` (parsed); refuses a file of another format."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"attack shard missing: {path}")
-    with np.load(path, allow_pickle=False) as f:
-        out = {k: f[k] for k in f.files}
-    out["meta"] = json.loads(str(out["meta"]))
-    if out["meta"].get("format") != SHARD_FORMAT:
-        raise ValueError(f"{path}: not an attack shard (format {out['meta'].get('format')!r})")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            out = {k: f[k] for k in f.files}
+        meta = json.loads(str(out["meta"])) if "meta" in out else {}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{path}: not a readable attack shard ({err})") from None
+    if not isinstance(meta, dict) or meta.get("format") != SHARD_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path}: not an attack shard (format {found!r}, expected {SHARD_FORMAT!r})")
+    out["meta"] = meta
     return out
 
 
@@ -89,6 +96,49 @@ def stale_settings(settings: dict, expected: dict) -> list[str]:
     return out
 
 
+def check_attack_shards(paths: Sequence[str | os.PathLike], shards: Sequence[dict[str, Any]]) -> None:
+    """Check that loaded ``shards`` (from ``paths``, in order) are one set made one way.
+
+    Raises ``ValueError`` naming the offending file when a shard was made for another
+    number of shards, in another norm or with other settings than the first (its digest).
+    """
+    first = shards[0]["meta"]
+    for p, s in zip(paths, shards):
+        m = s["meta"]
+        if m["n_shards"] != len(paths):
+            raise ValueError(f"{p}: made for {m['n_shards']} shards, but it is read as one of {len(paths)}")
+        if m["norm"] != first["norm"]:
+            raise ValueError(f"{p}: norm {m['norm']} differs from {first['norm']} in {paths[0]}")
+        if m["settings_digest"] != first["settings_digest"]:
+            raise ValueError(f"{p}: made with other settings than {paths[0]} "
+                             f"({m['settings']} vs {first['settings']}); rerun the stale shard")
+
+
+def refuse_stale_shards(paths: Sequence[str | os.PathLike], shards: Sequence[dict[str, Any]], expected: dict) -> None:
+    """Raise ``ValueError`` naming the first shard whose settings differ from ``expected``:
+    what the current code and inputs would record (the package version, the resolved methods,
+    the data's or the model's hash, ...), i.e. a shard made by other code or on other inputs."""
+    for p, s in zip(paths, shards):
+        diff = stale_settings(s["meta"].get("settings", {}), expected)
+        if diff:
+            raise ValueError(f"{p}: made by other code or settings than the current ones; " + "; ".join(diff)
+                             + ". Delete the stale shards (or rerun with --forcerun attack_shard) to remake them")
+
+
+def load_attack_shards(paths: Sequence[str | os.PathLike], expected: dict | None = None) -> list[dict[str, Any]]:
+    """:func:`load_attack_shard` for every path, checked as one set (:func:`check_attack_shards`)
+    and, with ``expected``, against the current settings (:func:`refuse_stale_shards`)."""
+    missing = [str(p) for p in paths if not os.path.exists(p)]
+    if missing:
+        raise FileNotFoundError("attack shards missing: " + ", ".join(missing))
+    shards = [load_attack_shard(p) for p in paths]
+    if shards:
+        check_attack_shards(paths, shards)
+    if expected:
+        refuse_stale_shards(paths, shards, expected)
+    return shards
+
+
 def merge_attack_shards(paths: Sequence[str | os.PathLike], n_points: int,
                         expected: dict | None = None) -> dict[str, Any]:
     """Load shards 0..n-1 in order and check that together they are exactly points 0..n_points-1.
@@ -97,28 +147,9 @@ def merge_attack_shards(paths: Sequence[str | os.PathLike], n_points: int,
     with other settings or for another norm, or covers the wrong points. ``expected``:
     settings that this code would record now (the package version, the resolved method
     list, ...); a shard made otherwise (by an older version, or before a default changed)
-    is refused, with what differs.
+    is refused, with what differs (:func:`load_attack_shards`).
     """
-    missing = [str(p) for p in paths if not os.path.exists(p)]
-    if missing:
-        raise FileNotFoundError("attack shards missing at merge time: " + ", ".join(missing))
-    shards = [load_attack_shard(p) for p in paths]
-    first = shards[0]["meta"]
-    for p, s in zip(paths, shards):
-        m = s["meta"]
-        if m["n_shards"] != len(paths):
-            raise ValueError(f"{p}: made for {m['n_shards']} shards, but {len(paths)} are being merged")
-        if m["norm"] != first["norm"]:
-            raise ValueError(f"{p}: norm {m['norm']} differs from {first['norm']} in {paths[0]}")
-        if m["settings_digest"] != first["settings_digest"]:
-            raise ValueError(f"{p}: made with other settings than {paths[0]} "
-                             f"({m['settings']} vs {first['settings']}); rerun the stale shard")
-    if expected:
-        for p, s in zip(paths, shards):
-            diff = stale_settings(s["meta"].get("settings", {}), expected)
-            if diff:
-                raise ValueError(f"{p}: made by other code or settings than the current ones; " + "; ".join(diff)
-                                 + ". Delete the stale shards (or rerun with --forcerun attack_shard) to remake them")
+    shards = load_attack_shards(paths, expected)
     for i, (p, s) in enumerate(zip(paths, shards)):
         if s["meta"]["shard"] != i:
             raise ValueError(f"{p}: holds shard {s['meta']['shard']}, expected shard {i}")
@@ -129,5 +160,5 @@ def merge_attack_shards(paths: Sequence[str | os.PathLike], n_points: int,
                              f"{want[:5].tolist()}... ({len(want)} points)")
     keys = ["indices", "distances", "status", "reason", "method"]
     merged = {k: np.concatenate([s[k] for s in shards]) for k in keys}
-    merged["meta"] = first
+    merged["meta"] = shards[0]["meta"]
     return merged

@@ -8,23 +8,22 @@ What the numbers mean. An attack's distance is an upper bound of a point's minim
 adversarial perturbation, so an attack-based R(eps) is a *lower* bound of the true robust
 error at eps. The intervals and bands below cover the sampling of the test points only
 (the test set as a sample of the data distribution), not the weakness of the attack.
+
+The tables are written by :func:`robcurves.tablewriter.write_table` (CSV, Markdown, LaTeX).
 """
 
 from __future__ import annotations
 
-import csv as csvlib
-import io
 import itertools
 import math
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 from scipy import stats
 
-from robcurves.atomic import write_text
 from robcurves.curves import RobustnessCurve, count_at_most, robust_error_at
+from robcurves.tablewriter import write_table  # noqa: F401  (re-exported: its home is robcurves.tablewriter)
 
 
 def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
@@ -199,28 +198,3 @@ def crossings_caption(alpha: float, n_curves: int) -> str:
             f"{n_curves} curves), so the family-wise error over all pairs and norms is at most {alpha:g}; "
             f"p_value is family-wise adjusted. The bands cover the sampling of the test points only; attack "
             f"curves bound the true robust error from below.")
-
-
-def _fmt(v: float) -> str:
-    return f"{v:.4g}"
-
-
-def write_table(rows: list[dict], stem: str | os.PathLike, caption: str = "") -> list[str]:
-    """Write ``rows`` (dicts with the same keys) as CSV, Markdown and LaTeX; return the paths."""
-    stem = str(stem)
-    cols = list(rows[0]) if rows else ["(empty)"]
-    cell = lambda v: _fmt(v) if isinstance(v, float) else str(v)  # noqa: E731
-    buf = io.StringIO()
-    writer = csvlib.writer(buf, lineterminator="\n")
-    writer.writerow(cols)
-    writer.writerows([[cell(r[c]) for c in cols] for r in rows])
-    csv = buf.getvalue()
-    md = (f"{caption}\n\n" if caption else "") + "| " + " | ".join(cols) + " |\n|" + "---|" * len(cols) + "\n"
-    md += "".join("| " + " | ".join(cell(r[c]) for c in cols) + " |\n" for r in rows)
-    esc = lambda s: str(s).replace("_", r"\_").replace("%", r"\%")  # noqa: E731
-    tex = "\\begin{tabular}{" + "l" * len(cols) + "}\n\\hline\n" + " & ".join(esc(c) for c in cols) + " \\\\\n\\hline\n"
-    tex += "".join(" & ".join(esc(cell(r[c])) for c in cols) + " \\\\\n" for r in rows) + "\\hline\n\\end{tabular}\n"
-    paths = [f"{stem}.csv", f"{stem}.md", f"{stem}.tex"]
-    for p, text in zip(paths, (csv, md, tex)):
-        write_text(p, text)
-    return paths

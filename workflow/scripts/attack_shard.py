@@ -1,5 +1,5 @@
 """Snakemake: minimal adversarial perturbations for one shard of the test points."""
-from robcurves.jobs import log_to, snakemake_threads
+from robcurves.joblog import log_to, snakemake_threads
 
 from robcurves import backend
 
@@ -8,7 +8,7 @@ backend.select(snakemake.params.attack.get("backend", "auto"))
 
 with log_to(snakemake.log[0]) as log:
     snakemake_threads(snakemake.threads)
-    from robcurves.pipeline import attack_shard
+    from robcurves.stages import attack_shard
 
     attack_shard(
         model_path=snakemake.input.model,

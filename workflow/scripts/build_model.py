@@ -1,9 +1,9 @@
-"""Snakemake: train a model on a prepared data set, or convert a .mat file."""
-from robcurves.jobs import log_to, snakemake_threads
+"""Snakemake: train a model on a prepared data set, or read a .mat, .keras/.h5 or .onnx file."""
+from robcurves.joblog import log_to, snakemake_threads
 
 with log_to(snakemake.log[0]) as log:
     snakemake_threads(snakemake.threads)
-    from robcurves.pipeline import build_model
+    from robcurves.stages import build_model
 
     build_model(
         dict(snakemake.params.spec),
@@ -11,6 +11,6 @@ with log_to(snakemake.log[0]) as log:
         out_path=snakemake.output.model,
         train_path=snakemake.input.get("train"),
         test_path=snakemake.input.get("test"),
-        mat_path=snakemake.input.get("mat"),
+        model_file=snakemake.input.get("file"),
         log=log,
     )

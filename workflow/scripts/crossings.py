@@ -2,11 +2,12 @@
 from dataclasses import asdict
 from pathlib import Path
 
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]) as log:
     from robcurves.curves import RobustnessCurve
-    from robcurves.tables import crossings_caption, crossings_table, write_table
+    from robcurves.tables import crossings_caption, crossings_table
+    from robcurves.tablewriter import write_table
 
     spec = dict(snakemake.params.spec)
     curves = [RobustnessCurve.load(p) for p in snakemake.input]

@@ -1,11 +1,11 @@
 """Snakemake: exact nearest inter-/intra-class distances of one prepared data split."""
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]) as log:
     import time
 
     from robcurves.data import load_dataset
-    from robcurves.distances import nearest_neighbour_distances, save_nearest
+    from robcurves.scale import nearest_neighbour_distances, save_nearest
 
     ds = load_dataset(snakemake.input[0])
     log.info("%s/%s: %d points, input shape %s, %d threads", ds.name, ds.split, len(ds), ds.input_shape,

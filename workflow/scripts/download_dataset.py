@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from robcurves.atomic import write_json
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]) as log:
     from robcurves.data import download_dataset

@@ -1,5 +1,5 @@
 """Snakemake: the figure "exact vs. approximate robustness curves" and its gap statistics."""
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]) as log:
     from robcurves.atomic import write_text

@@ -1,5 +1,5 @@
 """Snakemake: Fig. 1, the toy illustration of two crossing robustness curves."""
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]) as log:
     from robcurves.figures import plot_toy_crossing

@@ -1,5 +1,5 @@
 """Snakemake: Figure 5, CDFs of nearest inter-class distances per data set and norm."""
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]):
     from robcurves.scale import load_results, plot_fig5

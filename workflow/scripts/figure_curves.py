@@ -1,5 +1,5 @@
 """Snakemake: a figure of robustness curves, one panel per norm."""
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]):
     from robcurves.curves import RobustnessCurve

@@ -1,5 +1,5 @@
 """Snakemake: the gallery of minimal adversarial examples of one figure entry's models."""
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]) as log:
     from robcurves.gallery import gallery_figure

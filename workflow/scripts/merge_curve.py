@@ -1,8 +1,8 @@
 """Snakemake: gather attack shards into one robustness curve."""
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]) as log:
-    from robcurves.pipeline import merge_curve
+    from robcurves.stages import merge_curve
 
     merge_curve(
         shard_paths=list(snakemake.input.shards),

@@ -1,11 +1,11 @@
 """Snakemake: build the train/test splits of one data set in the standard format."""
 from pathlib import Path
 
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]) as log:
     from robcurves.data import save_dataset
-    from robcurves.pipeline import prepare_dataset
+    from robcurves.stages import prepare_dataset
 
     name = snakemake.wildcards.dataset
     raw_dir = Path(snakemake.input[0]).parent if snakemake.input else None

@@ -3,12 +3,13 @@ certified intervals from the exact stage where it ran for that model and norm.""
 from dataclasses import asdict
 from pathlib import Path
 
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]):
     from robcurves.curves import RobustnessCurve
     from robcurves.exact.records import read_merged_json
-    from robcurves.tables import add_certified_columns, robust_error_table, write_table
+    from robcurves.tables import add_certified_columns, robust_error_table
+    from robcurves.tablewriter import write_table
 
     spec = dict(snakemake.params.spec)
     curves = [RobustnessCurve.load(p) for p in snakemake.input.curves]

@@ -1,5 +1,5 @@
 """Snakemake: Table 2 (data-set scale) as CSV, Markdown and LaTeX."""
-from robcurves.jobs import log_to
+from robcurves.joblog import log_to
 
 with log_to(snakemake.log[0]) as log:
     from robcurves.scale import load_results, write_table2

@@ -29,8 +29,11 @@ from robcurves.curves import count_at_most  # noqa: E402
 from robcurves.figures import save_figure  # noqa: E402
 from robcurves.exact.records import read_merged_json, summarize  # noqa: E402
 from robcurves.norms import parse_norm  # noqa: E402
+from robcurves.palette import BLACK, YELLOW, colour  # noqa: E402
+from robcurves.tablewriter import csv_text  # noqa: E402
 
-_COLOURS = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9"]
+# Black is kept for the attack curve; yellow is too faint for a band on white.
+_RESERVED = (BLACK, YELLOW)
 
 
 def _cdf(d: np.ndarray, grid: np.ndarray) -> np.ndarray:
@@ -77,7 +80,7 @@ def solved_caption(stats: Mapping[str, Any]) -> str:
 
 def plot_exact_vs_approx(inputs: Sequence[str | os.PathLike | Mapping[str, Any]], out_paths: Sequence[str | os.PathLike],
                          labels: Sequence[str] | None = None, title: str = "") -> list[dict[str, Any]]:
-    """One panel per merged exact file (``results/exact/.../{norm}.json``).
+    """One panel per merged exact file (:data:`robcurves.paths.EXACT_MERGED`).
 
     Each panel shows the certified band (between the upper-bound and lower-bound curves)
     and the attack curve on the same points. Writes every path in ``out_paths`` atomically
@@ -96,13 +99,13 @@ def plot_exact_vs_approx(inputs: Sequence[str | os.PathLike | Mapping[str, Any]]
         x_max = float(finite.max()) * 1.1 if finite.max() > 0 else 1.0
         grid = np.unique(np.concatenate([np.linspace(0, x_max, 400), finite]))
         lo_curve, hi_curve = _cdf(a["upper"], grid), _cdf(a["lower"], grid)
-        c = _COLOURS[i % len(_COLOURS)]
+        c = colour(i, exclude=_RESERVED)
         ax.fill_between(grid, lo_curve, hi_curve, step="post", color=c, alpha=0.3, linewidth=0,
                         label="certified band (exact)")
         ax.step(grid, hi_curve, where="post", color=c, linewidth=1.2, label="exact lower bounds")
         ax.step(grid, lo_curve, where="post", color=c, linewidth=1.2, linestyle=":", label="exact upper bounds")
         if np.isfinite(a["attack"]).any():
-            ax.step(grid, _cdf(a["attack"], grid), where="post", color="#000000", linewidth=1.2,
+            ax.step(grid, _cdf(a["attack"], grid), where="post", color=BLACK, linewidth=1.2,
                     linestyle="--", label="attack (approximate)")
         stats = gap_statistics(data)
         stats["label"] = label
@@ -123,7 +126,8 @@ def plot_exact_vs_approx(inputs: Sequence[str | os.PathLike | Mapping[str, Any]]
 
 
 def format_gap_statistics(stats: Sequence[Mapping[str, Any]], sep: str = ",") -> str:
-    """A CSV table (``sep``-separated) of :func:`gap_statistics` rows (what the figure rule prints)."""
+    """A CSV table (``sep``-separated, :func:`robcurves.tablewriter.csv_text`) of :func:`gap_statistics`
+    rows (what the figure rule prints), without a final line end."""
     cols = ["label", "norm", "n", "misclassified", "n_classified", "optimal", "time_limit",
             "no_adversarial_in_domain", "optimal_rel_tol", "optimal_abs_tol", "median_lower_over_upper",
             "median_lower_over_attack", "attack_within_1pct", "n_attack_rejected", "max_band_width",
@@ -136,6 +140,4 @@ def format_gap_statistics(stats: Sequence[Mapping[str, Any]], sep: str = ",") ->
             return f"{v:.4g}"
         return str(v)
 
-    lines = [sep.join(cols)]
-    lines += [sep.join(fmt(s.get(c)).replace(sep, " ") for c in cols) for s in stats]
-    return "\n".join(lines)
+    return csv_text(cols, [[fmt(s.get(c)) for c in cols] for s in stats], delimiter=sep).rstrip("\n")

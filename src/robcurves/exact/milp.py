@@ -137,6 +137,89 @@ class MilpBuilder:
             idx[unstable] = a
         return VarVector(idx, const)
 
+    def add_sum(self, hs: "list[VarVector]", lo: np.ndarray, hi: np.ndarray,
+                needed: np.ndarray | None = None) -> VarVector:
+        """New variables ``z = sum_i h_i`` in [lo, hi] (residual additions); constants go to the rhs.
+
+        Units outside ``needed`` are returned as the constant 0 (as in :meth:`add_affine`).
+        """
+        n_all = len(hs[0])
+        keep = np.arange(n_all) if needed is None else np.flatnonzero(needed)
+        n = len(keep)
+        z = self.add_vars(np.asarray(lo, dtype=np.float64)[keep], np.asarray(hi, dtype=np.float64)[keep])
+        rows, cols, vals = [np.arange(n)], [z], [np.ones(n)]
+        rhs = np.zeros(n)
+        for h in hs:
+            idx, const = h.idx[keep], h.const[keep]
+            v = idx >= 0
+            rows.append(np.flatnonzero(v))
+            cols.append(idx[v])
+            vals.append(-np.ones(int(v.sum())))
+            rhs += np.where(v, 0.0, const)
+        self.add_rows(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), rhs, rhs)
+        idx = np.full(n_all, -1, dtype=np.int64)
+        idx[keep] = z
+        return VarVector(idx, np.zeros(n_all))
+
+    def add_max(self, h: VarVector, groups: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+                out_lo: np.ndarray | None = None, out_hi: np.ndarray | None = None, relax: bool = False) -> VarVector:
+        """``y_o = max_{j in groups[o]} h_j`` (max pooling) with MIPVerify's encoding.
+
+        ``groups``: ``(n_out, k)`` indices into ``h`` (-1: padding, never the max); ``lo``/``hi``
+        bound ``h``. Inputs whose upper bound is below the largest lower bound of their
+        window can never be the maximum and are dropped; a window left with one input is
+        that input (no new variable). Otherwise ``y >= h_j`` for every candidate, one binary
+        ``a_j`` per candidate with ``sum a_j = 1`` and ``y <= h_j + (U - l_j)(1 - a_j)``,
+        ``U`` the largest upper bound. ``relax=True`` makes the binaries continuous in [0, 1].
+        """
+        groups = np.asarray(groups, dtype=np.int64)
+        lo = np.asarray(lo, dtype=np.float64)
+        hi = np.asarray(hi, dtype=np.float64)
+        valid = groups >= 0
+        g = np.where(valid, groups, 0)
+        glo = np.where(valid, lo[g], -INF)
+        ghi = np.where(valid, hi[g], -INF)
+        lmax = glo.max(axis=1)
+        cand = valid & (ghi >= lmax[:, None])
+        n_cand = cand.sum(axis=1)
+        n_out = len(groups)
+        idx = np.full(n_out, -1, dtype=np.int64)
+        const = np.zeros(n_out)
+        single = np.flatnonzero(n_cand == 1)
+        if len(single):
+            j = g[single, np.argmax(cand[single], axis=1)]
+            idx[single], const[single] = h.idx[j], h.const[j]
+        multi = np.flatnonzero(n_cand > 1)
+        if len(multi):
+            U = np.where(cand[multi], ghi[multi], -INF).max(axis=1)
+            ylo = lmax[multi] if out_lo is None else np.maximum(lmax[multi], np.asarray(out_lo)[multi])
+            yhi = U if out_hi is None else np.minimum(U, np.asarray(out_hi)[multi])
+            y = self.add_vars(ylo, yhi)
+            o_loc, kk = np.nonzero(cand[multi])  # candidate pairs, by local output
+            j = g[multi][o_loc, kk]
+            m = len(o_loc)
+            a = self.add_vars(np.zeros(m), np.ones(m), integer=not relax)
+            xi, xc = h.idx[j], h.const[j]
+            isv = xi >= 0
+            r = np.arange(m)
+            # y - x_j >= 0
+            rows = [r, r[isv]]
+            cols = [y[o_loc], xi[isv]]
+            vals = [np.ones(m), -np.ones(int(isv.sum()))]
+            lo1 = np.where(isv, 0.0, xc)
+            self.add_rows(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), lo1, INF, n=m)
+            # y - x_j + (U - l_j) a_j <= U - l_j
+            big = U[o_loc] - lo[j]
+            rows = [r, r[isv], r]
+            cols = [y[o_loc], xi[isv], a]
+            vals = [np.ones(m), -np.ones(int(isv.sum())), big]
+            self.add_rows(np.concatenate(rows), np.concatenate(cols), np.concatenate(vals), -INF,
+                          big + np.where(isv, 0.0, xc), n=m)
+            # sum_j a_j = 1 per window
+            self.add_rows(o_loc, a, np.ones(m), 1.0, 1.0, n=len(multi))
+            idx[multi] = y
+        return VarVector(idx, const)
+
     def set_cost(self, cols, coefs) -> None:
         self.cost = {}
         for c, v in zip(np.atleast_1d(cols), np.atleast_1d(coefs)):

@@ -39,46 +39,55 @@ def julia_executable() -> str | None:
     return shutil.which("julia")
 
 
-def export_mipverify(model, path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Write ``model``'s parameters in MIPVerify's ``.mat`` naming; return the layer chain.
+#: the layer kinds of the network description that workflow/julia/exact_mipverify.jl builds
+MIPVERIFY_LAYERS = ("conv2d", "dense", "relu", "flatten")
 
-    The chain is a list of ``{"type": "conv2d"|"dense"|"relu"|"flatten", ...}`` entries in
-    order; conv entries carry ``name``, ``stride``, ``padding`` and the kernel ``shape``
-    (HWIO), dense entries ``name`` and ``shape`` (in, out). Activations inside Conv2D or
-    Dense layers become separate ReLU entries.
+
+def export_mipverify(model, path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Write the network's parameters in MIPVerify's ``.mat`` naming; return the layer chain.
+
+    ``model`` is a Keras model or a :class:`robcurves.network.Network`. The chain is a list
+    of ``{"type": "conv2d"|"dense"|"relu"|"flatten", ...}`` entries in order; conv entries
+    carry ``name``, ``stride``, ``padding`` and the kernel ``shape`` (HWIO), dense entries
+    ``name`` and ``shape`` (in, out). Activations inside Conv2D or Dense layers are separate
+    ReLU entries (the description splits them). Anything MIPVerify's side does not build
+    (residual additions, pooling, unfolded scalings, ...) is rejected by name.
     """
-    import keras
     import scipy.io
 
-    from robcurves.exact.layers import network_from_keras
+    from robcurves.network import Network, from_keras
 
-    network_from_keras(model)  # rejects what cannot be encoded, naming the layer
+    net = model if isinstance(model, Network) else from_keras(model)
     params: dict[str, np.ndarray] = {}
     chain: list[dict[str, Any]] = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            k, b = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
-            strides = tuple(int(s) for s in layer.strides)
-            if strides[0] != strides[1]:
-                raise ValueError(f"mipverify: layer {layer.name!r} has unequal strides {strides}")
-            params[f"{layer.name}/weight"], params[f"{layer.name}/bias"] = k, b
-            chain.append({"type": "conv2d", "name": layer.name, "stride": strides[0],
-                          "padding": layer.padding.lower(), "shape": list(k.shape)})
-        elif isinstance(layer, keras.layers.Dense):
-            k, b = (np.asarray(w, dtype=np.float64) for w in layer.get_weights())
-            params[f"{layer.name}/weight"], params[f"{layer.name}/bias"] = k, b
-            chain.append({"type": "dense", "name": layer.name, "shape": list(k.shape)})
-        elif isinstance(layer, keras.layers.Flatten):
-            chain.append({"type": "flatten"})
-            continue
-        elif isinstance(layer, (keras.layers.ReLU, keras.layers.Activation)):
-            chain.append({"type": "relu"})
-            continue
+    if not net.is_chain:
+        adds = [f"{n.name!r} ({n.layer.kind})" for i, n in enumerate(net.nodes[1:], start=1) if n.inputs != (i - 1,)]
+        raise ValueError(f"mipverify: the network is not a chain of layers (at {', '.join(adds[:3])}); "
+                         f"the MIPVerify backend supports {', '.join(MIPVERIFY_LAYERS)}")
+    for i, node in enumerate(net.nodes[1:], start=1):
+        layer = node.layer
+        what = f"layer {node.name!r} ({layer.kind})"
+        if layer.kind not in MIPVERIFY_LAYERS:
+            raise ValueError(f"mipverify: {what} cannot be exported; the MIPVerify backend supports "
+                             f"{', '.join(MIPVERIFY_LAYERS)}")
+        key = node.name.replace("/", "_") or f"layer{i}"
+        if layer.kind == "conv2d":
+            strides, padding = layer.strides, layer.padding_name
+            if strides[0] != strides[1] or padding is None:
+                raise ValueError(f"mipverify: {what} has strides {strides} and pads {layer.pads}; "
+                                 "only equal strides with TensorFlow's same/valid padding are exported")
+            k = layer.numpy("W")
+            params[f"{key}/weight"] = k
+            params[f"{key}/bias"] = layer.numpy("b") if "b" in layer.params else np.zeros(k.shape[3])
+            chain.append({"type": "conv2d", "name": key, "stride": strides[0], "padding": padding,
+                          "shape": list(k.shape)})
+        elif layer.kind == "dense":
+            k = layer.numpy("W")
+            params[f"{key}/weight"] = k
+            params[f"{key}/bias"] = layer.numpy("b") if "b" in layer.params else np.zeros(k.shape[1])
+            chain.append({"type": "dense", "name": key, "shape": list(k.shape)})
         else:
-            continue
-        act = keras.activations.serialize(layer.activation)
-        if (act if isinstance(act, str) else act.get("config")) == "relu":
-            chain.append({"type": "relu"})
+            chain.append({"type": layer.kind})
     scipy.io.savemat(str(path), params)
     return chain
 

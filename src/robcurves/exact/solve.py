@@ -40,10 +40,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from robcurves.adversarial import is_adversarial
-from robcurves.exact.bounds import Bounds, InputDomain, add_input, compute_bounds
-from robcurves.exact.layers import Affine, Network, ReLU, network_from_keras
+from robcurves.exact.bounds import Bounds, InputDomain, add_input, compute_bounds, emit_network
 from robcurves.exact.milp import MilpBuilder, MilpResult, VarVector, run_highs
 from robcurves.exact.records import BracketTally, ExactResult, ExactResults
+from robcurves.network import Network, from_keras, linear_bounds
 from robcurves.norms import Norm, parse_norm
 from robcurves.progress import Progress
 
@@ -137,40 +137,30 @@ def _build_network(milp: MilpBuilder, net: Network, dom: InputDomain, bounds: Bo
     """Input variables and the network; units a ReLU turns off get no variable, and of the
     last layer only ``logits`` (all if None)."""
     x = add_input(milp, dom)
-    h = x
-    last = len(net.layers) - 1
-    for i, layer in enumerate(net.layers):
-        if isinstance(layer, Affine):
-            needed = None
-            if i == last and logits is not None:
-                needed = np.zeros(layer.n_out, dtype=bool)
-                needed[list(logits)] = True
-            elif i < last and isinstance(net.layers[i + 1], ReLU):
-                needed = bounds.pre[i][1] > 0
-            h = layer.emit(milp, h, *bounds.pre[i], needed=needed)
-        else:
-            h = layer.emit(milp, h, *bounds.pre[i - 1])
-    return x, h
+    hs = emit_network(milp, net, x, bounds.pre, logits=logits)
+    return x, hs[-1]
 
 
 def _margin_bound(net: Network, bounds: Bounds, dom: InputDomain, y: int) -> np.ndarray:
     """Upper bound of ``z_k - z_y`` per class ``k``: back-substitution of the margin itself
-    (much tighter than the difference of the logits' bounds), and interval arithmetic."""
-    from robcurves.exact.bounds import symbolic_bounds
+    (much tighter than the difference of the logits' bounds), and interval arithmetic on
+    the input of the last layer (elision of the last layer)."""
+    from robcurves.exact.bounds import batched
 
-    last, i = net.layers[-1], len(net.layers) - 1
-    if i == 0:
-        lo, hi = dom.lo, dom.hi
-    elif isinstance(net.layers[i - 1], Affine):
-        lo, hi = bounds.pre[i - 1]
-    else:
-        lo, hi = net.layers[i - 1].interval(*bounds.pre[i - 2])
-    W = last.W.toarray()
-    D = W - W[y]  # row k: w_k - w_y (dense: only n_classes rows)
-    c = last.b - last.b[y]
-    ib = np.maximum(D, 0) @ hi + np.minimum(D, 0) @ lo + c
-    _, sb = symbolic_bounds(net, bounds.pre, i, D, c, dom)
-    return np.minimum(ib, sb)
+    K = net.n_classes
+    D = np.eye(K) - np.eye(K)[y][None, :]  # row k: e_k - e_y
+    C = D[None]
+    pre = batched(net, bounds.pre)
+    _, sb = linear_bounds(net, net.output, pre, dom.domain(net.input_shape), C, which="upper")
+    sb = np.asarray(sb, dtype=np.float64)[0]
+    last = net.nodes[-1]
+    if last.layer.affine:
+        a_ins, c = last.layer.backward(-C, None)
+        c = 0.0 if c is None else np.asarray(c, dtype=np.float64)[0]
+        low = c + sum(np.maximum(a[0].reshape(K, -1), 0) @ bounds.pre[j][0]
+                      + np.minimum(a[0].reshape(K, -1), 0) @ bounds.pre[j][1] for a, j in zip(a_ins, last.inputs))
+        sb = np.minimum(sb, -low)
+    return sb
 
 
 def _distance_milp(net: Network, dom: InputDomain, bounds: Bounds, y: int, k: int, margin: float,
@@ -534,8 +524,15 @@ def minimal_perturbations(model, x: np.ndarray, y: np.ndarray, norm: "str | Norm
     y = np.asarray(y, dtype=np.int64)
     if x.ndim != 4 or len(x) != len(y):
         raise ValueError(f"exact: x must be NHWC with one label per point, got {x.shape} and {y.shape}")
-    net = network_from_keras(model)
-    checker = keras_checker(model, norm, bounds)
+    box = (float(bounds[0]), float(bounds[1]))
+    net = model if isinstance(model, Network) else from_keras(model, bounds=box)
+    if isinstance(model, Network):
+        def logits_fn(xb: np.ndarray) -> np.ndarray:
+            return net.predict(np.asarray(xb, dtype=np.float32))
+
+        checker = Checker(logits_fn, net.input_shape, norm, box)
+    else:
+        checker = keras_checker(model, norm, bounds)
     lo, hi = checker.box
     if x.size and (not np.all(np.isfinite(x)) or x.min() < lo or x.max() > hi):
         raise ValueError(f"exact: the points must lie in the model's input box [{lo}, {hi}]")

@@ -22,10 +22,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from keras import ops
-
 from robcurves.network.graph import Network
 from robcurves.network.layers import dtype_of
+from robcurves.network.xp import is_numpy, xp
 from robcurves.norms import Norm, parse_norm
 
 Box = tuple[Any, Any]
@@ -48,11 +47,16 @@ class Domain:
     @classmethod
     def ball(cls, x0, norm: "str | Norm", eps, bounds: tuple[float, float] = (0.0, 1.0),
              dtype: str = "float64") -> "Domain":
-        """The ``norm`` ball of radius ``eps`` (scalar or one per row) around ``x0``, within ``bounds``."""
+        """The ``norm`` ball of radius ``eps`` (scalar or one per row) around ``x0``, within ``bounds``.
+
+        NumPy ``x0`` gives a NumPy domain (every bound computed on it runs in NumPy), a
+        tensor a ``keras.ops`` one; ``Domain.ball(...).tensors()`` converts.
+        """
         norm = parse_norm(norm)
-        x0 = _tensor(x0, dtype)
+        ops = xp(x0, eps)
+        x0 = _tensor(x0, dtype, ops)
         b = x0.shape[0] if x0.shape[0] is not None else ops.shape(x0)[0]
-        eps = _tensor(eps, dtype)
+        eps = _tensor(eps, dtype, ops)
         if len(eps.shape) == 0:
             eps = ops.ones((b,), dtype=dtype) * eps
         r = ops.reshape(eps, (-1,) + (1,) * (len(x0.shape) - 1))
@@ -62,7 +66,19 @@ class Domain:
 
     @classmethod
     def box(cls, lo, hi, dtype: str = "float64") -> "Domain":
-        return cls(_tensor(lo, dtype), _tensor(hi, dtype))
+        ops = xp(lo, hi)
+        return cls(_tensor(lo, dtype, ops), _tensor(hi, dtype, ops))
+
+    def tensors(self) -> "Domain":
+        """The same domain on ``keras.ops`` tensors."""
+        from keras import ops
+
+        t = lambda v: None if v is None else ops.convert_to_tensor(v, dtype=self.dtype)  # noqa: E731
+        return Domain(t(self.lo), t(self.hi), t(self.x0), self.norm, t(self.eps))
+
+    @property
+    def ops(self):
+        return xp(self.lo)
 
     @property
     def dtype(self) -> str:
@@ -74,10 +90,12 @@ class Domain:
         return self.norm is not None and not math.isinf(self.norm.p)
 
 
-def _tensor(v, dtype: str):
-    """``v`` as a tensor of ``dtype``; Python and NumPy numbers are converted without a float32 detour."""
+def _tensor(v, dtype: str, ops):
+    """``v`` in the namespace ``ops`` and ``dtype``; Python and NumPy numbers are converted
+    without a float32 detour."""
     if isinstance(v, (int, float, np.ndarray, np.number, list, tuple)):
-        return ops.convert_to_tensor(np.asarray(v, dtype=dtype), dtype=dtype)
+        a = np.asarray(v, dtype=dtype)
+        return a if is_numpy(ops) else ops.convert_to_tensor(a, dtype=dtype)
     return ops.cast(v, dtype)
 
 
@@ -88,6 +106,7 @@ def _tail(x) -> tuple[int, ...]:
 def _intersect(a: Box, b: Box | None) -> Box:
     if b is None:
         return a
+    ops = xp(a[0], b[0])
     return ops.maximum(a[0], b[0]), ops.minimum(a[1], b[1])
 
 
@@ -102,6 +121,7 @@ def interval_bounds(net: Network, domain: Domain, given: Mapping[int, Box] | Non
     (e.g. the bounds of split ReLUs, or tighter bounds from an earlier pass).
     """
     given = given or {}
+    ops = domain.ops
     bounds: list[Box] = [_intersect((domain.lo, domain.hi), given.get(0))]
     centres = {0: domain.x0} if domain.has_ball else {}
     for i, node in enumerate(net.nodes[1:], start=1):
@@ -113,7 +133,7 @@ def interval_bounds(net: Network, domain: Domain, given: Mapping[int, Box] | Non
                 centres[i] = layer.evaluate(centres[src])
             else:
                 c = layer.evaluate(centres[src])
-                r = ops.expand_dims(ops.convert_to_tensor(layer.dual_norms(domain.norm.dual_p, domain.dtype)), 0)
+                r = ops.expand_dims(layer.dual_norms(domain.norm.dual_p, domain.lo), 0)
                 r = ops.reshape(domain.eps, (-1,) + (1,) * len(node.shape)) * r
                 box = _intersect(box, (c - r, c + r))
         bounds.append(_intersect(box, given.get(i)))
@@ -157,7 +177,7 @@ def backward(net: Network, node: int, A, bounds: Sequence[Box | None],
             coef[i] = ai if i not in coef else coef[i] + ai
     A_x = coef[0]
     if c is None:
-        c = ops.sum(A_x * 0.0, axis=_tail(A_x))
+        c = xp(A_x).sum(A_x * 0.0, axis=_tail(A_x))
     return A_x, c
 
 
@@ -167,6 +187,7 @@ def concretize(A_x, c, domain: Domain):
     The tighter (elementwise max) of the box bound ``sum(A+ lo + A- hi)`` and, for an
     l2/l1 ball, the dual-norm bound ``A . x0 - eps ||A||_dual``; both are sound.
     """
+    ops = xp(A_x, domain.lo)
     lo, hi = ops.expand_dims(domain.lo, 1), ops.expand_dims(domain.hi, 1)
     t = _tail(A_x)
     low = ops.sum(ops.maximum(A_x, 0.0) * lo + ops.minimum(A_x, 0.0) * hi, axis=t)
@@ -183,14 +204,22 @@ def concretize(A_x, c, domain: Domain):
     return low + c
 
 
-def identity_spec(shape: Sequence[int], batch: int, dtype: str = "float64", units: np.ndarray | None = None):
-    """``C`` of shape ``(batch, k, *shape)`` selecting the units ``units`` (flat indices; all if None)."""
+def identity_spec(shape: Sequence[int], batch: int, dtype: str = "float64", units: np.ndarray | None = None,
+                  like=None):
+    """``C`` of shape ``(batch, k, *shape)`` selecting the units ``units`` (flat indices; all if None).
+
+    A ``keras.ops`` tensor, or a NumPy array when ``like`` is a NumPy array.
+    """
     n = int(np.prod(shape))
     units = np.arange(n) if units is None else np.asarray(units, dtype=np.int64)
-    C = np.zeros((len(units), n))
+    C = np.zeros((len(units), n), dtype=dtype)
     C[np.arange(len(units)), units] = 1.0
-    C = ops.convert_to_tensor(C.reshape(1, len(units), *shape), dtype=dtype)
-    return ops.broadcast_to(C, (batch, len(units), *shape))
+    C = np.broadcast_to(C.reshape(1, len(units), *shape), (batch, len(units), *shape))
+    if like is not None and isinstance(like, np.ndarray):
+        return C
+    from keras import ops
+
+    return ops.convert_to_tensor(C, dtype=dtype)
 
 
 def linear_bounds(net: Network, node: int, bounds: Sequence[Box | None], domain: Domain, C=None,
@@ -204,10 +233,11 @@ def linear_bounds(net: Network, node: int, bounds: Sequence[Box | None], domain:
     entry is None).
     """
     shape = net.nodes[node].shape
+    ops = domain.ops
     if C is None:
         b = domain.lo.shape[0] if domain.lo.shape[0] is not None else ops.shape(domain.lo)[0]
-        C = identity_spec(shape, b, domain.dtype)
-    C = _tensor(C, domain.dtype)
+        C = identity_spec(shape, b, domain.dtype, like=domain.lo)
+    C = _tensor(C, domain.dtype, ops)
     if which == "lower":
         return concretize(*backward(net, node, C, bounds, alpha, split), domain), None
     if which == "upper":
@@ -236,21 +266,21 @@ def crown_bounds(net: Network, domain: Domain, given: Mapping[int, Box] | None =
     targets = set(net.needs_bounds()) | {net.output}
     batch = int(domain.lo.shape[0])
     dt = domain.dtype
+    ops = domain.ops
+    numpy_side = is_numpy(ops)
+    as_np = lambda t: np.asarray(t if numpy_side else ops.convert_to_numpy(t), dtype=np.float64)  # noqa: E731
     for i, node in enumerate(net.nodes[1:], start=1):
         box = _intersect(node.layer.interval(*(bounds[j] for j in node.inputs)), first[i])
         if i in targets and not (node.layer.affine and getattr(node.layer, "is_reshape", False)):
-            lo, hi = (np.asarray(ops.convert_to_numpy(t), dtype=np.float64).reshape(batch, -1) for t in box)
+            lo, hi = (as_np(t).reshape(batch, -1).copy() for t in box)
             only_relu = all(net.nodes[u].layer.kind == "relu" for u in net.users[i]) and i != net.output
             units = np.flatnonzero(((lo < 0) & (hi > 0)).any(axis=0)) if only_relu else np.arange(lo.shape[1])
             for start in range(0, len(units), max_specs):
                 sel = units[start:start + max_specs]
-                C = identity_spec(node.shape, batch, dt, sel)
-                l_new, u_new = linear_bounds(net, i, bounds, domain, C)
-                l_new = np.asarray(ops.convert_to_numpy(l_new), dtype=np.float64)
-                u_new = np.asarray(ops.convert_to_numpy(u_new), dtype=np.float64)
+                C = identity_spec(node.shape, batch, dt, sel, like=domain.lo)
+                l_new, u_new = (as_np(t) for t in linear_bounds(net, i, bounds, domain, C))
                 lo[:, sel] = np.maximum(lo[:, sel], l_new)
                 hi[:, sel] = np.minimum(hi[:, sel], u_new)
-            box = (ops.convert_to_tensor(lo.reshape(batch, *node.shape), dtype=dt),
-                   ops.convert_to_tensor(hi.reshape(batch, *node.shape), dtype=dt))
+            box = tuple(_tensor(a.reshape(batch, *node.shape), dt, ops) for a in (lo, hi))
         bounds.append(box)
     return bounds  # type: ignore[return-value]

@@ -120,6 +120,19 @@ class Network:
                 out.update(node.inputs)
         return sorted(out)
 
+    def is_affine_in_input(self, i: int) -> bool:
+        """True when node ``i`` is an affine function of the input (no ReLU or MaxPool before it)."""
+        todo, seen = [int(i)], set()
+        while todo:
+            j = todo.pop()
+            if j == 0 or j in seen:
+                continue
+            seen.add(j)
+            if not self.nodes[j].layer.affine:
+                return False
+            todo.extend(self.nodes[j].inputs)
+        return True
+
     def summary(self) -> str:
         lines = [f"{self.name}: input {self.input_shape} in [{self.bounds[0]:g}, {self.bounds[1]:g}], "
                  f"{self.n_classes} logits"]

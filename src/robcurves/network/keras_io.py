@@ -16,13 +16,15 @@ import numpy as np
 import keras
 
 from robcurves.network import layers as L
+from robcurves.network.fold import fold_scales
 from robcurves.network.graph import Network
 
 _log = logging.getLogger("robcurves.network")
 
 SUPPORTED_KERAS = (
-    "InputLayer, Dense, Conv2D, ReLU, Activation (relu, linear; softmax as the last layer), Flatten, "
-    "Reshape, Add, Dropout, Softmax (as the last layer)"
+    "InputLayer, Dense, Conv2D, ReLU, Activation (relu, linear; softmax as the last layer), Flatten, Reshape, "
+    "Add, BatchNormalization, Normalization, Rescaling, AveragePooling2D, GlobalAveragePooling2D, MaxPooling2D, "
+    "GlobalMaxPooling2D, ZeroPadding2D, Cropping2D, DepthwiseConv2D, Dropout, Softmax (as the last layer)"
 )
 
 
@@ -99,6 +101,31 @@ class _Walker:
 
     def __init__(self, builder: _Builder) -> None:
         self.b = builder
+        self.softmax_layers: list = []
+
+    def depthwise(self, layer, src: int) -> int:
+        """DepthwiseConv2D as a Conv2D with a block-diagonal kernel (1x1 and multiplier 1: a Scale)."""
+        if layer.data_format != "channels_last" or tuple(layer.dilation_rate) != (1, 1):
+            raise _reject(layer, "only channels_last, undilated depthwise convolutions")
+        if self.b.live:
+            raise _reject(layer, "depthwise convolutions cannot be trained here")
+        k = L.to_numpy(layer.kernel)  # (kh, kw, C, m)
+        bias = L.to_numpy(layer.bias) if layer.use_bias else np.zeros(k.shape[2] * k.shape[3])
+        kh, kw, C, m = k.shape
+        shape = self.b.shapes[src]
+        if (kh, kw, m) == (1, 1, 1) and tuple(layer.strides) == (1, 1):
+            return self.b.add(L.Scale(shape, k[0, 0, :, 0], bias, name=layer.name), [src])
+        full = np.zeros((kh, kw, C, C * m), dtype=np.float32)
+        for c in range(C):
+            full[:, :, c, c * m:(c + 1) * m] = k[:, :, c, :]
+        return self.b.add(L.Conv2D(shape, full, bias.astype(np.float32), layer.strides, layer.padding,
+                                   name=layer.name), [src])
+
+    def scale(self, layer, src: int, sc: np.ndarray, off: np.ndarray) -> tuple[int, bool]:
+        """An elementwise affine layer (folded into a neighbour later where exact)."""
+        shape = self.b.shapes[src]
+        sc, off = _compact(np.broadcast_to(sc, shape)), _compact(np.broadcast_to(off, shape))
+        return self.b.add(L.Scale(shape, sc, off, name=layer.name), [src]), False
 
     def activation(self, layer, fn, src: int) -> tuple[int, bool]:
         act = _activation_name(fn)
@@ -108,6 +135,7 @@ class _Walker:
             return _relu_of(self.b, src, f"{layer.name}/relu" if not isinstance(layer, keras.layers.Activation)
                             else layer.name), False
         if act == "softmax":
+            self.softmax_layers.append(layer)
             return src, f"{layer.name!r} ({type(layer).__name__})"
         raise _reject(layer, f"activation {act!r} (only relu, linear, or softmax as the last layer)")
 
@@ -119,6 +147,14 @@ class _Walker:
             return self.activation(layer, layer.activation, _dense(b, layer, one))
         if isinstance(layer, K.Conv2D):
             return self.activation(layer, layer.activation, _conv(b, layer, one))
+        if isinstance(layer, K.DepthwiseConv2D):
+            return self.activation(layer, layer.activation, self.depthwise(layer, one))
+        if isinstance(layer, (K.ZeroPadding2D, K.Cropping2D)):
+            if layer.data_format != "channels_last":
+                raise _reject(layer, f"data_format must be channels_last, got {layer.data_format!r}")
+            (t, bo), (l, r) = layer.padding if isinstance(layer, K.ZeroPadding2D) else layer.cropping
+            sign = 1 if isinstance(layer, K.ZeroPadding2D) else -1
+            return b.add(L.Pad2D(b.shapes[one], [sign * t, sign * bo, sign * l, sign * r], name=layer.name), [one]), False
         if isinstance(layer, K.ReLU):
             _check_plain_relu(layer)
             return _relu_of(b, one, layer.name), False
@@ -128,6 +164,7 @@ class _Walker:
             axis = layer.axis if isinstance(layer.axis, int) else layer.axis[0]
             if axis not in (-1, len(b.shapes[one])):
                 raise _reject(layer, f"softmax over axis {layer.axis}")
+            self.softmax_layers.append(layer)
             return one, f"{layer.name!r} (Softmax)"
         if isinstance(layer, K.Flatten):
             if getattr(layer, "data_format", "channels_last") != "channels_last":
@@ -146,11 +183,63 @@ class _Walker:
                 name = layer.name if k == len(srcs) - 2 else f"{layer.name}/{k}"
                 out = b.add(L.Add([b.shapes[out], b.shapes[s]], name=name), [out, s])
             return out, False
+        if isinstance(layer, K.BatchNormalization):
+            if b.live:
+                raise _reject(layer, "BatchNormalization layers cannot be trained by robcurves.training")
+            shape = b.shapes[one]
+            axis = layer.axis if isinstance(layer.axis, int) else (list(layer.axis)[0] if len(layer.axis) == 1 else None)
+            if axis not in (-1, len(shape)):
+                raise _reject(layer, f"only BatchNormalization over the last (channel) axis, got axis {layer.axis}")
+            n = shape[-1]
+            gamma = L.to_numpy(layer.gamma) if layer.scale else np.ones(n)
+            beta = L.to_numpy(layer.beta) if layer.center else np.zeros(n)
+            sc = gamma / np.sqrt(L.to_numpy(layer.moving_variance) + float(layer.epsilon))
+            off = beta - L.to_numpy(layer.moving_mean) * sc
+            return self.scale(layer, one, sc, off)
+        if isinstance(layer, K.Normalization):
+            shape = b.shapes[one]
+            mean = np.broadcast_to(L.to_numpy(layer.mean)[0], shape)
+            std = np.maximum(np.sqrt(np.broadcast_to(L.to_numpy(layer.variance)[0], shape)), keras.backend.epsilon())
+            if getattr(layer, "invert", False):
+                return self.scale(layer, one, std, mean)
+            return self.scale(layer, one, 1.0 / std, -mean / std)
+        if isinstance(layer, K.Rescaling):
+            shape = b.shapes[one]
+            sc = np.broadcast_to(np.asarray(layer.scale, dtype=np.float64), shape)
+            off = np.broadcast_to(np.asarray(layer.offset, dtype=np.float64), shape)
+            return self.scale(layer, one, sc, off)
+        if isinstance(layer, (K.MaxPooling2D, K.AveragePooling2D)):
+            if layer.data_format != "channels_last":
+                raise _reject(layer, f"data_format must be channels_last, got {layer.data_format!r}")
+            cls = L.MaxPooling2D if isinstance(layer, K.MaxPooling2D) else L.AveragePooling2D
+            return b.add(cls(b.shapes[one], layer.pool_size, layer.strides, layer.padding, name=layer.name), [one]), False
+        if isinstance(layer, (K.GlobalAveragePooling2D, K.GlobalMaxPooling2D)):
+            if layer.data_format != "channels_last":
+                raise _reject(layer, f"data_format must be channels_last, got {layer.data_format!r}")
+            shape = b.shapes[one]
+            if isinstance(layer, K.GlobalAveragePooling2D):
+                out = b.add(L.GlobalAveragePooling2D(shape, name=layer.name), [one])
+            else:  # one window over the whole map
+                mp = b.add(L.MaxPooling2D(shape, shape[:2], shape[:2], "valid", name=layer.name), [one])
+                out = b.add(L.Flatten(b.shapes[mp], name=f"{layer.name}/flatten"), [mp])
+            if layer.keepdims:
+                out = b.add(L.Reshape(b.shapes[out], (1, 1, shape[2]), name=f"{layer.name}/keepdims"), [out])
+            return out, False
         if isinstance(layer, (K.Dropout, K.SpatialDropout1D, K.SpatialDropout2D, K.GaussianDropout,
                               K.GaussianNoise, K.AlphaDropout)):
             b.meta["removed"].append(f"{layer.name} ({type(layer).__name__}, the identity at inference)")
             return one, False
         raise _reject(layer, "not supported")
+
+
+def _compact(a: np.ndarray) -> np.ndarray:
+    """A per-element array of shape (..., C) as (C,) when it is constant over the other axes."""
+    a = np.asarray(a, dtype=np.float64)
+    if a.ndim > 1:
+        first = a.reshape(-1, a.shape[-1])[0]
+        if np.all(a == first):
+            return first.copy()
+    return a.copy()
 
 
 def _history(t):
@@ -221,6 +310,8 @@ def from_keras(model, *, bounds: tuple[float, float] = (0.0, 1.0), check: bool =
     if out == 0:
         raise UnsupportedLayer(f"model {model.name!r} has no layers")
     meta = {"source": "keras", "model_name": model.name, "softmax_removed": bool(soft), **b.meta}
+    if not live:
+        b.items, out = fold_scales(b.items, out, meta["folded"])
     # Layers not on the path to the output never get a node; drop nodes the output does not use.
     net = Network(b.input_shape, _used(b.items, out), bounds=bounds, meta=meta, name=name or model.name)
     if soft:
@@ -229,8 +320,30 @@ def from_keras(model, *, bounds: tuple[float, float] = (0.0, 1.0), check: bool =
         if log is not None:
             log(msg)
     if check:
-        check_against(net, lambda x: np.asarray(model(x, training=False)), softmax=bool(soft), what="Keras model")
+        check_against(net, lambda x: _logits_of(model, walker.softmax_layers[-1:] if soft else [], x),
+                      what="Keras model")
     return net
+
+
+def _logits_of(model, softmax_layers: list, x: np.ndarray) -> np.ndarray:
+    """The model's outputs with its final softmax switched off for the call (the logits:
+    comparing probabilities would miss errors where the softmax saturates)."""
+    saved = []
+    try:
+        for layer in softmax_layers:
+            if hasattr(layer, "activation") and not isinstance(layer, keras.layers.Softmax):
+                saved.append((layer, "activation", layer.activation))
+                layer.activation = keras.activations.linear
+            else:
+                saved.append((layer, "call", None))
+                layer.call = lambda inputs, *a, **k: inputs
+        return np.asarray(model(x, training=False))
+    finally:
+        for layer, attr, old in saved:
+            if attr == "activation":
+                layer.activation = old
+            else:
+                del layer.call
 
 
 def _used(items, out: int) -> list[tuple[L.Layer, tuple[int, ...]]]:
@@ -265,3 +378,104 @@ def check_against(net: Network, reference: Callable[[np.ndarray], np.ndarray], s
         raise ValueError(f"the network description disagrees with the {what} on random inputs (max difference "
                          f"{diff:.3g}): refusing to build a wrong network")
     return diff
+
+
+def to_keras(net: Network, name: str | None = None, check: bool = True):
+    """A plain Keras functional model of standard layers computing the description's logits.
+
+    Conv2D, Dense, ReLU, Add, Flatten, Reshape, MaxPooling2D, AveragePooling2D,
+    GlobalAveragePooling2D (ZeroPadding2D for pads that are not TensorFlow's); BatchNorm and
+    normalisation are already folded; an unfolded per-channel scaling becomes a 1x1
+    DepthwiseConv2D (a per-element one a Normalization layer); no softmax. This is what the
+    workflow saves for models from Keras or ONNX files, so every later stage reads a model
+    of the same kind. ``check`` compares it with the description on random inputs.
+    """
+    K = keras.layers
+    inp = keras.Input(net.input_shape, name="input")
+    vals = [inp]
+    weights: list[tuple[Any, list[np.ndarray]]] = []
+    used_names: set[str] = set()
+
+    def nm(base: str) -> str:
+        base = "".join(ch if ch.isalnum() or ch in "_-" else "_" for ch in base) or "layer"
+        out, k = base, 1
+        while out in used_names:
+            out, k = f"{base}_{k}", k + 1
+        used_names.add(out)
+        return out
+
+    for node in net.nodes[1:]:
+        layer = node.layer
+        xs = [vals[i] for i in node.inputs]
+        kind = layer.kind
+        if kind == "dense":
+            W = layer.numpy("W").astype(np.float32)
+            b = (layer.numpy("b") if "b" in layer.params else np.zeros(W.shape[1])).astype(np.float32)
+            kl = K.Dense(W.shape[1], name=nm(node.name))
+            y = kl(xs[0])
+            weights.append((kl, [W, b]))
+        elif kind == "conv2d":
+            W = layer.numpy("W").astype(np.float32)
+            b = (layer.numpy("b") if "b" in layer.params else np.zeros(W.shape[3])).astype(np.float32)
+            x, padding = xs[0], layer.padding_name
+            if padding is None:
+                t, bo, l, r = layer.pads
+                if min(t, bo, l, r) < 0:
+                    x = K.Cropping2D(((max(-t, 0), max(-bo, 0)), (max(-l, 0), max(-r, 0))), name=nm(f"{node.name}_crop"))(x)
+                if max(t, bo, l, r) > 0:
+                    x = K.ZeroPadding2D(((max(t, 0), max(bo, 0)), (max(l, 0), max(r, 0))), name=nm(f"{node.name}_pad"))(x)
+                padding = "valid"
+            kl = K.Conv2D(W.shape[3], W.shape[:2], strides=layer.strides, padding=padding, name=nm(node.name))
+            y = kl(x)
+            weights.append((kl, [W, b]))
+        elif kind == "relu":
+            y = K.ReLU(name=nm(node.name))(xs[0])
+        elif kind in ("flatten", "reshape"):
+            y = (K.Flatten(name=nm(node.name)) if kind == "flatten" else K.Reshape(layer.target, name=nm(node.name)))(xs[0])
+        elif kind == "add":
+            y = K.Add(name=nm(node.name))(xs)
+        elif kind in ("max_pooling2d", "average_pooling2d"):
+            if layer.padding_name is None:
+                raise UnsupportedLayer(f"to_keras: layer {node.name!r} ({kind}) has pads {layer.pads}, which Keras "
+                                       "pooling layers cannot express (only TensorFlow's same/valid)")
+            cls = K.MaxPooling2D if kind == "max_pooling2d" else K.AveragePooling2D
+            y = cls(layer.pool, layer.strides, layer.padding_name, name=nm(node.name))(xs[0])
+        elif kind == "global_average_pooling2d":
+            y = K.GlobalAveragePooling2D(name=nm(node.name))(xs[0])
+        elif kind == "pad2d":
+            t, bo, l, r = layer.pads
+            x = xs[0]
+            if min(layer.pads) < 0:
+                x = K.Cropping2D(((max(-t, 0), max(-bo, 0)), (max(-l, 0), max(-r, 0))), name=nm(f"{node.name}_crop"))(x)
+            if max(layer.pads) > 0:
+                x = K.ZeroPadding2D(((max(t, 0), max(bo, 0)), (max(l, 0), max(r, 0))), name=nm(node.name))(x)
+            y = x
+        elif kind == "scale":
+            s, o = layer.numpy("s"), layer.full("b")
+            shape = layer.in_shape
+            o_c = o.reshape(-1, shape[-1])
+            if s.ndim <= 1 and np.all(o_c == o_c[0]) and len(shape) == 3:
+                s_c = np.broadcast_to(s, (shape[-1],))
+                kl = K.DepthwiseConv2D(1, use_bias=True, name=nm(node.name))
+                y = kl(xs[0])
+                weights.append((kl, [s_c.reshape(1, 1, -1, 1).astype(np.float32), o_c[0].astype(np.float32)]))
+            elif len(shape) == 1:
+                kl = K.Dense(shape[0], name=nm(node.name))
+                y = kl(xs[0])
+                weights.append((kl, [np.diag(np.broadcast_to(s, shape)).astype(np.float32), o.astype(np.float32)]))
+            else:
+                sf = layer.full("s")
+                if np.any(sf <= 0):
+                    raise UnsupportedLayer(f"to_keras: layer {node.name!r} (scale) scales elements by non-positive "
+                                           "factors per position; no standard Keras layer expresses it")
+                y = K.Normalization(axis=(1, 2, 3), mean=(-o / sf)[None], variance=(1.0 / sf ** 2)[None],
+                                    name=nm(node.name))(xs[0])
+        else:
+            raise UnsupportedLayer(f"to_keras: layer {node.name!r} ({kind}) has no Keras counterpart here")
+        vals.append(y)
+    model = keras.Model(inp, vals[-1], name=nm(name or net.name))
+    for kl, w in weights:
+        kl.set_weights(w)
+    if check:
+        check_against(net, lambda x: np.asarray(model(x, training=False)), what="exported Keras model")
+    return model

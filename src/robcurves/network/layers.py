@@ -32,12 +32,18 @@ import numpy as np
 import scipy.sparse as sp
 
 import keras
-from keras import ops
+from keras import ops as keras_ops
+
+from robcurves.network.xp import is_numpy, numpy_ops, xp
 
 if TYPE_CHECKING:  # pragma: no cover
     from robcurves.exact.milp import MilpBuilder, VarVector
 
 Shape = tuple[int, ...]
+
+#: Conv2D.jvp: inputs up to this size push many directions through one matmul with the
+#: conv's matrix (much faster on a CPU than convolving batch * directions small maps)
+DENSE_JVP_MAX = 8192
 
 
 # ------------------------------------------------------------------------ helpers
@@ -53,6 +59,8 @@ def _in_trace() -> bool:
 
 def dtype_of(x) -> str:
     """The standard dtype name (``"float32"``, ...) of a tensor or array."""
+    if isinstance(x, np.ndarray):
+        return str(x.dtype)
     return keras.backend.standardize_dtype(x.dtype)
 
 
@@ -62,7 +70,9 @@ def to_numpy(v) -> np.ndarray:
         return v.astype(np.float64, copy=False)
     if isinstance(v, keras.Variable):
         v = v.value
-    return np.asarray(ops.convert_to_numpy(v), dtype=np.float64)
+    if hasattr(v, "numpy"):
+        return np.asarray(v.numpy(), dtype=np.float64)
+    return np.asarray(keras_ops.convert_to_numpy(v), dtype=np.float64)
 
 
 def _is_live(v) -> bool:
@@ -72,24 +82,24 @@ def _is_live(v) -> bool:
 def _lead(A) -> tuple:
     """The two leading (batch, spec) sizes of a coefficient tensor, static where known."""
     shape = A.shape
-    b = shape[0] if shape[0] is not None else ops.shape(A)[0]
-    s = shape[1] if shape[1] is not None else ops.shape(A)[1]
+    b = shape[0] if shape[0] is not None else keras_ops.shape(A)[0]
+    s = shape[1] if shape[1] is not None else keras_ops.shape(A)[1]
     return b, s
 
 
 def _fold(A, shape: Shape):
     """``(batch, spec, *shape)`` -> ``(batch * spec, *shape)``."""
-    return ops.reshape(A, (-1, *shape))
+    return xp(A).reshape(A, (-1, *shape))
 
 
 def _unfold(A, lead: tuple, shape: Shape):
-    return ops.reshape(A, (lead[0], lead[1], *shape))
+    return xp(A).reshape(A, (lead[0], lead[1], *shape))
 
 
 def _sum_tail(x, n_lead: int):
     """Sum over every axis after the first ``n_lead``."""
     axes = tuple(range(n_lead, len(x.shape)))
-    return ops.sum(x, axis=axes) if axes else x
+    return xp(x).sum(x, axis=axes) if axes else x
 
 
 def conv_output_size(size: int, k: int, s: int, p0: int, p1: int) -> int:
@@ -119,7 +129,7 @@ def _pad_or_crop(x, pads: tuple[int, int, int, int]):
     """Pad (positive) or crop (negative) the H and W axes of an NHWC tensor."""
     t, b, l, r = pads
     if max(t, b, l, r) > 0:
-        x = ops.pad(x, [[0, 0], [max(t, 0), max(b, 0)], [max(l, 0), max(r, 0)], [0, 0]])
+        x = xp(x).pad(x, [[0, 0], [max(t, 0), max(b, 0)], [max(l, 0), max(r, 0)], [0, 0]])
     if min(t, b, l, r) < 0:
         H, W = x.shape[1], x.shape[2]
         x = x[:, -min(t, 0):H + min(b, 0), -min(l, 0):W + min(r, 0), :]
@@ -194,22 +204,26 @@ class Layer:
         return f"{type(self).__name__}({self.name!r}: {ins} -> {self.out_shape})"
 
     # -- parameters -------------------------------------------------------
-    def param(self, key: str, dtype: str):
-        """Parameter ``key`` as a tensor of ``dtype`` (differentiable if it is a live variable)."""
-        return self.derived(key, dtype, lambda a: a, lambda t: t)
+    def param(self, key: str, like):
+        """Parameter ``key`` in the dtype and array namespace of ``like`` (a NumPy array or a
+        tensor); differentiable if it is a live variable and ``like`` is a tensor."""
+        return self.derived(key, like, lambda a: a, lambda t: t)
 
-    def derived(self, key: str, dtype: str, fn_numpy, fn_ops, *, cache_key: str | None = None):
-        """``fn(param)`` as a tensor: computed once in NumPy for constants (cached per dtype
-        and backend), with ``keras.ops`` on every call for live variables (so gradients
-        reach them)."""
+    def derived(self, key: str, like, fn_numpy, fn_ops, *, cache_key: str | None = None):
+        """``fn(param)`` in the dtype and namespace of ``like``: computed once in NumPy for
+        constants (cached per dtype and backend), with ``keras.ops`` on every call for live
+        variables (so gradients reach them)."""
         v = self.params[key]
-        if _is_live(v):
-            return fn_ops(ops.cast(v, dtype))
-        ck = (cache_key or key, str(dtype), keras.backend.backend())
-        t = self._cache.get(ck)
+        dtype = dtype_of(like)
+        numpy_side = is_numpy(xp(like))
+        if _is_live(v) and not numpy_side:
+            return fn_ops(keras_ops.cast(v, dtype))
+        ck = (cache_key or key, dtype, "numpy" if numpy_side else keras.backend.backend(), _is_live(v))
+        t = None if _is_live(v) else self._cache.get(ck)
         if t is None:
-            t = ops.convert_to_tensor(np.asarray(fn_numpy(v.astype(np.float64)), dtype=dtype), dtype=dtype)
-            if not _in_trace():
+            a = np.asarray(fn_numpy(to_numpy(v)), dtype=dtype)
+            t = a if numpy_side else keras_ops.convert_to_tensor(a, dtype=dtype)
+            if not _in_trace() and not _is_live(v):
                 self._cache[ck] = t
         return t
 
@@ -268,9 +282,9 @@ class AffineLayer(Layer):
         """``L^T(a)`` for ``a`` of shape ``(N, *out_shape)``: shape ``(N, *in_shape)``."""
         raise NotImplementedError
 
-    def bias(self, dtype: str):
-        """The bias, broadcastable to ``(N, *out_shape)``, or None."""
-        return self.param("b", dtype) if "b" in self.params else None
+    def bias(self, like):
+        """The bias, broadcastable to ``(N, *out_shape)``, in the dtype/namespace of ``like``, or None."""
+        return self.param("b", like) if "b" in self.params else None
 
     def matrix(self) -> sp.csr_matrix:
         """The sparse ``(n_out, n_in)`` float64 matrix of ``L`` on flattened NHWC vectors."""
@@ -283,11 +297,11 @@ class AffineLayer(Layer):
             return np.zeros(n)
         return np.broadcast_to(self.numpy("b"), self.out_shape).reshape(n).copy()
 
-    def dual_norms(self, q: float, dtype: str):
+    def dual_norms(self, q: float, like):
         """``||row_i(L)||_q`` for every output (shape ``out_shape``): the image of an l_p ball
         of radius r (1/p + 1/q = 1) lies in ``L(x0) + b +- r * dual_norms``."""
         key = f"dual_norm_{q}"
-        if key not in self._cache:
+        if key not in self._cache or self.live:
             M = abs(self.matrix())
             if math.isinf(q):
                 d = np.asarray(M.max(axis=1).todense()).reshape(-1)
@@ -296,7 +310,21 @@ class AffineLayer(Layer):
             else:
                 d = np.asarray(M.power(q).sum(axis=1)).reshape(-1) ** (1.0 / q)
             self._cache[key] = d.reshape(self.out_shape)
-        return ops.convert_to_tensor(self._cache[key], dtype=dtype)
+        return xp(like).convert_to_tensor(self._cache[key].astype(dtype_of(like)), dtype=dtype_of(like))
+
+    # NumPy side of the primitives via the sparse matrix (fast for convolutions and pools)
+    def _np_linear(self, x: np.ndarray, transpose: bool = False, absolute: bool = False) -> np.ndarray:
+        key = ("np_matrix", transpose, absolute)
+        M = self._cache.get(key) if not self.live else None
+        if M is None:
+            M = self._matrix_cached()
+            M = abs(M) if absolute else M
+            M = sp.csr_matrix(M.T) if transpose else M
+            if not self.live:
+                self._cache[key] = M
+        shape_in, shape_out = (self.out_shape, self.in_shape) if transpose else (self.in_shape, self.out_shape)
+        flat = x.reshape(-1, int(np.prod(shape_in)))
+        return np.asarray(M @ flat.T).T.astype(x.dtype, copy=False).reshape(-1, *shape_out)
 
     # the interface, from the primitives
     def _matrix_cached(self) -> sp.csr_matrix:
@@ -306,7 +334,7 @@ class AffineLayer(Layer):
 
     def evaluate(self, x):
         z = self.linear(x)
-        b = self.bias(dtype_of(x))
+        b = self.bias(x)
         return z if b is None else z + b
 
     def evaluate_numpy(self, x: np.ndarray) -> np.ndarray:
@@ -325,7 +353,7 @@ class AffineLayer(Layer):
     def backward(self, A, in_bounds=None, alpha=None, split=None):
         lead = _lead(A)
         a_in = _unfold(self.linear_t(_fold(A, self.out_shape)), lead, self.in_shape)
-        b = self.bias(dtype_of(A))
+        b = self.bias(A)
         c = None if b is None else _sum_tail(A * b, 2)
         return [a_in], c
 
@@ -362,29 +390,30 @@ class Dense(AffineLayer):
         return (self._W_shape[1],)
 
     def linear(self, x):
-        return ops.matmul(x, self.param("W", dtype_of(x)))
+        return xp(x).matmul(x, self.param("W", x))
 
     def linear_abs(self, x):
-        return ops.matmul(x, self.derived("W", dtype_of(x), np.abs, ops.abs, cache_key="W_abs"))
+        return xp(x).matmul(x, self.derived("W", x, np.abs, keras_ops.abs, cache_key="W_abs"))
 
     def linear_t(self, a):
-        return ops.matmul(a, self.derived("W", dtype_of(a), lambda w: w.T, ops.transpose, cache_key="W_t"))
+        return xp(a).matmul(a, self.derived("W", a, lambda w: w.T, keras_ops.transpose, cache_key="W_t"))
 
     def backward(self, A, in_bounds=None, alpha=None, split=None):
         # (batch, spec, out) @ (out, in): no folding needed
-        dt = dtype_of(A)
-        a_in = ops.matmul(A, self.derived("W", dt, lambda w: w.T, ops.transpose, cache_key="W_t"))
-        b = self.bias(dt)
+        ops = xp(A)
+        a_in = ops.matmul(A, self.derived("W", A, lambda w: w.T, keras_ops.transpose, cache_key="W_t"))
+        b = self.bias(A)
         return [a_in], (None if b is None else ops.sum(A * b, axis=-1))
 
     def jvp(self, xs, vs):
-        return ops.matmul(vs[0], self.param("W", dtype_of(vs[0])))
+        return xp(vs[0]).matmul(vs[0], self.param("W", vs[0]))
 
     def matrix(self) -> sp.csr_matrix:
         return sp.csr_matrix(self.numpy("W").T)
 
-    def dual_norms(self, q: float, dtype: str):
-        W = self.param("W", dtype)  # keras.ops, so that IBP training differentiates through it
+    def dual_norms(self, q: float, like):
+        W = self.param("W", like)  # keras.ops for tensors, so that IBP training differentiates through it
+        ops = xp(like)
         if math.isinf(q):
             return ops.max(ops.abs(W), axis=0)
         if q == 1.0:
@@ -437,15 +466,22 @@ class Conv2D(AffineLayer):
         return None
 
     def _conv(self, x, k):
-        return ops.conv(_pad_or_crop(x, self.pads), k, strides=self.strides, padding="valid")
+        return keras_ops.conv(_pad_or_crop(x, self.pads), k, strides=self.strides, padding="valid")
 
     def linear(self, x):
-        return self._conv(x, self.param("W", dtype_of(x)))
+        if isinstance(x, np.ndarray):
+            return self._np_linear(x)
+        return self._conv(x, self.param("W", x))
 
     def linear_abs(self, x):
-        return self._conv(x, self.derived("W", dtype_of(x), np.abs, ops.abs, cache_key="W_abs"))
+        if isinstance(x, np.ndarray):
+            return self._np_linear(x, absolute=True)
+        return self._conv(x, self.derived("W", x, np.abs, keras_ops.abs, cache_key="W_abs"))
 
     def linear_t(self, a):
+        if isinstance(a, np.ndarray):
+            return self._np_linear(a, transpose=True)
+        ops = keras_ops
         # The transpose of a strided conv: dilate by the strides, pad, and convolve with the
         # kernel flipped in space and with in/out channels swapped (stride 1, VALID).
         kh, kw, _, _ = self._W_shape
@@ -461,7 +497,7 @@ class Conv2D(AffineLayer):
         bottom = H - (ho - 1) * sh - 1 + t
         right = W - (wo - 1) * sw - 1 + l
         a = _pad_or_crop(a, (top, bottom, left, right))
-        k = self.derived("W", dtype_of(a), lambda w: np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)),
+        k = self.derived("W", a, lambda w: np.ascontiguousarray(w[::-1, ::-1].transpose(0, 1, 3, 2)),
                          lambda w: ops.transpose(ops.flip(ops.flip(w, 0), 1), (0, 1, 3, 2)), cache_key="W_t")
         return ops.conv(a, k, strides=1, padding="valid")
 
@@ -469,7 +505,10 @@ class Conv2D(AffineLayer):
         v = vs[0]
         lead = _lead(v)
         n_in = int(np.prod(self.in_shape))
-        if isinstance(lead[1], int) and lead[1] > 64 and n_in <= 8192 and keras.backend.backend() == "tensorflow":
+        ops = keras_ops
+        if isinstance(v, np.ndarray):
+            return _unfold(self._np_linear(_fold(v, self.in_shape)), lead, self.out_shape)
+        if v.shape[0] != 1 and n_in <= DENSE_JVP_MAX and keras.backend.backend() == "tensorflow":
             # Many directions (MMR): one matmul with the conv's matrix (the conv of the
             # identity) is much faster on CPU than convolving batch * d small feature maps.
             eye = ops.reshape(ops.eye(n_in, dtype=dtype_of(v)), (n_in, *self.in_shape))
@@ -481,8 +520,12 @@ class Conv2D(AffineLayer):
     def matrix(self) -> sp.csr_matrix:
         return conv2d_matrix(self.numpy("W"), self.in_shape, self.strides, self.pads)[0]
 
-    def dual_norms(self, q: float, dtype: str):
-        W = self.param("W", dtype)
+    def dual_norms(self, q: float, like):
+        if isinstance(like, np.ndarray) or not self.live:
+            return AffineLayer.dual_norms(self, q, like)  # exact, from the matrix
+        ops = keras_ops
+        dtype = dtype_of(like)
+        W = self.param("W", like)
         if math.isinf(q):  # max over the kernel (a sound upper bound where padding cuts it)
             m = ops.max(ops.reshape(ops.abs(W), (-1, self._W_shape[3])), axis=0)
             return ops.broadcast_to(m, self.out_shape)
@@ -512,12 +555,12 @@ class Reshape(AffineLayer):
         return self.target
 
     def linear(self, x):
-        return ops.reshape(x, (-1, *self.out_shape))
+        return xp(x).reshape(x, (-1, *self.out_shape))
 
     linear_abs = linear
 
     def linear_t(self, a):
-        return ops.reshape(a, (-1, *self.in_shape))
+        return xp(a).reshape(a, (-1, *self.in_shape))
 
     def evaluate_numpy(self, x):
         x = np.asarray(x, dtype=np.float64)
@@ -529,8 +572,8 @@ class Reshape(AffineLayer):
     def matrix(self) -> sp.csr_matrix:
         return sp.identity(int(np.prod(self.in_shape)), format="csr")
 
-    def dual_norms(self, q, dtype):
-        return ops.ones(self.out_shape, dtype=dtype)
+    def dual_norms(self, q, like):
+        return xp(like).ones(self.out_shape, dtype=dtype_of(like))
 
     def config(self) -> dict[str, Any]:
         return {**super().config(), "target": list(self.target)}
@@ -558,13 +601,14 @@ class ReLU(Layer):
         super().__init__([in_shape], name)
 
     def evaluate(self, x):
-        return ops.relu(x)
+        return xp(x).relu(x)
 
     def evaluate_numpy(self, x):
         return np.maximum(np.asarray(x, dtype=np.float64), 0.0)
 
     def interval(self, box):
         lo, hi = box
+        ops = xp(lo)
         return ops.relu(lo), ops.relu(hi)
 
     def relaxation(self, lo, hi, alpha=None, split=None):
@@ -576,6 +620,7 @@ class ReLU(Layer):
         (the relaxation then holds where the split's sign constraint holds).
         """
         dt = dtype_of(lo)
+        ops = xp(lo, alpha, split)
         one, zero = ops.ones_like(lo), ops.zeros_like(lo)
         unstable = ops.logical_and(lo < 0, hi > 0)
         active = lo >= 0
@@ -601,6 +646,7 @@ class ReLU(Layer):
         if in_bounds is None:
             raise ValueError(f"relu {self.name!r}: linear bounds need bounds on its input")
         lo, hi = in_bounds[0]
+        ops = xp(A, lo, hi, alpha, split)
         lo, hi = ops.expand_dims(lo, 1), ops.expand_dims(hi, 1)  # broadcast over the spec axis
 
         def per_spec(t):
@@ -615,6 +661,7 @@ class ReLU(Layer):
         return [a_in], _sum_tail(An * up_int, 2)
 
     def jvp(self, xs, vs):
+        ops = xp(vs[0])
         mask = ops.cast(xs[0] > 0, dtype_of(vs[0]))
         return vs[0] * ops.expand_dims(mask, 1)
 
@@ -653,3 +700,336 @@ class Add(Layer):
     def emit(self, milp, hs, in_bounds, out_bounds, needed=None, relax=False):
         lo, hi = (np.asarray(b, dtype=np.float64).reshape(-1) for b in out_bounds)
         return milp.add_sum(hs, lo, hi, needed)
+
+
+class Scale(AffineLayer):
+    """Elementwise ``x * scale + offset`` (folded BatchNorm, input normalisation, Rescaling).
+
+    ``scale`` and ``offset`` broadcast to the input shape (per channel or per element).
+    The reader folds a Scale into a neighbouring Conv2D/Dense where that is exact; one
+    that cannot be folded (e.g. an offset before a zero-padded conv) stays as this layer.
+    """
+
+    kind = "scale"
+
+    def __init__(self, in_shape: Shape, scale, offset=None, name: str = "scale") -> None:
+        super().__init__([in_shape], name)
+        scale = np.asarray(scale, dtype=np.float64) if not _is_live(scale) else scale
+        for what, v in (("scale", scale), ("offset", offset)):
+            if v is not None and np.broadcast_shapes(tuple(v.shape), self.in_shape) != self.in_shape:
+                raise ValueError(f"scale {name!r}: {what} of shape {tuple(v.shape)} does not broadcast to {self.in_shape}")
+        self.params["s"] = scale
+        if offset is not None:
+            self.params["b"] = np.asarray(offset, dtype=np.float64)
+
+    def full(self, key: str) -> np.ndarray:
+        """``scale`` or ``offset`` broadcast to the input shape (float64)."""
+        if key == "b" and "b" not in self.params:
+            return np.zeros(self.in_shape)
+        return np.broadcast_to(self.numpy(key), self.in_shape).astype(np.float64)
+
+    def linear(self, x):
+        return x * self.param("s", x)
+
+    def linear_abs(self, x):
+        return x * self.derived("s", x, np.abs, keras_ops.abs, cache_key="s_abs")
+
+    linear_t = linear
+
+    def matrix(self) -> sp.csr_matrix:
+        return sp.diags(self.full("s").reshape(-1), format="csr")
+
+
+def pool_windows(in_hw: Sequence[int], pool: Sequence[int], strides: Sequence[int],
+                 pads: Sequence[int]) -> np.ndarray:
+    """Flat input positions (``h * W + w``) of every pooling window: ``(H_out, W_out, kh * kw)``;
+    a position in the padding is ``H * W`` (a dummy row)."""
+    H, W = (int(s) for s in in_hw)
+    kh, kw = (int(s) for s in pool)
+    sh, sw = (int(s) for s in strides)
+    t, b, l, r = (int(p) for p in pads)
+    ho, wo = conv_output_size(H, kh, sh, t, b), conv_output_size(W, kw, sw, l, r)
+    if ho < 1 or wo < 1:
+        raise ValueError(f"pooling output would be empty for input {tuple(in_hw)} and window {tuple(pool)}")
+    i = np.arange(ho)[:, None, None, None] * sh + np.arange(kh)[None, None, :, None] - t
+    j = np.arange(wo)[None, :, None, None] * sw + np.arange(kw)[None, None, None, :] - l
+    i, j = np.broadcast_arrays(i, j)
+    ok = (i >= 0) & (i < H) & (j >= 0) & (j < W)
+    return np.where(ok, i * W + j, H * W).reshape(ho, wo, kh * kw)
+
+
+class _Pool(Layer):
+    """Shared window machinery of the 2-D pooling layers (NHWC, explicit pads)."""
+
+    def __init__(self, in_shape: Shape, pool, strides=None, padding: "str | Sequence[int]" = "valid",
+                 name: str = "pool") -> None:
+        self.pool = tuple(int(p) for p in pool)
+        self.strides = tuple(int(s) for s in (strides if strides is not None else pool))
+        in_shape = tuple(int(s) for s in in_shape)
+        if len(in_shape) != 3:
+            raise ValueError(f"{self.kind} {name!r}: needs an (H, W, C) input, got {in_shape}")
+        self.pads = (pads_from_padding(padding, in_shape[:2], self.pool, self.strides)
+                     if isinstance(padding, str) else tuple(int(p) for p in padding))
+        if self.pads[0] >= self.pool[0] or self.pads[1] >= self.pool[0] or self.pads[2] >= self.pool[1] \
+                or self.pads[3] >= self.pool[1]:
+            raise ValueError(f"{self.kind} {name!r}: padding {self.pads} must be smaller than the window {self.pool}")
+        self.windows = pool_windows(in_shape[:2], self.pool, self.strides, self.pads)
+        super().__init__([in_shape], name)
+        H, W, _ = self.in_shape
+        ho, wo, k = self.windows.shape
+        self.valid = (self.windows < H * W)  # (ho, wo, k)
+        self.count = self.valid.sum(axis=2)  # TF SAME / ONNX count_include_pad=0: padding not counted
+        # scatter matrix: input position <- (window slot); padding slots go nowhere
+        q = np.arange(ho * wo * k)
+        w = self.windows.reshape(-1)
+        keep = w < H * W
+        self._P = sp.csr_matrix((np.ones(keep.sum()), (w[keep], q[keep])), shape=(H * W, ho * wo * k))
+
+    def _out_shape(self) -> Shape:
+        ho, wo, _ = self.windows.shape
+        return (ho, wo, self.in_shape[2])
+
+    def gather(self, x, fill: float = 0.0):
+        """Windows of ``x (N, H, W, C)``: ``(N, H_out, W_out, k, C)``; padding slots hold ``fill``."""
+        H, W, C = self.in_shape
+        ho, wo, k = self.windows.shape
+        ops = xp(x)
+        flat = ops.reshape(x, (-1, H * W, C))
+        pad = ops.full_like(flat[:, :1, :], fill)
+        flat = ops.concatenate([flat, pad], axis=1)
+        idx = self.windows.reshape(-1).astype(np.int32)
+        idx = idx if is_numpy(ops) else ops.convert_to_tensor(idx)
+        g = ops.take(flat, idx, axis=1)
+        return ops.reshape(g, (-1, ho, wo, k, C))
+
+    def scatter(self, a):
+        """The transpose of :meth:`gather`: ``a (N, H_out, W_out, k, C)`` summed into ``(N, H, W, C)``."""
+        H, W, C = self.in_shape
+        ho, wo, k = self.windows.shape
+        if isinstance(a, np.ndarray):
+            flat = a.reshape(-1, ho * wo * k, C)
+            n = len(flat)
+            out = self._P @ flat.transpose(1, 0, 2).reshape(ho * wo * k, n * C)
+            return out.reshape(H * W, n, C).transpose(1, 0, 2).reshape(n, H, W, C).astype(a.dtype, copy=False)
+        ops = keras_ops
+        key = ("P", dtype_of(a), keras.backend.backend())
+        P = self._cache.get(key)
+        if P is None:
+            P = ops.convert_to_tensor(self._P.toarray(), dtype=dtype_of(a))
+            if not _in_trace():
+                self._cache[key] = P
+        flat = ops.reshape(a, (-1, ho * wo * k, C))
+        out = ops.einsum("pq,nqc->npc", P, flat)
+        return ops.reshape(out, (-1, H, W, C))
+
+    def np_gather(self, x: np.ndarray, fill: float = 0.0) -> np.ndarray:
+        H, W, C = self.in_shape
+        flat = np.asarray(x, dtype=np.float64).reshape(len(x), H * W, C)
+        flat = np.concatenate([flat, np.full((len(x), 1, C), fill)], axis=1)
+        return flat[:, self.windows, :]
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "pool": list(self.pool), "strides": list(self.strides), "pads": list(self.pads),
+                "padding": self.padding_name}
+
+    @property
+    def padding_name(self) -> str | None:
+        for name in ("valid", "same"):
+            if self.pads == pads_from_padding(name, self.in_shape[:2], self.pool, self.strides):
+                return name
+        return None
+
+
+class AveragePooling2D(_Pool, AffineLayer):
+    """Average over each window; padding is not counted (TensorFlow SAME, ONNX count_include_pad=0)."""
+
+    kind = "average_pooling2d"
+
+    def __init__(self, in_shape: Shape, pool, strides=None, padding="valid", name: str = "average_pooling2d") -> None:
+        _Pool.__init__(self, in_shape, pool, strides, padding, name)
+        self._inv = (1.0 / self.count)[None, :, :, None]  # (1, ho, wo, 1)
+
+    def _inv_t(self, like):
+        if isinstance(like, np.ndarray):
+            return self._inv.astype(like.dtype)
+        key = ("inv", dtype_of(like), keras.backend.backend())
+        t = self._cache.get(key)
+        if t is None:
+            t = keras_ops.convert_to_tensor(self._inv, dtype=dtype_of(like))
+            if not _in_trace():
+                self._cache[key] = t
+        return t
+
+    def linear(self, x):
+        if isinstance(x, np.ndarray):
+            return self._np_linear(x)
+        return keras_ops.sum(self.gather(x), axis=3) * self._inv_t(x)
+
+    linear_abs = linear
+
+    def linear_t(self, a):
+        if isinstance(a, np.ndarray):
+            return self._np_linear(a, transpose=True)
+        a = a * self._inv_t(a)
+        k = self.windows.shape[2]
+        return self.scatter(keras_ops.repeat(keras_ops.expand_dims(a, 3), k, axis=3))
+
+    def matrix(self) -> sp.csr_matrix:
+        H, W, C = self.in_shape
+        ho, wo, k = self.windows.shape
+        o = np.arange(ho * wo)[:, None].repeat(k, 1)
+        w = self.windows.reshape(ho * wo, k)
+        inv = (1.0 / self.count).reshape(ho * wo, 1).repeat(k, 1)
+        keep = w < H * W
+        o, w, inv = o[keep], w[keep], inv[keep]
+        c = np.arange(C)
+        rows = (o[:, None] * C + c[None, :]).reshape(-1)
+        cols = (w[:, None] * C + c[None, :]).reshape(-1)
+        vals = np.repeat(inv, C)
+        return sp.csr_matrix((vals, (rows, cols)), shape=(ho * wo * C, H * W * C))
+
+
+class GlobalAveragePooling2D(AffineLayer):
+    """Mean over H and W: ``(H, W, C) -> (C,)``."""
+
+    kind = "global_average_pooling2d"
+
+    def __init__(self, in_shape: Shape, name: str = "global_average_pooling2d") -> None:
+        super().__init__([in_shape], name)
+        if len(self.in_shape) != 3:
+            raise ValueError(f"{self.kind} {name!r}: needs an (H, W, C) input, got {self.in_shape}")
+
+    def _out_shape(self) -> Shape:
+        return (self.in_shape[2],)
+
+    def linear(self, x):
+        return xp(x).mean(x, axis=(1, 2))
+
+    linear_abs = linear
+
+    def linear_t(self, a):
+        H, W, C = self.in_shape
+        ops = xp(a)
+        return ops.broadcast_to(ops.reshape(a, (-1, 1, 1, C)), (ops.shape(a)[0], H, W, C)) / float(H * W)
+
+    def matrix(self) -> sp.csr_matrix:
+        H, W, C = self.in_shape
+        cols = np.arange(H * W * C)
+        return sp.csr_matrix((np.full(H * W * C, 1.0 / (H * W)), (cols % C, cols)), shape=(C, H * W * C))
+
+
+class MaxPooling2D(_Pool):
+    """Maximum over each window (padding never wins, as in TensorFlow and ONNX).
+
+    Linear bounds: below by the input with the largest lower bound; above by that input
+    where it dominates the window (its lower bound >= every other upper bound), else by the
+    constant max of the upper bounds. The MILP uses binaries as MIPVerify does.
+    """
+
+    kind = "max_pooling2d"
+    needs_bounds = True
+
+    def evaluate(self, x):
+        return xp(x).max(self.gather(x, fill=-np.inf), axis=3)
+
+    def evaluate_numpy(self, x):
+        return self.np_gather(x, fill=-np.inf).max(axis=3)
+
+    def interval(self, box):
+        lo, hi = box
+        return self.evaluate(lo), self.evaluate(hi)
+
+    def _select(self, lo, hi):
+        """One-hot of the window input with the largest lower bound, whether it dominates, and max upper."""
+        ops = xp(lo)
+        glo = self.gather(lo, fill=-np.inf)
+        ghi = self.gather(hi, fill=-np.inf)
+        k = self.windows.shape[2]
+        best = ops.argmax(glo, axis=3)
+        onehot = ops.moveaxis(ops.one_hot(best, k, dtype=dtype_of(lo)), -1, 3)  # (N, ho, wo, k, C)
+        lbest = ops.max(glo, axis=3)
+        # the largest upper bound among the other inputs of the window
+        others = ops.where(onehot > 0, ops.full_like(ghi, -np.inf), ghi)
+        dominated = lbest >= ops.max(others, axis=3)
+        return onehot, dominated, ops.max(ghi, axis=3)
+
+    def backward(self, A, in_bounds=None, alpha=None, split=None):
+        if in_bounds is None:
+            raise ValueError(f"max_pooling2d {self.name!r}: linear bounds need bounds on its input")
+        lo, hi = in_bounds[0]
+        ops = xp(A, lo)
+        onehot, dominated, umax = self._select(lo, hi)
+        lead = _lead(A)
+        # the per-point relaxation broadcasts over the spec axis
+        onehot, dominated, umax = (ops.expand_dims(t, 1) for t in (onehot, dominated, umax))
+        Ap, An = ops.maximum(A, 0.0), ops.minimum(A, 0.0)
+        # A+ takes the lower line x_best; A- takes x_best where it dominates, else the constant umax
+        coef = Ap + ops.where(dominated, An, ops.zeros_like(An))
+        const = ops.where(dominated, ops.zeros_like(An), An * umax)
+        a_win = ops.expand_dims(coef, 4) * onehot  # (batch, spec, ho, wo, k, C)
+        a_in = self.scatter(ops.reshape(a_win, (-1, *a_win.shape[2:])))
+        return [_unfold(a_in, lead, self.in_shape)], _sum_tail(const, 2)
+
+    def jvp(self, xs, vs):
+        x, v = xs[0], vs[0]
+        ops = xp(v)
+        lead = _lead(v)
+        k = self.windows.shape[2]
+        arg = ops.argmax(self.gather(x, fill=-np.inf), axis=3)
+        onehot = ops.expand_dims(ops.moveaxis(ops.one_hot(arg, k, dtype=dtype_of(v)), -1, 3), 1)
+        gv = ops.reshape(self.gather(_fold(v, self.in_shape)), (lead[0], lead[1], *onehot.shape[2:]))
+        return ops.sum(gv * onehot, axis=4)
+
+    def emit(self, milp, hs, in_bounds, out_bounds, needed=None, relax=False):
+        H, W, C = self.in_shape
+        ho, wo, k = self.windows.shape
+        lo, hi = (np.asarray(b, dtype=np.float64).reshape(-1) for b in in_bounds[0])
+        # groups: flat input indices (NHWC) of each output unit's window; -1 for padding
+        w = self.windows.reshape(ho * wo, 1, k)
+        c = np.arange(C).reshape(1, C, 1)
+        groups = np.where(w < H * W, w * C + c, -1).reshape(ho * wo * C, k)
+        olo, ohi = (np.asarray(b, dtype=np.float64).reshape(-1) for b in out_bounds)
+        return milp.add_max(hs[0], groups, lo, hi, olo, ohi, relax=relax)
+
+
+class Pad2D(AffineLayer):
+    """Zero padding (positive pads) or cropping (negative pads) of H and W: ``(top, bottom, left, right)``.
+
+    Keras ZeroPadding2D/Cropping2D; the reader folds it into the Conv2D that follows."""
+
+    kind = "pad2d"
+
+    def __init__(self, in_shape: Shape, pads: Sequence[int], name: str = "pad2d") -> None:
+        self.pads = tuple(int(p) for p in pads)
+        super().__init__([in_shape], name)
+        if len(self.in_shape) != 3:
+            raise ValueError(f"pad2d {name!r}: needs an (H, W, C) input, got {self.in_shape}")
+
+    def _out_shape(self) -> Shape:
+        H, W, C = self.in_shape
+        t, b, l, r = self.pads
+        if H + t + b < 1 or W + l + r < 1:
+            raise ValueError(f"pad2d {self.name!r}: pads {self.pads} leave nothing of {self.in_shape}")
+        return (H + t + b, W + l + r, C)
+
+    def linear(self, x):
+        return _pad_or_crop(x, self.pads)
+
+    linear_abs = linear
+
+    def linear_t(self, a):
+        return _pad_or_crop(a, tuple(-p for p in self.pads))
+
+    def matrix(self) -> sp.csr_matrix:
+        H, W, C = self.in_shape
+        Ho, Wo, _ = self.out_shape
+        t, _, l, _ = self.pads
+        i, j, c = np.meshgrid(np.arange(Ho), np.arange(Wo), np.arange(C), indexing="ij")
+        si, sj = i - t, j - l
+        ok = (si >= 0) & (si < H) & (sj >= 0) & (sj < W)
+        rows = ((i * Wo + j) * C + c)[ok]
+        cols = ((si * W + sj) * C + c)[ok]
+        return sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(Ho * Wo * C, H * W * C))
+
+    def config(self) -> dict[str, Any]:
+        return {**super().config(), "pads": list(self.pads)}

@@ -72,23 +72,33 @@ def prepare_dataset(name: str, spec: dict, raw_dir) -> tuple[Any, Any]:
 
 
 def build_model(spec: dict, name: str, out_path: str, train_path: str | None = None,
-                test_path: str | None = None, mat_path: str | None = None,
+                test_path: str | None = None, model_file: str | None = None,
                 log: logging.Logger = _log) -> dict:
-    """Train (``source: train``) or convert (``source: convert``) the model ``spec`` describes.
+    """Train (``source: train``), convert (``source: convert``, a Croce et al. ``.mat``) or read
+    (``source: keras`` or ``onnx``) the model ``spec`` describes.
 
     Writes ``out_path`` (Keras) and its JSON sidecar; returns the sidecar. The sidecar's
-    ``bounds`` are the data set's (its ``meta["bounds"]``, [0, 1] by default).
+    ``bounds`` are the data set's (its ``meta["bounds"]``, [0, 1] by default). A model read
+    from a file is saved as the plain Keras model of its network description; the sidecar
+    records the file's SHA-256 and whether a softmax was removed.
     """
     from robcurves import models
 
     test = load_dataset(test_path) if test_path else None
     if spec["source"] == "convert":
         layout = spec.get("layout", "auto")
-        model = models.convert_mat(mat_path, layout=layout,
+        model = models.convert_mat(model_file, layout=layout,
                                    input_shape=test.input_shape if test is not None else None)
-        sidecar = models.mat_sidecar(mat_path, model, spec["dataset"], layout=layout, name=name)
+        sidecar = models.mat_sidecar(model_file, model, spec["dataset"], layout=layout, name=name)
         if test is not None:
             sidecar["bounds"] = list(test.bounds)
+    elif spec["source"] in ("keras", "onnx"):
+        box = list(test.bounds) if test is not None else list(models.DEFAULT_BOUNDS)
+        model, made_by = models.read_model_file(model_file, spec["source"], spec.get("input_layout", "auto"),
+                                                bounds=box, log=log.warning)
+        sidecar = {"name": name, "dataset": spec["dataset"], "bounds": box, "made_by": made_by}
+        log.info("%s: read %s (SHA-256 %s): %s", name, made_by["source"], made_by["sha256"][:16],
+                 ", ".join(f"{k} x{v}" for k, v in made_by["layers"].items()))
     else:
         from robcurves.training import train_model
 

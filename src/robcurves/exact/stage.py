@@ -1,6 +1,8 @@
 """The exact stage of the workflow: one shard of points, the merge, the attack warm start.
 
 Called from ``workflow/scripts/exact_*.py``; everything here works without Snakemake.
+(The stages before it: :mod:`robcurves.stages`; the files the rules ask for:
+:mod:`robcurves.targets`.)
 """
 
 from __future__ import annotations
@@ -15,50 +17,49 @@ import numpy as np
 
 from robcurves.exact.records import ExactResults, load_results, save_results, write_merged_json
 from robcurves.norms import parse_norm
+from robcurves.shards import load_attack_shards, refuse_stale_shards, shard_indices
 
 _log = logging.getLogger("robcurves.exact")
 
 
-def shard_indices(n_points: int, n_shards: int, shard: int) -> np.ndarray:
-    """Contiguous, near-equal parts of ``0 .. n_points-1`` (the same split as the attacks)."""
-    if n_shards < 1 or not 0 <= shard < n_shards:
-        raise ValueError(f"exact: shard {shard} of {n_shards} is not a valid shard")
-    return np.array_split(np.arange(n_points, dtype=np.int64), n_shards)[shard]
+def warm_start_settings(model, sidecar: dict, data_sha256: str, norm: str) -> dict[str, Any]:
+    """What an attack shard must have been made on to warm-start the exact stage on ``model``:
+    the same norm, data (its SHA-256), model weights and input box (:func:`robcurves.stages.attack_settings`)."""
+    from robcurves.stages import model_bounds, weights_sha256
+
+    return {"norm": parse_norm(norm).name, "data_sha256": data_sha256, "model_weights_sha256": weights_sha256(model),
+            "bounds": list(model_bounds(sidecar))}
 
 
 def load_attack_warm_start(paths: Sequence[str | os.PathLike], indices: np.ndarray, norm: str,
-                           input_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+                           input_shape: Sequence[int], expected: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Attack distances (in ``norm``) and adversarial examples for ``indices``.
 
-    Reads attack shard files (``distances``, ``x_adv``, ``status`` and ``indices``; a
-    shard without ``indices`` covers the points in its order). Points the attacks do not
-    cover get ``inf`` (the exact stage then searches the box up to ``max_radius``).
+    Reads the attack shards with :func:`robcurves.shards.load_attack_shards`: they must be
+    one set made with one set of settings (their digest) in ``norm``, and, with ``expected``
+    (:func:`warm_start_settings`), on this data and this model; a stale shard is refused,
+    named. Points the attacks do not cover get ``inf`` (the exact stage then searches the
+    box up to ``max_radius``); only points the attack broke (or found misclassified) count.
     """
+    norm = parse_norm(norm).name
     n = len(indices)
     dist = np.full(n, np.inf, dtype=np.float64)
     adv = np.zeros((n, *input_shape), dtype=np.float32)
     pos = {int(j): i for i, j in enumerate(indices)}
-    offset = 0
-    for p in paths:
-        with np.load(p, allow_pickle=False) as f:
-            d = f["distances"].astype(np.float64)
-            idx = f["indices"].astype(np.int64) if "indices" in f.files else np.arange(offset, offset + len(d))
-            xa = f["x_adv"]
-            status = f["status"].astype(str) if "status" in f.files else np.full(len(d), "adversarial")
-            meta_norm = None
-            if "meta" in f.files:
-                import json
-
-                meta_norm = json.loads(str(f["meta"])).get("norm")
-            if meta_norm is not None and parse_norm(meta_norm).name != parse_norm(norm).name:
-                raise ValueError(f"{p}: attack shard is in {meta_norm}, the exact stage runs in {norm}")
-        offset += len(d)
-        for k, j in enumerate(idx):
+    shards = load_attack_shards(paths)
+    for p, s in zip(paths, shards):
+        if parse_norm(s["meta"]["norm"]).name != norm:
+            raise ValueError(f"{p}: attack shard is in {s['meta']['norm']}, the exact stage runs in {norm}")
+    if expected:
+        refuse_stale_shards(paths, shards, expected)
+    for s in shards:
+        d = s["distances"].astype(np.float64)
+        for k, j in enumerate(s["indices"]):
             i = pos.get(int(j))
-            if i is not None and status[k] in ("adversarial", "misclassified") and np.isfinite(d[k]):
+            if i is not None and s["status"][k] in ("adversarial", "misclassified") and np.isfinite(d[k]):
                 if d[k] < dist[i]:
                     dist[i] = d[k]
-                    adv[i] = xa[k].reshape(input_shape)
+                    adv[i] = s["x_adv"][k].reshape(input_shape)
     return dist, adv
 
 
@@ -72,7 +73,7 @@ def exact_shard(model_path: str, data_path: str, out_path: str, norm: str, shard
     """
     from robcurves import models
     from robcurves.data import load_dataset
-    from robcurves.pipeline import check_bounds_agree, model_bounds
+    from robcurves.stages import check_bounds_agree, model_bounds
 
     norm = parse_norm(norm).name
     model, sidecar = models.load_model(model_path)
@@ -83,7 +84,9 @@ def exact_shard(model_path: str, data_path: str, out_path: str, norm: str, shard
     n = min(int(n_points), len(test))
     idx = shard_indices(n, n_shards, shard)
     method, why = choose_method(exact, model, norm, bounds)
-    dist, adv = load_attack_warm_start(attack_paths, idx, norm, test.x.shape[1:]) if attack_paths else (None, None)
+    dist, adv = (load_attack_warm_start(attack_paths, idx, norm, test.x.shape[1:],
+                                        expected=warm_start_settings(model, sidecar, test.meta["sha256"], norm))
+                 if attack_paths else (None, None))
     t0 = time.perf_counter()
     if method == "bab":
         from robcurves.exact.bab import minimal_perturbations as bab_minimal
@@ -195,58 +198,16 @@ def bab_config_from_dict(exact: dict[str, Any], norm: str | None = None):
     return BabConfig(**kw)
 
 
-# ----------------------------------------------------------- workflow helpers
-# Used by rules/exact.smk (kept here so that the rule file holds rules only).
-
-def exact_section(config: dict) -> dict:
-    return dict(config.get("exact") or {})
-
-
-def exact_n_shards(config: dict) -> int:
-    return int(exact_section(config).get("shards", 1))
-
-
-def exact_shard_files(config: dict, dataset: str, model: str, norm: str) -> list[str]:
-    n = exact_n_shards(config)
-    return [f"results/exact/{dataset}/{model}/{norm}/shard{i}of{n}.npz" for i in range(n)]
-
-
-def exact_merged_files(config: dict) -> list[str]:
-    ex = exact_section(config)
-    return [f"results/exact/{config['models'][m]['dataset']}/{m}/{n}.json"
-            for m in ex.get("models", []) for n in ex.get("norms", ["linf"])]
-
-
-def exact_labels(config: dict) -> list[str]:
-    ex = exact_section(config)
-    return [f"{m} ({n})" for m in ex.get("models", []) for n in ex.get("norms", ["linf"])]
-
-
-def exact_attack_files(config: dict, dataset: str, model: str, norm: str) -> list[str]:
-    """The attack shards of this (data set, model, norm) if the config runs that norm, else []."""
-    attacks = config.get("attacks", {})
-    if norm not in attacks.get("norms", {}):
-        return []
-    n = int(attacks.get("shards", 1))
-    return [f"results/attacks/{dataset}/{model}/{norm}/shard{i}of{n}.npz" for i in range(n)]
-
-
 def exact_runtime_minutes(config: dict) -> int:
-    ex = exact_section(config)
-    per_shard = -(-int(ex.get("n_points", 20)) // exact_n_shards(config))
-    return int(per_shard * float(ex.get("time_limit", 30)) * 1.5 / 60) + 15
+    """A job's runtime for a cluster's queue, in minutes: the shard's points at the time limit, with slack."""
+    ex = config["exact"]
+    per_shard = -(-int(ex["n_points"]) // int(ex["shards"]))
+    return int(per_shard * float(ex["time_limit"]) * 1.5 / 60) + 15
 
 
 def exact_tolerance(config: dict) -> dict[str, float]:
     """What "optimal" means for the config's exact stage: ``upper - lower <= rel * upper + abs``
     (``rel`` includes ``bisect_rel_tol`` for ``method: bisect``); for captions."""
-    cfg = config_from_dict(exact_section(config))
+    cfg = config_from_dict(config["exact"])
     rel = cfg.rel_gap + (cfg.bisect_rel_tol if cfg.method == "bisect" else 0.0)
     return {"rel": float(rel), "abs": float(cfg.abs_gap)}
-
-
-def exact_figure_files(config: dict) -> list[str]:
-    """The exact-vs-approximate figure, if the config asks for exact solves (for all_figures)."""
-    if not exact_section(config).get("models"):
-        return []
-    return ["results/figures/exact_vs_approx.pdf", "results/figures/exact_vs_approx.png"]

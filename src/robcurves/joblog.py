@@ -1,4 +1,4 @@
-"""Glue for Snakemake job scripts: logging to the rule's log file."""
+"""A Snakemake job's glue: its log file (stdout, stderr and the ``robcurves`` logger) and its thread limits."""
 
 from __future__ import annotations
 

@@ -1,0 +1,150 @@
+"""One home each: path patterns in robcurves.paths, colours in robcurves.palette; old module
+names keep working."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import io
+import re
+import tokenize
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = ROOT / "src" / "robcurves"
+PATH_LITERAL = re.compile(r"(^|[^\w.])(results|logs)/")
+HEX_COLOUR = re.compile(r"#[0-9A-Fa-f]{6}\b")
+
+
+def _docstrings(tree: ast.AST) -> set[int]:
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                out.add(id(first.value))
+    return out
+
+
+def python_strings(path: Path) -> list[tuple[int, str]]:
+    """The string constants of a Python file that are not docstrings, with their line."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip = _docstrings(tree)
+    return [(n.lineno, n.value) for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in skip]
+
+
+def snakemake_strings(path: Path) -> list[tuple[int, str]]:
+    """The string tokens of a rule file (Snakemake's syntax tokenizes as Python; comments are not strings)."""
+    tokens = tokenize.generate_tokens(io.StringIO(path.read_text(encoding="utf-8")).readline)
+    return [(t.start[0], t.string) for t in tokens if t.type == tokenize.STRING]
+
+
+def workflow_code() -> list[Path]:
+    files = [p for p in SRC.rglob("*.py")] + sorted((ROOT / "workflow" / "scripts").glob("*.py"))
+    return files + sorted((ROOT / "rules").glob("*.smk")) + [ROOT / "Snakefile"]
+
+
+def strings(path: Path) -> list[tuple[int, str]]:
+    return python_strings(path) if path.suffix == ".py" else snakemake_strings(path)
+
+
+def test_every_path_pattern_lives_in_robcurves_paths():
+    """No rule, script or module but robcurves.paths spells out a path under results/ or logs/."""
+    found = [f"{p.relative_to(ROOT)}:{line}: {s!r}" for p in workflow_code() if p.name != "paths.py"
+             or p.parent != SRC for line, s in strings(p) if PATH_LITERAL.search(s)]
+    assert found == [], "path patterns outside robcurves/paths.py:\n" + "\n".join(found)
+
+
+def test_every_colour_lives_in_robcurves_palette():
+    found = [f"{p.relative_to(ROOT)}:{line}: {s!r}" for p in SRC.rglob("*.py") if p.name != "palette.py"
+             for line, s in python_strings(p) if HEX_COLOUR.search(s)]
+    assert found == [], "colours outside robcurves/palette.py:\n" + "\n".join(found)
+
+
+def test_the_checks_above_see_strings_and_skip_docstrings(tmp_path):
+    mod = tmp_path / "m.py"
+    mod.write_text('"""Writes results/x.json."""\nA = "results/{x}.json"\nB = f"logs/{A}"\nC = "#D55E00"\n')
+    found = [s for _, s in python_strings(mod)]
+    assert "results/{x}.json" in found and "#D55E00" in found and not any("Writes" in s for s in found)
+    assert any(PATH_LITERAL.search(s) for s in found if s.startswith("logs/"))
+    smk = tmp_path / "r.smk"
+    smk.write_text('# results/in/a/comment\nrule a:\n    output:\n        "results/a.txt",\n')
+    assert snakemake_strings(smk) == [(4, '"results/a.txt"')]
+
+
+def test_fill_replaces_only_the_wildcards_it_is_given():
+    from robcurves import paths
+
+    assert paths.fill(paths.DATA, split="test") == "results/data/{dataset}/test.npz"
+    assert paths.fill(paths.ATTACK_SHARD, dataset="d", model="m", norm="l2", shard=0, nshards=2) == \
+        "results/attacks/d/m/l2/shard0of2.npz"
+    # One pass: a value that holds a wildcard is not filled again.
+    assert paths.figure(paths.CURVES_FIGURE, "pdf") == "results/figures/curves_{name}.pdf"
+    assert paths.tables(paths.TABLE1) == [f"results/tables/table1_robust_error.{e}" for e in ("csv", "md", "tex")]
+    assert paths.log("attack_shard") == "logs/attacks/{dataset}/{model}/{norm}/shard{shard}of{nshards}.log"
+    assert paths.benchmark("attack_shard").startswith("logs/benchmarks/attacks/")
+
+
+def test_targets_of_the_tiny_config():
+    import yaml
+
+    from robcurves import targets
+    from robcurves.config import validate_config
+
+    config = validate_config(yaml.safe_load((ROOT / "tests" / "configs" / "tiny.yaml").read_text()), deep=False)
+    assert targets.attack_shard_files(config, "digits", "tiny_st", "l1") == [
+        "results/attacks/digits/tiny_st/l1/shard0of2.npz", "results/attacks/digits/tiny_st/l1/shard1of2.npz"]
+    assert targets.exact_attack_files(config, "digits", "tiny_st", "linf") == \
+        targets.attack_shard_files(config, "digits", "tiny_st", "linf")
+    assert targets.exact_merged_files(config) == [f"results/exact/digits/tiny_st/{n}.json" for n in ("linf", "l2", "l1")]
+    files = targets.all_figure_files(config)
+    assert "results/figures/curves_tiny.png" in files and "results/figures/exact_vs_approx.pdf" in files
+    assert "results/tables/table2.tex" in files and "results/figures/fig1_toy.pdf" in files
+    named = targets.named_target_outputs(config)
+    assert set(named) == {"tiny", "gallery_tiny", "table1_robust_error", "fig5_scale", "exact_vs_approx",
+                          "exact_gap_statistics"}
+
+
+OLD_NAMES = {
+    "robcurves.pipeline": ("robcurves.stages", ["test_accuracy", "model_bounds", "check_bounds_agree",
+                                                "rescale_to_bounds", "prepare_dataset", "build_model",
+                                                "weights_sha256", "resolved_methods", "attack_settings",
+                                                "expected_settings", "attack_shard", "merge_curve"]),
+    "robcurves.jobs": ("robcurves.joblog", ["log_to", "snakemake_threads"]),
+    "robcurves.exact.pipeline": ("robcurves.exact.stage", ["shard_indices", "load_attack_warm_start", "exact_shard",
+                                                           "merge_exact", "config_from_dict", "exact_runtime_minutes",
+                                                           "exact_tolerance"]),
+    "robcurves.distances": ("robcurves.scale", ["KINDS", "NearestNeighbours", "validate_inputs",
+                                                "cross_class_duplicates", "pair_distances", "grid_scale",
+                                                "default_threads", "gpu_visible", "nearest_neighbour_distances",
+                                                "save_nearest", "load_nearest"]),
+    "robcurves.tables": ("robcurves.tablewriter", ["write_table"]),
+}
+
+
+@pytest.mark.parametrize("old", sorted(OLD_NAMES))
+def test_old_module_names_still_hold_their_public_names(old):
+    new, names = OLD_NAMES[old]
+    a, b = importlib.import_module(old), importlib.import_module(new)
+    for name in names:
+        assert getattr(a, name) is getattr(b, name), f"{old}.{name}"
+
+
+def test_old_names_are_modules_of_their_own_with_the_new_names():
+    import robcurves
+
+    old = importlib.import_module("robcurves.exact.pipeline")
+    new = importlib.import_module("robcurves.exact.stage")
+    assert old is not new and old.__name__ == "robcurves.exact.pipeline" and new.__spec__.name == new.__name__
+    assert set(robcurves.RENAMED_MODULES) == set(OLD_NAMES) - {"robcurves.tables"}
+    for name in robcurves.RENAMED_MODULES:  # no file at the old path: git follows the renames
+        assert not (SRC.parent / (name.replace(".", "/") + ".py")).exists(), name
+    with pytest.raises(ImportError):
+        importlib.import_module("robcurves.no_such_module")
+    scale = importlib.import_module("robcurves.scale")
+    for name in ["STATS", "NORM_ORDER", "kept_distances", "distance_summary", "dimensionality", "table2_rows",
+                 "table2_csv", "table2_markdown", "table2_latex", "write_table2", "plot_fig5", "load_results"]:
+        assert hasattr(scale, name), name
