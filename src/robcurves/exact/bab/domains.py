@@ -343,6 +343,38 @@ class Query:
             est.append(self._concretize32(rows) + delta * b[j] + gain)
         return np.minimum(est[0], est[1])
 
+    def _leaf_proof(self, lb, cls, signs, alphas, betas, lows, ups, deadline: float, res: "QueryResult",
+                    max_leaves: int = 32):
+        """Linear regions the ascent left unproven: beta-CROWN at the betas of the region's LP
+        (:func:`.leaf.region_duals`), which make it exact up to rounding; the bound is the
+        engine's rigorous one, so a proof from here holds for the float32 model."""
+        from robcurves.exact.bab.leaf import region_duals
+
+        todo = np.flatnonzero(lb <= 0)[:max_leaves]
+        rows, new_b = [], []
+        for i in todo:
+            if time.perf_counter() >= deadline:
+                break
+            got = region_duals(self.eng.g, self.root.ball, self.y, int(cls[i]), [s[i] for s in signs],
+                               [lo[i] for lo in lows], [hi[i] for hi in ups],
+                               time_limit=max(0.1, deadline - time.perf_counter()))
+            if got is None or got[0] <= 0:
+                continue  # no optimum, or the region really holds an adversarial point
+            rows.append(i)
+            new_b.append(got[1])
+        if not rows:
+            return lb
+        rows = np.asarray(rows)
+        B = [np.stack([b[k] for b in new_b]) for k in range(len(signs))]
+        lb_lp, _, _ = self.eng.optimise(self.root, self.K, self._rows(cls[rows]), [a[rows] for a in alphas], B,
+                                        [s[rows] for s in signs], iters=self.cfg.iters, lr_alpha=self.cfg.lr_alpha,
+                                        lr_beta=self.cfg.lr_beta, stop_at=0.0,
+                                        lows=[lo[rows] for lo in lows], ups=[hi[rows] for hi in ups])
+        lb = lb.copy()
+        lb[rows] = np.maximum(lb[rows], lb_lp)
+        res.info["lp_leaves"] = res.info.get("lp_leaves", 0) + int(np.sum(lb_lp > 0))
+        return lb
+
     def _leaf_witness(self, S, cls, deadline: float, max_leaves: int = 8):
         """Closest adversarial points of unproven linear regions (:mod:`.leaf`), float32-checked."""
         from robcurves.exact.bab.leaf import closest_in_region
@@ -461,6 +493,8 @@ class Query:
                 if found is not None:
                     return self._finish(res, found, t0)
                 res.domains += len(lb)
+                if np.any(lb <= 0):
+                    lb = self._leaf_proof(lb, cls_p, signs, alphas, betas, lows, ups, deadline, res)
                 if np.any(lb <= 0):
                     found = self._leaf_witness(S[lb <= 0], cls_p[lb <= 0], deadline)
                     if found is not None:

@@ -109,3 +109,69 @@ def closest_in_region(g: BoundGraph, ball, y: int, k: int, signs: list[np.ndarra
     dist = {math.inf: np.abs(sol - ball.x0).max(), 1.0: np.abs(sol - ball.x0).sum(),
             2.0: np.sqrt(np.sum((sol - ball.x0) ** 2))}[p]
     return sol if dist <= ball.radius * (1 + 1e-6) else None
+
+
+def region_duals(g: BoundGraph, ball, y: int, k: int, signs: list[np.ndarray], lows: list[np.ndarray],
+                 ups: list[np.ndarray], time_limit: float = 5.0) -> tuple[float, list[np.ndarray]] | None:
+    """The multipliers that make beta-CROWN exact on a linear region (linf, l1).
+
+    On a subdomain where every ReLU is split (``signs`` +1/-1) or stable by the subdomain's
+    pre-activation bounds ``lows``/``ups``, the margin ``z_y - z_k`` is affine in ``x`` and
+    its minimum over the region ∩ ball ∩ box is a linear program. The LP's optimal row
+    duals of the split constraints ``S_j z_j(x) >= 0`` are the beta multipliers at which
+    beta-CROWN's Lagrangian bound equals the LP optimum (partial LP duality). Returns
+    ``(LP optimum, betas per ReLU layer)``, or None (l2, an unsplit unstable unit, no
+    optimum in time). The LP is real arithmetic with HiGHS's tolerances: the betas are
+    only a starting point; the certificate is the rigorous bound the caller evaluates
+    with them (:meth:`robcurves.exact.bab.bounds.BoundEngine.optimise`).
+    """
+    import highspy
+
+    from robcurves.exact.milp import MilpBuilder
+
+    p = ball.norm.p
+    if p == 2.0:
+        return None  # a quadratic constraint: HiGHS solves no QCQP; the ascent alone serves l2
+    active = []
+    for s, lo, hi in zip(signs, lows, ups):
+        if np.any((s == 0) & (lo < 0) & (hi > 0)):
+            return None
+        active.append(np.where(s != 0, s > 0, lo >= 0))
+    pieces = affine_pieces(g, ball.x0, active)
+    n = g.n_inputs
+    milp = MilpBuilder()
+    x = milp.add_vars(ball.lo, ball.hi)
+    rows_J, rows_lo, where = [], [], []
+    for kk, s in enumerate(signs):
+        J, c = pieces[g.pre[kk]]
+        sel = np.flatnonzero(s != 0)
+        if len(sel):
+            rows_J.append(J[sel] * s[sel, None])
+            rows_lo.append(-c[sel] * s[sel])
+            where.append((kk, sel))
+    if rows_J:
+        A = np.concatenate(rows_J)
+        r_idx, c_idx = np.nonzero(A)
+        milp.add_rows(r_idx, x[c_idx], A[r_idx, c_idx], np.concatenate(rows_lo), np.inf, n=len(A))
+    if p == 1.0:
+        d = milp.add_vars(np.zeros(n), np.maximum(-ball.dlo, ball.dhi))
+        kk = np.arange(n)
+        milp.add_rows(np.concatenate([kk, kk, n + kk, n + kk]), np.concatenate([d, x, d, x]),
+                      np.concatenate([np.ones(n), -np.ones(n), np.ones(n), np.ones(n)]),
+                      np.concatenate([-ball.x0, ball.x0]), np.inf)
+        milp.add_rows(np.zeros(n, np.int64), d, np.ones(n), -np.inf, ball.radius, n=1)
+    J, c = pieces[g.output]
+    milp.set_cost(x, J[y] - J[k])
+    h = milp.to_highs(presolve=True)
+    h.setOptionValue("time_limit", float(max(time_limit, 0.05)))
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    duals = np.asarray(h.getSolution().row_dual)
+    value = float(h.getInfo().objective_function_value) + float(c[y] - c[k])
+    betas = [np.zeros(len(s)) for s in signs]
+    pos = 0
+    for kk, sel in where:
+        betas[kk][sel] = np.maximum(duals[pos:pos + len(sel)], 0.0)
+        pos += len(sel)
+    return value, betas

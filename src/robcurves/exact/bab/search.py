@@ -164,6 +164,8 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
         res = q.run(todo, min(deadline, tq + budget), init=init, branch=bab)
         rec = {"r": r, "bab": bab, "U": q.U, "rounds": res.rounds, "domains": res.domains,
                "s": round(time.perf_counter() - tq, 3), "imported": res.info.get("imported")}
+        if res.info.get("lp_leaves"):
+            rec["lp_leaves"] = res.info["lp_leaves"]
         for k, s in res.status.items():
             if s == "robust":
                 class_r[k] = max(class_r[k], r)
