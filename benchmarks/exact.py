@@ -153,25 +153,36 @@ def bench_row(res, case: str, norm: str, method: str, time_limit: float, attack_
                                                         for v in ratio], "summary": s}
 
 
-def run_case(case: str, norm: str, args) -> dict:
-    model, x, y, idx = case_data(case, args.points, args, args.first)
-    dist, xadv, t_attack = attack_results(case, norm, model, x, y, args)
-    progress = (lambda s: print(f"  {case} {args.method} {s}", flush=True))
+def _solve(args, model, x, y, norm, dist, xadv, idx, progress):
+    """One method (``args.method``) on the points: ``(records, method label)``."""
     if args.method == "bab":
         from robcurves.exact.bab import BabConfig, minimal_perturbations
 
         cfg = BabConfig(time_limit=args.time_limit, rel_tol=args.rel_tol, strategy=args.strategy)
         res = minimal_perturbations(model, x, y, norm, cfg, attack_distances=dist, x_adv=xadv, indices=idx,
                                     progress=progress)
-        method = "bab"
-    else:
-        from robcurves.exact import ExactConfig, minimal_perturbations
+        return res, "bab"
+    from robcurves.exact import ExactConfig, minimal_perturbations
 
-        cfg = ExactConfig(time_limit=args.time_limit, tightening=args.tightening.split(","),
-                          method=args.milp_strategy, heuristics=args.heuristics)
-        res = minimal_perturbations(model, x, y, norm, cfg, attack_distances=dist, x_adv=xadv, indices=idx,
-                                    progress=progress)
-        method = f"milp ({args.milp_strategy}{', +heur' if args.heuristics else ''})"
+    cfg = ExactConfig(time_limit=args.time_limit, tightening=args.tightening.split(","),
+                      method=args.milp_strategy, heuristics=args.heuristics)
+    res = minimal_perturbations(model, x, y, norm, cfg, attack_distances=dist, x_adv=xadv, indices=idx,
+                                progress=progress)
+    return res, f"milp ({args.milp_strategy}{', +heur' if args.heuristics else ''})"
+
+
+def run_case(case: str, norm: str, args) -> dict:
+    model, x, y, idx = case_data(case, args.points, args, args.first)
+    dist, xadv, t_attack = attack_results(case, norm, model, x, y, args)
+    progress = (lambda s: print(f"  {case} {args.method} {s}", flush=True))
+    if args.warmup > 0:
+        # Compile the bound functions once, untimed (the workflow pays it once per shard);
+        # the same for both methods, on the last point.
+        w = argparse.Namespace(**{**vars(args), "time_limit": args.warmup})
+        t0 = time.perf_counter()
+        _solve(w, model, x[-1:], y[-1:], norm, dist[-1:], xadv[-1:], idx[-1:], None)
+        print(f"  warm-up (point {idx[-1]}, {args.warmup:g} s limit): {time.perf_counter() - t0:.1f} s", flush=True)
+    res, method = _solve(args, model, x, y, norm, dist, xadv, idx, progress)
     if case.startswith("fc1"):
         case = f"{case} ({args.fc1_training})"
     if args.out_dir:
@@ -242,6 +253,8 @@ def main(argv=None) -> int:
     p.add_argument("--fc1-eps", type=float, default=0.1, help="training radius of --fc1-training")
     p.add_argument("--thresholds", help="norm:eps,... : fixed thresholds instead of minimal distances")
     p.add_argument("--threshold-time", type=float, default=10.0, help="branch and bound seconds per open pair")
+    p.add_argument("--warmup", type=float, default=0.0,
+                   help="seconds: solve the last point once, untimed, before the timed run (compiles the bounds)")
     p.add_argument("--cache", help="keep attack results and trained models here (shared by side-by-side runs)")
     p.add_argument("--out", help="write the rows as JSON here")
     p.add_argument("--out-dir", help="also save the per-point records (.npz) here")

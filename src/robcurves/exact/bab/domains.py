@@ -396,7 +396,7 @@ class Query:
 
     def _attack(self, xs: np.ndarray):
         """The bound minimisers on the float32 model: the first verified adversarial one, or None."""
-        xf = np.clip(xs.astype(np.float32), 0.0, 1.0)
+        xf = np.clip(xs.astype(np.float32), *self.eng.g.bounds)
         logits = np.asarray(self.logits_fn(xf.reshape(len(xf), *self.input_shape)), dtype=np.float32)
         adv = is_adversarial(logits, self.y)
         if not adv.any():

@@ -191,6 +191,7 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
     # 1. bounds only: bisection of [0, top] (geometrically from the top).
     lo_b, hi_b = 0.0, top
     r = top * (1 - 0.9 * cfg.rel_tol)
+    misses = 0
     for _ in range(cfg.bound_steps):
         if time.perf_counter() >= deadline or done():
             break
@@ -199,9 +200,12 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
             lo_b = r
         else:
             hi_b = min(r, st["upper"])
+            misses += 1
         if hi_b - lo_b <= 0.5 * cfg.rel_tol * top:
             break
-        r = 0.5 * (lo_b + hi_b) if lo_b > 0 else hi_b * 0.8
+        # Nothing proven yet: down by 0.8 once (linf attacks are often within 20%), then
+        # halving (l1/l2 attack distances can be several times the certified radius).
+        r = 0.5 * (lo_b + hi_b) if lo_b > 0 else hi_b * (0.8 if misses <= 1 else 0.5)
     # 2./3. branch and bound. ``top_down``: while the bracket is wide, one bisection step
     # secures a lower bound; then the attack's radius (less the tolerance); then bisection
     # of what is left (importing the open subdomains of a failed query above).
@@ -217,6 +221,9 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
             top_tried = True
         else:
             r = 0.5 * (proven + hi)
+            if secure and proven < hi_b < hi:
+                # just above where the bounds alone failed: likely provable with a few splits
+                r = min(r, hi_b * (1 + 2 * cfg.rel_tol))
             budget = (0.25 if secure else 0.5) * left
         if r <= proven * (1 + 1e-9) or hi - proven <= 0.25 * cfg.rel_tol * max(hi, 1e-12):
             break
