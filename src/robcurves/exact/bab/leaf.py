@@ -42,6 +42,17 @@ def affine_pieces(g: BoundGraph, x0: np.ndarray, active: list[np.ndarray]) -> li
     return vals
 
 
+def _l1_deviations(milp, x: np.ndarray, ball) -> np.ndarray:
+    """Variables ``d >= |x - x0|`` (elementwise) of the ball's box, for the l1 norm's rows."""
+    n = len(x)
+    d = milp.add_vars(np.zeros(n), np.maximum(-ball.dlo, ball.dhi))
+    kk = np.arange(n)
+    milp.add_rows(np.concatenate([kk, kk, n + kk, n + kk]), np.concatenate([d, x, d, x]),
+                  np.concatenate([np.ones(n), -np.ones(n), np.ones(n), np.ones(n)]),
+                  np.concatenate([-ball.x0, ball.x0]), np.inf)
+    return d
+
+
 def closest_in_region(g: BoundGraph, ball, y: int, k: int, signs: list[np.ndarray], lower: list[np.ndarray],
                       upper: list[np.ndarray], delta: float, time_limit: float = 5.0) -> np.ndarray | None:
     """The point of the region (``signs`` per ReLU, +1/-1 on split units, others stable by
@@ -83,12 +94,7 @@ def closest_in_region(g: BoundGraph, ball, y: int, k: int, signs: list[np.ndarra
                       np.concatenate([np.full(n, -np.inf), ball.x0]), np.concatenate([ball.x0, np.full(n, np.inf)]))
         milp.set_cost(t, [1.0])
     elif p == 1.0:
-        d = milp.add_vars(np.zeros(n), np.maximum(-ball.dlo, ball.dhi))
-        kk = np.arange(n)
-        milp.add_rows(np.concatenate([kk, kk, n + kk, n + kk]), np.concatenate([d, x, d, x]),
-                      np.concatenate([np.ones(n), -np.ones(n), np.ones(n), np.ones(n)]),
-                      np.concatenate([-ball.x0, ball.x0]), np.inf)
-        milp.set_cost(d, np.ones(n))
+        milp.set_cost(_l1_deviations(milp, x, ball), np.ones(n))
     else:
         milp.set_cost(x, -2.0 * ball.x0)
     h = milp.to_highs(presolve=True)
@@ -154,12 +160,7 @@ def region_duals(g: BoundGraph, ball, y: int, k: int, signs: list[np.ndarray], l
         r_idx, c_idx = np.nonzero(A)
         milp.add_rows(r_idx, x[c_idx], A[r_idx, c_idx], np.concatenate(rows_lo), np.inf, n=len(A))
     if p == 1.0:
-        d = milp.add_vars(np.zeros(n), np.maximum(-ball.dlo, ball.dhi))
-        kk = np.arange(n)
-        milp.add_rows(np.concatenate([kk, kk, n + kk, n + kk]), np.concatenate([d, x, d, x]),
-                      np.concatenate([np.ones(n), -np.ones(n), np.ones(n), np.ones(n)]),
-                      np.concatenate([-ball.x0, ball.x0]), np.inf)
-        milp.add_rows(np.zeros(n, np.int64), d, np.ones(n), -np.inf, ball.radius, n=1)
+        milp.add_rows(np.zeros(n, np.int64), _l1_deviations(milp, x, ball), np.ones(n), -np.inf, ball.radius, n=1)
     J, c = pieces[g.output]
     milp.set_cost(x, J[y] - J[k])
     h = milp.to_highs(presolve=True)
