@@ -167,7 +167,9 @@ def optimality(d: np.ndarray, best: np.ndarray) -> float:
 
 
 # ----------------------------------------------------------------------------- runs
-def ours_label(m: dict) -> str:
+def ours_label(m: "dict | list[dict]") -> str:
+    if isinstance(m, list):  # an ensemble
+        return "ours [" + "; ".join(ours_label(e)[5:] for e in m) + "]"
     return "ours " + m["name"] + "".join(f" {k}={v}" for k, v in m.items() if k != "name")
 
 
@@ -193,7 +195,8 @@ def run_ours(model, x, y, norm: str, batch_size: int, seed: int, methods: list[d
     for s in strengths:
         out[f"ours {s} ({backend.name()})"] = _ours_once(model, x, y, norm, None, s, batch_size, seed)
     for m in methods or []:
-        out[ours_label(m)] = _ours_once(model, x, y, norm, [m], "default", batch_size, seed)
+        out[ours_label(m)] = _ours_once(model, x, y, norm, m if isinstance(m, list) else [m], "default",
+                                        batch_size, seed)
     return out
 
 
@@ -302,7 +305,8 @@ def main(argv=None) -> int:
     ap.add_argument("--backends", nargs="*", default=["jax"],
                     help="more Keras backends to time our presets on, each in its own process (default: jax)")
     ap.add_argument("--methods", default=None,
-                    help='JSON list of our single methods to run too, e.g. \'[{"name": "fmn"}]\'')
+                    help='JSON list of our single methods (or ensembles: lists of methods) to run too, '
+                         'e.g. \'[{"name": "fmn"}]\'')
     ap.add_argument("--no-foolbox", action="store_true")
     ap.add_argument("--foolbox-attacks", nargs="+", default=None,
                     help=f"run only these foolbox attacks (default: all of {sorted(a for v in FOOLBOX_ATTACKS.values() for a in v)})")

@@ -53,6 +53,22 @@ def native_model(w1, b1, w2, b2, backend):
     return lambda x: jnp.maximum(x.reshape(x.shape[0], -1) @ W1 + B1, 0.0) @ W2 + B2
 
 
+def compiled_shapes() -> dict:
+    """Under JAX: how many programs each compiled attack function holds (one per input
+    shape; the engine pads batches to powers of two, so that a shrinking batch reuses a
+    few). Empty under the other backends."""
+    from robcurves.attacks import engine
+
+    out = {}
+    for _, cache in engine._BOUND:
+        for key, fn in cache.items():
+            sub = getattr(fn, "_cache", None)
+            for k2, f2 in ((sub or {}).items() if isinstance(sub, dict) else []):
+                if hasattr(f2, "_cache_size"):
+                    out[repr(k2)] = int(f2._cache_size())
+    return out
+
+
 def main(path: str) -> None:
     from robcurves import backend as B
     from robcurves.attacks import minimal_perturbations
@@ -71,6 +87,7 @@ def main(path: str) -> None:
                                 methods=[{"name": "pgd_bisection", "restarts": 3, "steps": 10, "bisection_steps": 4}])
     out["pgd_restarts_l2"] = rnd.distances.tolist()
     out["tf_imported"] = "tensorflow" in sys.modules
+    out["compiled_shapes"] = compiled_shapes()
     print("PROBE " + json.dumps(out))
 
 

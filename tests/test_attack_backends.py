@@ -93,3 +93,26 @@ def test_native_models_of_the_backend(case, backend):
     native = run(backend, case / "native.npz")
     assert native["native"] is True
     assert_same(run("tensorflow", case / "keras.npz"), native, rtol=1e-4 if backend == "jax" else 1e-3)
+
+
+def test_jax_reuses_a_few_compiled_programs(case):
+    """Under JAX every compiled attack function holds at most ~log2(rows) programs: the
+    engine pads each shrinking batch to a power of two (at least 16 rows), instead of
+    compiling again for every batch size (at most 12 points x 9 targets = 108 rows here:
+    16, 32, 64, 128)."""
+    shapes = run("jax", case / "keras.npz")["compiled_shapes"]
+    assert any("fmn_chunk" in k for k in shapes), shapes
+    assert max(shapes.values()) <= 4, shapes
+
+
+def test_jax_batches_are_padded_to_powers_of_two():
+    """The padding rule itself: under JAX any batch of 1..1000 rows runs as one of the 7
+    shapes 16, 32, ..., 1024; elsewhere at least 16 rows (oneDNN's bits) and otherwise as is."""
+    from robcurves.attacks.base import Problem
+
+    p = object.__new__(Problem)
+    p.backend = "jax"
+    assert {p.rows(n) for n in range(1, 1001)} == {16 << k for k in range(7)}
+    assert all(p.rows(n) >= n for n in range(1, 1001))
+    p.backend = "tensorflow"
+    assert [p.rows(n) for n in (1, 15, 16, 17, 600)] == [16, 16, 16, 17, 600]

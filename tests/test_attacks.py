@@ -440,7 +440,7 @@ def test_masking_check_flags_a_quantising_input_layer(affine_case, norm):
     y = np.argmax(np.asarray(masked(x)), axis=1)
     res = minimal_perturbations(masked, x, y, norm, methods=[{"name": "fmn", "targets": 1, "steps": 20}],
                                 progress=False)
-    rep = masking_check(masked, x, y, res, n_points=8, queries=200)
+    rep = masking_check(masked, x, y, res, queries=200)
     assert rep["checked"] == 8 and rep["beaten"] >= 4, rep
     assert res.config["masking_check"]["beaten"] == rep["beaten"]
     won = res.method == "masking_check"
@@ -449,7 +449,7 @@ def test_masking_check_flags_a_quantising_input_layer(affine_case, norm):
     assert is_adv[won].all() and np.allclose(dist[won], res.distances[won])
     # The same check on the plain model: gradients work, nothing to report.
     res2 = minimal_perturbations(plain, x, np.argmax(np.asarray(plain(x)), axis=1), norm, progress=False)
-    rep2 = masking_check(plain, x, np.argmax(np.asarray(plain(x)), axis=1), res2, n_points=8, queries=200)
+    rep2 = masking_check(plain, x, np.argmax(np.asarray(plain(x)), axis=1), res2, queries=200)
     assert rep2["beaten"] == 0, rep2
 
 

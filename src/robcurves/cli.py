@@ -248,8 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the attack preset (README, 'Strength of the search'; default: %(default)s)")
     p.add_argument("--backend", choices=["auto", "tensorflow", "jax", "torch"], default="auto",
                    help="Keras backend (auto: KERAS_BACKEND, else tensorflow)")
-    p.add_argument("--masking_check", type=int, default=20, metavar="N",
-                   help="gradient-free check for gradient masking on N points per norm (0: off; default: %(default)s)")
+    p.add_argument("--masking_check", type=_bool, default=True, metavar="True|False",
+                   help="gradient-free check for gradient masking on the points never broken, those far above "
+                        "their first-order estimate and a random 1%% of the others (default: %(default)s)")
     p.add_argument("--batch_size", type=int, default=500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", nargs="?", const=True, default=False, type=_bool,
@@ -361,7 +362,7 @@ def run(args) -> int:
                                         batch_size=args.batch_size, seed=args.seed, bounds=bounds, progress=True)
         except ValueError as err:  # e.g. a model that returns non-finite logits on the clean points
             raise UsageError(f"--model_path {args.model_path}: {err}") from None
-        masking = masking_check(model, x, y, res, n_points=args.masking_check, seed=args.seed, bounds=bounds)
+        masking = masking_check(model, x, y, res, enabled=args.masking_check, seed=args.seed, bounds=bounds)
         if masking["beaten"]:
             print(f"robcurves: warning: gradient masking suspected in {name}: the gradient-free check beat "
                   f"the gradient attacks on {masking['beaten']} of {masking['checked']} checked points",

@@ -174,6 +174,16 @@ def expected_settings(norm: str, attack: dict, n_points: int | None, data_sha: s
             "robcurves_version": robcurves.__version__, "data_sha256": data_sha}
 
 
+def masking_options(check: dict) -> dict:
+    """The keyword arguments of :func:`robcurves.attacks.masking_check` from the config's
+    ``attacks.masking_check`` section (package defaults for keys it leaves out)."""
+    from robcurves.attacks import masking
+
+    return {"sample": float(check.get("sample", masking.DEFAULT_SAMPLE)),
+            "min_ratio": float(check.get("min_ratio", masking.DEFAULT_MIN_RATIO)),
+            "queries": int(check.get("queries", masking.DEFAULT_QUERIES))}
+
+
 def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shard: int, n_shards: int,
                  n_points: int | None, attack: dict, log: logging.Logger = _log) -> None:
     """Minimal perturbations in ``norm`` for shard ``shard`` of the first ``n_points`` test points.
@@ -211,10 +221,9 @@ def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shar
         point_ids=idx,
     )
     check = attack.get("masking_check", {}) or {}
-    if int(check.get("n_points", 20)) > 0 and len(idx):
-        report = attacks.masking_check(model, test.x[idx], test.y[idx], result, n_points=int(check.get("n_points", 20)),
-                                       queries=int(check.get("queries", 300)), seed=attack.get("seed", 0),
-                                       point_ids=idx)
+    if check.get("enabled", True) and len(idx):
+        report = attacks.masking_check(model, test.x[idx], test.y[idx], result, **masking_options(check),
+                                       seed=attack.get("seed", 0), point_ids=idx, bounds=bounds)
         if report["beaten"]:
             log.warning("gradient masking suspected: the gradient-free search beat the gradient attacks on %d of %d "
                         "checked points (their distances now come from it)", report["beaten"], report["checked"])
@@ -244,14 +253,107 @@ def _masking_summary(shard_paths: list[str]) -> dict[str, Any]:
     return out
 
 
+def _witness_sources(model, sidecar: dict, data_sha: str, indices: np.ndarray, input_shape, warm_shards,
+                     exact_paths) -> dict[str, np.ndarray]:
+    """Source name -> witnesses for ``indices`` (NaN rows where the source has none): the
+    adversarial examples of the other norms' attack shards (``warm_shards``: norm -> paths;
+    made on this model and data, else refused) and the exact stage's witnesses."""
+    from robcurves.exact.stage import warm_start_settings
+    from robcurves.shards import load_attack_shards
+
+    pos = {int(j): i for i, j in enumerate(indices)}
+    out = {}
+    for src, paths in sorted((warm_shards or {}).items()):
+        if not paths:
+            continue
+        w = np.full((len(indices), *input_shape), np.nan, np.float32)
+        shards = load_attack_shards(paths, expected=warm_start_settings(model, sidecar, data_sha, src))
+        for s in shards:
+            for k, j in enumerate(s["indices"]):
+                i = pos.get(int(j))
+                if i is not None and s["status"][k] == "adversarial":
+                    w[i] = s["x_adv"][k].reshape(input_shape)
+        out[parse_norm(src).name] = w
+    if exact_paths:
+        from robcurves.exact.records import load_results
+
+        w = np.full((len(indices), *input_shape), np.nan, np.float32)
+        for p in exact_paths:
+            res = load_results(p)
+            sha = res.meta.get("data_sha256")
+            if sha is not None and sha != data_sha:
+                raise ValueError(f"{p}: exact shard made on other data (SHA-256 {sha}, this data set {data_sha})")
+            for k, j in enumerate(res.index):
+                i = pos.get(int(j))
+                wk = np.asarray(res.witness[k], np.float32)
+                if i is not None and wk.size and np.all(np.isfinite(wk)):
+                    w[i] = wk.reshape(input_shape)
+        out["exact"] = w
+    return out
+
+
+def apply_warm_starts(model_path: str, test, indices: np.ndarray, norm: str, distances: np.ndarray,
+                      status: np.ndarray, method: np.ndarray, attack: dict | None, warm_shards=None,
+                      exact_paths=(), log: logging.Logger = _log) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Warm starts across norms and stages, at the curve merge (no cycle in the workflow):
+    every witness of another source (another norm's attack shards, the exact stage) is
+    clipped into the model's box, re-verified by :mod:`robcurves.adversarial`, shortened by
+    the attacks' line search and measured in ``norm``; per point the smallest verified
+    distance wins (an unverified witness is never used).
+
+    Returns ``(distances, status, method, summary)``: improved points get status
+    ``adversarial`` and method ``warm_start:<source>``; ``summary`` counts per source the
+    witnesses, the verified ones and the points where the source beat ``norm``'s own attack.
+    The result depends on the points only, not on the shard count.
+    """
+    from robcurves import backend
+
+    backend.select((attack or {}).get("backend", "auto"))
+    from robcurves import attacks, models
+
+    norm = parse_norm(norm).name
+    model, sidecar = models.load_model(model_path)
+    bounds = model_bounds(sidecar)
+    check_bounds_agree(test.bounds, bounds, "data set", f"model {model_path}")
+    x, y = test.x[indices], test.y[indices]
+    sources = _witness_sources(model, sidecar, test.meta["sha256"], indices, x.shape[1:], warm_shards, exact_paths)
+    d = np.asarray(distances, np.float64).copy()
+    status, method = np.asarray(status).astype(object), np.asarray(method).astype(object)
+    own = d.copy()
+    summary: dict[str, Any] = {}
+    open_ = status != "misclassified"  # misclassified points stay at 0
+    for src, w in sources.items():
+        w = np.where(open_.reshape((-1,) + (1,) * (w.ndim - 1)), w, np.nan)
+        ds, _ = attacks.shorten_witnesses(model, x, y, norm, w, bounds=bounds)
+        ds = ds.astype(np.float64)
+        better = np.isfinite(ds) & (ds < d)
+        d = np.where(better, ds, d)
+        status[better] = "adversarial"
+        method[better] = f"warm_start:{src}"
+        summary[src] = {"witnesses": int(np.all(np.isfinite(w.reshape(len(w), -1)), axis=1).sum()),
+                        "verified": int(np.isfinite(ds).sum()), "improved": int((np.isfinite(ds) & (ds < own)).sum())}
+    improved = int((d < own).sum())
+    summary["points_improved"] = improved
+    if improved:
+        log.info("warm starts: %d of %d points shorter in %s (%s)", improved, len(d), norm,
+                 ", ".join(f"{k}: {v['improved']}" for k, v in summary.items() if isinstance(v, dict)))
+    return d, status.astype(str), method.astype(str), summary
+
+
 def merge_curve(shard_paths: list[str], data_path: str, out_path: str, n_points: int | None, label: str,
                 provenance: dict[str, Any], attack: dict | None = None, norm: str | None = None,
-                log: logging.Logger = _log) -> RobustnessCurve:
+                log: logging.Logger = _log, model_path: str | None = None,
+                warm_shards: "dict[str, list[str]] | None" = None, exact_paths=()) -> RobustnessCurve:
     """Gather checked shards into the robustness curve of one (data set, model, norm).
 
     With ``attack`` (the config's entry for the norm) and ``norm``, every shard must have
     been made by this code with these settings (:func:`expected_settings`): shards of an
     older version or with other default methods are refused, naming them.
+
+    Warm starts (with ``model_path``): the witnesses of the other norms' attack shards
+    (``warm_shards``: norm -> shard paths) and of the exact stage's shards (``exact_paths``)
+    compete per point after re-verification (:func:`apply_warm_starts`); the curve's
+    ``config["warm_starts"]`` counts what each source improved.
     """
     test = load_dataset(data_path, verify=False)
     n = len(test) if n_points is None else min(int(n_points), len(test))
@@ -267,15 +369,20 @@ def merge_curve(shard_paths: list[str], data_path: str, out_path: str, n_points:
         log.warning("%d points had search errors: %s", int(errors.sum()),
                     sorted(set(merged["reason"][errors].tolist())))
     d = np.where(errors, np.inf, merged["distances"].astype(np.float64))
+    status, method = merged["status"], merged["method"]
+    warm: dict[str, Any] = {}
+    if model_path is not None and (warm_shards or exact_paths):
+        d, status, method, warm = apply_warm_starts(model_path, test, merged["indices"], merged["meta"]["norm"], d,
+                                                    status, method, attack, warm_shards, exact_paths, log)
     masking = _masking_summary(shard_paths)
     if masking["beaten"]:
         log.warning("gradient masking suspected: the gradient-free check beat the gradient attacks on %d of %d "
                     "checked points", masking["beaten"], masking["checked"])
     curve = RobustnessCurve(
         norm=merged["meta"]["norm"], distances=d, indices=merged["indices"], label=label,
-        status=merged["status"], method=merged["method"],
+        status=status, method=method,
         config={**provenance, "n_shards": len(shard_paths), "settings_digest": merged["meta"]["settings_digest"],
-                "n_errors": int(errors.sum()), "masking_check": masking},
+                "n_errors": int(errors.sum()), "masking_check": masking, "warm_starts": warm},
     )
     curve.save(out_path)
     log.info("%s %s: %d points, %d misclassified, %d not broken, median distance %s", label, curve.norm,

@@ -137,6 +137,23 @@ def exact_attack_files(config: dict, dataset: str, model: str, norm: str) -> lis
     return attack_shard_files(config, dataset, model, norm)
 
 
+def warm_start_files(config: dict, dataset: str, model: str, norm: str) -> dict[str, Any]:
+    """What the curve merge of (data set, model, norm) reads besides its own shards, by
+    ``attacks.warm_start``: the other attack norms' shards (``norms``: norm -> paths) and
+    the exact stage's shards of this model in every exact norm (``exact``)."""
+    warm = config["attacks"].get("warm_start", {}) or {}
+    others = ({n: attack_shard_files(config, dataset, model, n) for n in attack_norms(config) if n != norm}
+              if warm.get("norms", True) else {})
+    exact = ([p for n in config["exact"]["norms"] for p in exact_shard_files(config, dataset, model, n)]
+             if warm.get("exact", False) and model in config["exact"]["models"] else [])
+    return {"norms": others, "exact": exact}
+
+
+def warm_start_input_files(config: dict, dataset: str, model: str, norm: str) -> list[str]:
+    w = warm_start_files(config, dataset, model, norm)
+    return [p for ps in w["norms"].values() for p in ps] + w["exact"]
+
+
 def exact_figure_files(config: dict) -> list[str]:
     """The exact-vs-approximate figure, if the config asks for exact solves."""
     return paths.figures(paths.EXACT_FIGURE) if config["exact"]["models"] else []

@@ -15,4 +15,7 @@ with log_to(snakemake.log[0]) as log:
         attack=dict(snakemake.params.attack),
         norm=snakemake.wildcards.norm,
         log=log,
+        model_path=snakemake.input.model,
+        warm_shards=dict(snakemake.params.warm["norms"]),
+        exact_paths=list(snakemake.params.warm["exact"]),
     )

@@ -12,7 +12,7 @@ whichever Keras runs on; importing this package imports no other backend.
 """
 
 from robcurves.attacks.base import METHODS, MinimalNormAttack, validate_method_config
-from robcurves.attacks.engine import STRENGTHS, Progress, default_methods, minimal_perturbations
+from robcurves.attacks.engine import STRENGTHS, Progress, default_methods, minimal_perturbations, shorten_witnesses
 from robcurves.attacks.masking import masking_check
 from robcurves.attacks.result import AttackResult, predict_logits, verify_adversarial
 
@@ -31,6 +31,7 @@ __all__ = [
     "masking_check",
     "minimal_perturbations",
     "predict_logits",
+    "shorten_witnesses",
     "validate_method_config",
     "verify_adversarial",
 ]

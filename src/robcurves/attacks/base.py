@@ -24,6 +24,9 @@ from robcurves.norms import Norm, parse_norm
 
 METHODS: dict[str, type["MinimalNormAttack"]] = {}
 
+# The smallest batch a compiled function is called with (see Problem.rows).
+MIN_ROWS = 16
+
 # Options every method accepts; the engine, not the method, acts on them.
 COMMON_OPTIONS: dict[str, Any] = {
     "name": None,
@@ -169,16 +172,21 @@ class Problem:
         return self._cache[key]
 
     def rows(self, n: int) -> int:
-        """Rows to run ``n`` rows as: under JAX (which compiles a program per shape) the
-        next power of two (at least 8), so that a shrinking batch reuses a few programs;
-        ``n`` elsewhere (TensorFlow traces once for any batch size, PyTorch runs eagerly).
-        Measured on the CPU: every new size costs JAX seconds of compiling."""
+        """Rows to run ``n`` rows as (the caller pads with copies and drops them).
+
+        - At least :data:`MIN_ROWS`: on the CPU, oneDNN's matrix products give other bits
+          for a row in a batch of fewer than 16 rows (measured on the MMR network: logits
+          at 1 row, input gradients at 1-15 rows; identical from 16 rows on). With this
+          floor a point's numbers do not depend on how many other points share its batch,
+          so 1 shard and 3 shards give identical curves.
+        - Under JAX (which compiles one program per shape) the next power of two, so that
+          a shrinking batch reuses a few programs (at most ~log2 of the batch size);
+          TensorFlow traces once for any batch size, PyTorch runs eagerly.
+        """
+        n = max(int(n), MIN_ROWS)
         if self.backend != "jax":
             return n
-        size = 8
-        while size < n:
-            size *= 2
-        return size
+        return 1 << (n - 1).bit_length()
 
     def predict(self, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
         """float32 logits of NumPy inputs shaped like the model's (or flattened)."""
@@ -287,7 +295,8 @@ class MinimalNormAttack:
         return ops.where(ops.expand_dims(improve, 1), delta, best), ops.where(improve, n, best_norm), adv
 
     def build_estimates(self, problem: Problem, ops_norm, n_targets: int) -> Callable:
-        """A compiled ``(x, y) -> (targets (B, K), eps0 (B, K), nonfinite (B,))``.
+        """``(x, y) -> (targets (B, K), eps0 (B, K), nonfinite (B,))`` on NumPy batches
+        (a compiled function inside, called on padded batches).
 
         ``n_targets = 0``: one untargeted column (target -1) whose eps0 is margin / dual
         norm of its gradient (1 gradient per point); ``k >= 1``: the k classes closest to
@@ -309,8 +318,16 @@ class MinimalNormAttack:
             est = ops.where(ops.isfinite(est), est, ops.full_like(est, eps_max))
             return t, ops.clip(est, 1e-6 * eps_max, eps_max), ~finite
 
-        return problem.compiled(("estimates", self.norm.name, int(n_targets), getattr(ops_norm, "key", "")),
-                                lambda: estimates)
+        fn = problem.compiled(("estimates", self.norm.name, int(n_targets), getattr(ops_norm, "key", "")),
+                              lambda: estimates)
+
+        def padded(x, y):
+            """``estimates`` on NumPy batches, padded to :meth:`Problem.rows` rows."""
+            n = len(x)
+            xa, ya = pad_rows([np.asarray(x, np.float32), np.asarray(y, np.int32)], problem.rows(n))
+            return tuple(B.to_numpy(v)[:n] for v in fn(B.to_tensor(xa), B.to_tensor(ya, "int32")))
+
+        return padded
 
     def estimate_cost(self, n_targets: int) -> int:
         """Gradients per point of :meth:`build_estimates`."""

@@ -79,7 +79,7 @@ class FAB(MinimalNormAttack):
 
         def search(x, y, seeds, incumbent):
             n = len(x)
-            t, _, bad0 = (B.to_numpy(v) for v in estimates(B.to_tensor(x), B.to_tensor(y, "int32")))
+            t, _, bad0 = estimates(x, y)
             kk = t.shape[1]
             point = np.tile(np.arange(n), kk)
             r = len(point)

@@ -38,7 +38,7 @@ from keras import ops
 
 from robcurves import backend as B
 from robcurves.attacks.base import MinimalNormAttack, Problem, pad_rows, register
-from robcurves.attacks.geometry import norm_ops
+from robcurves.attacks.geometry import max_distance, norm_ops
 
 
 @register
@@ -57,6 +57,11 @@ class FMN(MinimalNormAttack):
         "tol": 1e-3,  # relative improvement that counts
         "prune_after": 0,  # from this step on, drop rows far behind the point's best (0: off)
         "prune_margin": 0.1,  # "far behind": best > (1 + prune_margin) x the point's best
+        "absolute_step": False,  # True: steps of alpha (input units), not alpha x eps (foolbox's FMN)
+        "grow": 1.0,  # after a hit, eps grows by grow x gamma at iterates that are not adversarial
+        "box_extrapolation": False,  # True: eps before the first hit from the box-constrained linear distance
+        "overshoot": True,  # before the first hit, eps = (1 + gamma) x the first-order distance
+        "box_aware": True,  # l1: False = foolbox's geometry (dense step, ball projection, then clipping; see L1Ops)
         "compact": True,  # finished rows leave the batch (False: they stay, frozen; for tests)
         "restarts": 1,  # runs per target; runs after the first start at a random point
         "random_start": 0.5,  # radius of those starts, as a fraction of the first eps
@@ -64,12 +69,17 @@ class FMN(MinimalNormAttack):
 
     def _build(self, problem: Problem):
         opt = self.options
-        ops_norm = norm_ops(self.norm, l1_sparsity=opt["l1_sparsity"])
+        ops_norm = norm_ops(self.norm, l1_sparsity=opt["l1_sparsity"], box_aware=opt["box_aware"])
         steps = max(1, int(opt["steps"]))
         lo_b, hi_b = problem.bounds
         a0, a1 = float(opt["alpha_init"]), float(opt["alpha_final"])
         g0, g1 = float(opt["gamma_init"]), float(opt["gamma_final"])
         tol = float(opt["tol"])
+        absolute = bool(opt["absolute_step"])
+        box_extra = bool(opt["box_extrapolation"])
+        grow = float(opt["grow"])
+        over = 1.0 if opt["overshoot"] else 0.0
+        eps_max = float(max_distance(self.norm, problem.dim, problem.bounds))
         n_targets = int(opt["targets"])
         estimates = self.build_estimates(problem, ops_norm, n_targets)
         est_cost = self.estimate_cost(n_targets)
@@ -91,16 +101,21 @@ class FMN(MinimalNormAttack):
                 cosf = 0.5 * (1.0 + ops.cos(math.pi * k / steps))
                 alpha = a1 + (a0 - a1) * cosf
                 gamma = g1 + (g0 - g1) * cosf
-                extrapolated = n + ops.maximum(m, 0.0) / (ops_norm.dual_norm(g) + 1e-12)
+                if box_extra:
+                    lin = ops_norm.linear_distance(-g, ops.maximum(m, 0.0), lo - delta, hi - delta)
+                    extrapolated = n + ops.where(ops.isfinite(lin), lin, ops.full_like(lin, eps_max))
+                else:
+                    extrapolated = n + ops.maximum(m, 0.0) / (ops_norm.dual_norm(g) + 1e-12)
                 found_any = ops.isfinite(best_norm)
                 eps_new = ops.where(
                     adv,
                     ops.minimum(eps * (1.0 - gamma), best_norm),
-                    ops.where(found_any, eps * (1.0 + gamma), extrapolated * (1.0 + gamma)),
+                    ops.where(found_any, eps * (1.0 + grow * gamma), extrapolated * (1.0 + gamma * over)),
                 )
                 eps_new = ops.where(k == 0.0, eps, eps_new)
                 eps = ops.where(finite, eps_new, eps)
-                step = ops_norm.descent(g, delta, lo, hi) * ops.expand_dims(alpha * eps, 1)
+                size = alpha * ops.ones_like(eps) if absolute else alpha * eps
+                step = ops_norm.descent(g, delta, lo, hi) * ops.expand_dims(size, 1)
                 new = ops_norm.project(delta + step, eps, lo, hi)
                 delta = ops.where(ops.expand_dims(finite, 1), new, delta)
                 return delta, eps, best, best_norm, bad, ref, stall
@@ -116,8 +131,7 @@ class FMN(MinimalNormAttack):
 
         def search(x, y, seeds, incumbent):
             n = len(x)
-            xt, yt = B.to_tensor(x), B.to_tensor(y, "int32")
-            t, e0, bad0 = (B.to_numpy(v) for v in estimates(xt, yt))
+            t, e0, bad0 = estimates(x, y)
             restarts = max(1, int(opt["restarts"]))
             if restarts > 1:  # every target once more per restart (restart-major)
                 t, e0 = np.tile(t, (1, restarts)), np.tile(e0, (1, restarts))

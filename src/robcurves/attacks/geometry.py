@@ -148,9 +148,12 @@ class L1Ops:
 
     name = "l1"
 
-    def __init__(self, sparsity: float = 0.01, projection_iters: int = 24):
+    def __init__(self, sparsity: float = 0.01, projection_iters: int = 24, box_aware: bool = True):
         self.sparsity = float(sparsity)
         self.projection_iters = int(projection_iters)
+        # False: foolbox's FMN geometry (dense steps over every coordinate; the l1 ball's
+        # projection, then clipping into the box, which can leave the iterate inside the ball).
+        self.box_aware = bool(box_aware)
 
     def norm(self, d):
         return ops.sum(ops.abs(d), axis=1)
@@ -159,6 +162,13 @@ class L1Ops:
         return ops.max(ops.abs(g), axis=1)
 
     def descent(self, g, d, lo, hi):
+        if self.sparsity <= 0:
+            # Dense: the l2-steepest direction over the coordinates the box lets move;
+            # the l1 projection after the step makes it sparse (soft thresholding).
+            if self.box_aware:
+                blocked = ((g > 0) & (d <= lo)) | ((g < 0) & (d >= hi))
+                g = ops.where(blocked, ops.zeros_like(g), g)
+            return -g / (_col(ops.sqrt(ops.sum(g * g, axis=1))) + _TINY)
         dim = g.shape[1]
         k = max(1, int(math.ceil(self.sparsity * dim))) if dim is not None else 1
         room = ops.where(g < 0, hi - d, d - lo)
@@ -175,7 +185,7 @@ class L1Ops:
         # that meets the budget; lam is found by bisection (monotone in lam).
         a = ops.abs(d)
         s = ops.sign(d)
-        room = ops.where(d >= 0, hi, -lo)
+        room = ops.where(d >= 0, hi, -lo) if self.box_aware else ops.full_like(d, np.float32(3e38))
         boxed = ops.minimum(a, room)
         need = ops.sum(boxed, axis=1) > eps
 
@@ -192,7 +202,8 @@ class L1Ops:
         # Guard the last float32 ulp: never return a point outside the ball.
         n = self.norm(out)
         fix = ops.minimum(1.0, eps / (n + _TINY))
-        return out * _col(ops.where(n > eps, fix, ops.ones_like(fix)))
+        out = out * _col(ops.where(n > eps, fix, ops.ones_like(fix)))
+        return out if self.box_aware else _clip(out, lo, hi)
 
     @staticmethod
     def _knapsack(a, m, lo, hi):
@@ -273,14 +284,15 @@ def _finish(dist, feasible, m):
     return ops.where(m <= 0, ops.zeros_like(m), ops.where(feasible, dist, inf))
 
 
-def norm_ops(norm: "Norm | str", l1_sparsity: float = 0.01):
-    """The ``keras.ops`` operations of ``norm`` (a :class:`Norm` or its name)."""
+def norm_ops(norm: "Norm | str", l1_sparsity: float = 0.01, box_aware: bool = True):
+    """The ``keras.ops`` operations of ``norm`` (a :class:`Norm` or its name); for l1,
+    ``l1_sparsity`` and ``box_aware`` set the step and the projection (:class:`L1Ops`)."""
     n = parse_norm(norm)
     if n.name == "linf":
         return LinfOps()
     if n.name == "l2":
         return L2Ops()
-    return L1Ops(sparsity=l1_sparsity)
+    return L1Ops(sparsity=l1_sparsity, box_aware=box_aware)
 
 
 def max_distance(norm: "Norm | str", dim: int, bounds: tuple[float, float]) -> float:

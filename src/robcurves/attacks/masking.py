@@ -4,20 +4,26 @@ Gradient attacks fail quietly on a model whose gradients carry no information (a
 quantising input layer, a shattered or saturated loss surface): the curve then looks
 robust where the model is not. The check runs a random search in the style of Square
 Attack (Andriushchenko et al., ECCV 2020) on the points where the gradient attacks are
-most likely to have been fooled:
+most likely to have been fooled, and on a random sample of the others:
 
-- the points they never broke, and
-- those whose distance is furthest above the first-order estimate
+- the points they never broke,
+- those whose distance is at least ``min_ratio`` times the first-order estimate
   ``margin / ||grad||_q`` at the clean point (a zero gradient counts as infinitely far),
+- a share ``sample`` of the remaining attacked points, drawn by a seeded hash of the
+  point's test-set index.
 
-at a radius just below the gradient attacks' distance (the box's diameter for points
-never broken). It uses forward passes only: square windows of the image (blocks of
-features for tabular inputs) are redrawn at random, and a proposal is kept when it
-lowers the margin. Every candidate it finds is verified like any other; where it beats
-the gradient attacks the point's distance comes from it (method ``"masking_check"``),
-and the result's ``config["masking_check"]`` records how many points it checked and
-how many it beat. Random numbers are the points' own streams
-(:func:`robcurves.backend.row_seeds`): the same on every backend and sharding.
+Each point is chosen by looking at that point alone, so the choice (and every number
+that follows) is the same however the test set is split into shards.
+
+The search runs at a radius just below the gradient attacks' distance (the box's
+diameter for points never broken). It uses forward passes only: square windows of the
+image (blocks of features for tabular inputs) are redrawn at random, and a proposal is
+kept when it lowers the margin (a point stops moving once it is adversarial). Every
+candidate it finds is verified like any other; where it beats the gradient attacks the
+point's distance comes from it (method ``"masking_check"``), and the result's
+``config["masking_check"]`` records how many points it checked and how many it beat.
+Random numbers are the points' own streams (:func:`robcurves.backend.row_seeds`): the
+same on every backend and sharding.
 """
 
 from __future__ import annotations
@@ -102,7 +108,9 @@ def build_random_search(problem: Problem, norm):
             prop = ops.where(inside, delta + s * scale, delta)
         prop = ops_norm.project(ops.clip(prop, lo, hi), eps, lo, hi)
         m_new = margin(x, prop, y)
-        better = m_new < m_cur
+        # A point that is adversarial already stays where it is: its result then does not
+        # depend on how long the other points of the batch keep searching.
+        better = (m_new < m_cur) & (m_cur >= 0.0)
         return ops.where(ops.expand_dims(better, 1), prop, delta), ops.where(better, m_new, m_cur)
 
     return problem.compiled(("square_init", norm.name), lambda: init), \
@@ -134,12 +142,29 @@ def random_search(problem: Problem, norm, x: np.ndarray, y: np.ndarray, eps: np.
     return np.clip(x + d, problem.bounds[0], problem.bounds[1]).astype(np.float32), found
 
 
+DEFAULT_SAMPLE = 0.01  # share of the other attacked points checked at random
+DEFAULT_MIN_RATIO = 2.0  # distance over first-order estimate that makes a point suspect
+DEFAULT_QUERIES = 300
+
+
+def sampled(seed: int, ids: np.ndarray, share: float) -> np.ndarray:
+    """Per point, True with probability ``share``: a seeded hash of its index ``ids``
+    (independent of the other points, of the batching and of the sharding)."""
+    ids = np.asarray(ids).reshape(-1)
+    if share <= 0 or not len(ids):
+        return np.zeros(len(ids), bool)
+    u = B.row_seeds(int(seed), ids, 0x5B)[:, 0].view(np.uint32).astype(np.float64) / 2.0 ** 32
+    return u < float(share)
+
+
 def select_points(problem: Problem, norm, x: np.ndarray, y: np.ndarray, dist: np.ndarray, attacked: np.ndarray,
-                  n_points: int) -> np.ndarray:
-    """Indices of at most ``n_points`` attacked points where gradients were most likely
-    fooled: never broken first, then by distance over first-order estimate."""
+                  ids: np.ndarray, seed: int = 0, sample: float = DEFAULT_SAMPLE,
+                  min_ratio: float = DEFAULT_MIN_RATIO) -> np.ndarray:
+    """Indices (ascending) of the attacked points to check, each chosen on its own data:
+    never broken; or distance >= ``min_ratio`` x the first-order estimate at the clean
+    point (``min_ratio <= 0``: this rule is off); or drawn by :func:`sampled`."""
     idx = np.flatnonzero(attacked)
-    if not len(idx) or n_points <= 0:
+    if not len(idx):
         return np.zeros(0, np.int64)
     ops_norm = norm_ops(norm)
 
@@ -159,24 +184,35 @@ def select_points(problem: Problem, norm, x: np.ndarray, y: np.ndarray, dist: np
             d = dist[b].astype(np.float64)
             r = np.where(np.isinf(d) | ~np.isfinite(est) | (est <= 0), np.inf, d / np.maximum(est, 1e-30))
         ratio[s:s + len(b)] = r
-    order = np.argsort(-ratio, kind="stable")
-    return idx[order[:n_points]]
+    pick = np.isinf(dist[idx]) | sampled(seed, np.asarray(ids)[idx], sample)
+    if min_ratio > 0:
+        pick |= ratio >= float(min_ratio)
+    return idx[pick]
 
 
-def masking_check(model, x: np.ndarray, y: np.ndarray, result, n_points: int = 20, queries: int = 300,
-                  seed: int = 0, point_ids: np.ndarray | None = None, bounds=None) -> dict:
-    """Run the gradient-free search on a sample of ``result``'s points; update ``result``.
+def masking_check(model, x: np.ndarray, y: np.ndarray, result, sample: float = DEFAULT_SAMPLE,
+                  min_ratio: float = DEFAULT_MIN_RATIO, queries: int = DEFAULT_QUERIES, seed: int = 0,
+                  point_ids: np.ndarray | None = None, bounds=None, enabled: bool = True,
+                  batch_size: int = 512) -> dict:
+    """Run the gradient-free search on the points :func:`select_points` picks; update ``result``.
 
     ``result``: the :class:`AttackResult` of :func:`minimal_perturbations` for the same
-    ``model``, ``x``, ``y``. Where a verified candidate of the search is closer than the
-    gradient attacks' result, it replaces it (method ``"masking_check"``). Returns (and
-    stores in ``result.config["masking_check"]``) ``{"checked", "beaten", "queries",
-    "beaten_points"}``; ``beaten > 0`` means gradient masking is suspected.
+    ``model``, ``x``, ``y``. ``point_ids``: the points' test-set indices (default
+    ``0..N-1``); they seed the sample and the search. Where a verified candidate of the
+    search is closer than the gradient attacks' result, it replaces it (method
+    ``"masking_check"``). Returns (and stores in ``result.config["masking_check"]``)
+    ``{"checked", "beaten", "queries", "sample", "min_ratio", "beaten_points"}``;
+    ``beaten > 0`` means gradient masking is suspected. ``enabled=False``: nothing is
+    checked (the report says so).
     """
     from robcurves.attacks.engine import _problem_for
     from robcurves.attacks.result import verify_candidates
     from robcurves.norms import parse_norm
 
+    if not 0.0 <= float(sample) <= 1.0:
+        raise ValueError(f"masking check: sample must be a share in [0, 1], got {sample!r}")
+    if int(queries) < 1:
+        raise ValueError(f"masking check: queries must be >= 1, got {queries!r}")
     norm = parse_norm(result.norm)
     bounds = tuple(result.config.get("bounds", (0.0, 1.0))) if bounds is None else tuple(bounds)
     x = np.asarray(x, np.float32)
@@ -184,29 +220,40 @@ def masking_check(model, x: np.ndarray, y: np.ndarray, result, n_points: int = 2
     shape = tuple(x.shape[1:])
     dim = int(np.prod(shape))
     ids = np.arange(n) if point_ids is None else np.asarray(point_ids).reshape(-1)
-    report = {"checked": 0, "beaten": 0, "queries": int(queries), "beaten_points": []}
+    report = {"checked": 0, "beaten": 0, "queries": int(queries), "sample": float(sample),
+              "min_ratio": float(min_ratio), "beaten_points": []}
     attacked = np.isin(result.status, ("adversarial", "not_found", "error"))
-    if n == 0 or not attacked.any() or n_points <= 0:
+    if n == 0 or not attacked.any() or not enabled:
         result.config["masking_check"] = report
         return report
     problem = _problem_for(model, shape, (float(bounds[0]), float(bounds[1])), _n_classes(model, x[:1]))
     xf = x.reshape(n, dim)
+    yy = np.asarray(y)
     dist = np.asarray(result.distances, np.float32)
-    sel = select_points(problem, norm, xf, np.asarray(y), dist, attacked, int(n_points))
-    eps_max = np.float32(max_distance(norm, dim, bounds))
-    eps = np.where(np.isfinite(dist[sel]), dist[sel] * np.float32(0.999), eps_max).astype(np.float32)
-    seeds = B.row_seeds(int(seed), ids[sel], 0x5A)
-    cand, _ = random_search(problem, norm, xf[sel], np.asarray(y)[sel], eps, seeds, queries)
-    ok, d, xc = verify_candidates(problem.predict, xf[sel], cand, np.asarray(y)[sel], norm, bounds)
-    beats = ok & (d < dist[sel])
+    sel = select_points(problem, norm, xf, yy, dist, attacked, ids, int(seed), float(sample), float(min_ratio))
     per = np.full(n, np.inf, np.float32)
-    per[sel] = np.where(ok, d, np.inf)
+    beats = np.zeros(len(sel), bool)
+    d_all = np.full(len(sel), np.inf, np.float32)
+    xc_all = np.zeros((len(sel), dim), np.float32)
+    if len(sel):
+        eps_max = np.float32(max_distance(norm, dim, bounds))
+        eps = np.where(np.isfinite(dist[sel]), dist[sel] * np.float32(0.999), eps_max).astype(np.float32)
+        seeds = B.row_seeds(int(seed), ids[sel], 0x5A)
+        for s in range(0, len(sel), max(1, int(batch_size))):
+            j = np.arange(s, min(s + int(batch_size), len(sel)))
+            b = sel[j]
+            cand, _ = random_search(problem, norm, xf[b], yy[b], eps[j], seeds[j], queries)
+            ok, d, xc = verify_candidates(problem.predict, xf[b], cand, yy[b], norm, bounds)
+            d_all[j] = np.where(ok, d, np.inf)
+            xc_all[j] = xc.reshape(len(j), dim)
+        beats = d_all < dist[sel]
+        per[sel] = d_all
     result.per_method["masking_check"] = per
     status, reason, method = (np.asarray(a).astype(object) for a in (result.status, result.reason, result.method))
     for j in np.flatnonzero(beats):
         i = sel[j]
-        result.distances[i] = d[j]
-        result.x_adv[i] = xc[j].reshape(shape)
+        result.distances[i] = d_all[j]
+        result.x_adv[i] = xc_all[j].reshape(shape)
         method[i] = "masking_check"
         if status[i] != "adversarial":
             status[i] = "adversarial"

@@ -91,7 +91,7 @@ class PGDBisection(MinimalNormAttack):
 
         def search(x, y, seeds, incumbent):
             n = len(x)
-            targets, est, bad0 = (B.to_numpy(v) for v in estimates(B.to_tensor(x), B.to_tensor(y, "int32")))
+            targets, est, bad0 = estimates(x, y)
             nonfinite = bad0.astype(bool).copy()
             hi = np.full(n, np.inf, np.float32)  # norm of the best adversarial so far
             best = np.zeros_like(x)  # its perturbation
