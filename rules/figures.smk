@@ -112,7 +112,8 @@ rule fig1_toy:
 
 rule table1:
     input:
-        targets.all_curve_files(config),
+        curves=targets.all_curve_files(config),
+        exact=targets.exact_merged_files(config),  # a certified column where exact results exist
     output:
         csv=report(
             paths.table(paths.TABLE1, "csv"),

@@ -120,3 +120,32 @@ def test_every_figure_and_table_has_a_target_named_after_it(tmp_path):
     others = {"figure_gallery", "table1", "crossings", "fig1_toy", "fig5", "table2", "all_figures"}
     assert not others & set(counts), counts
     assert counts["exact_shard"] == 1 and counts["build_model"] == 6  # fig2's six models; exact: one model
+
+
+def test_attacks_are_never_below_a_certified_lower_bound(tiny_run):
+    """On the tiny DAG's network, in every norm: the workflow's attack distances and the
+    default attack's never fall below the exact stage's certified lower bound, and every
+    exact witness is verified on the float32 model."""
+    import numpy as np
+
+    from robcurves import attacks, models
+    from robcurves.adversarial import verify_witnesses
+    from robcurves.data import load_dataset
+    from robcurves.exact import load_results
+
+    model, _ = models.load_model(tiny_run / "results/models/digits/tiny_st/model.keras")
+    test = load_dataset(tiny_run / "results/data/digits/test.npz")
+    for norm in ("linf", "l2", "l1"):
+        ex = load_results(tiny_run / f"results/exact/digits/tiny_st/{norm}/shard0of1.npz")
+        assert ex.meta.get("backend") == "bab"  # method auto takes branch and bound for this network
+        idx = ex.index
+        x, y = test.x[idx], test.y[idx]
+        curve = RobustnessCurve.load(tiny_run / f"results/curves/digits/tiny_st/{norm}.json")
+        assert np.all(curve.distances[idx] >= ex.lower * (1 - 1e-6)), (norm, curve.distances[idx], ex.lower)
+        default = attacks.minimal_perturbations(model, x, y, norm, progress=False)
+        assert np.all(default.distances >= ex.lower * (1 - 1e-6)), (norm, default.distances, ex.lower)
+        fin = np.isfinite(ex.upper) & (ex.upper > 0)
+        ok, dist, _ = verify_witnesses(lambda z: np.asarray(model(z, training=False)), x[fin], ex.witness[fin], y[fin],
+                                       norm)
+        assert ok.all() and np.allclose(dist, ex.upper[fin], rtol=1e-6)
+        assert np.all(ex.lower <= ex.upper)

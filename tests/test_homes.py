@@ -130,7 +130,7 @@ def test_targets_of_the_tiny_config():
         "results/attacks/digits/tiny_st/l1/shard0of2.npz", "results/attacks/digits/tiny_st/l1/shard1of2.npz"]
     assert targets.exact_attack_files(config, "digits", "tiny_st", "linf") == \
         targets.attack_shard_files(config, "digits", "tiny_st", "linf")
-    assert targets.exact_merged_files(config) == ["results/exact/digits/tiny_st/linf.json"]
+    assert targets.exact_merged_files(config) == [f"results/exact/digits/tiny_st/{n}.json" for n in ("linf", "l2", "l1")]
     files = targets.all_figure_files(config)
     assert "results/figures/curves_tiny.png" in files and "results/figures/exact_vs_approx.pdf" in files
     assert "results/tables/table2.tex" in files and "results/figures/fig1_toy.pdf" in files

@@ -258,6 +258,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", nargs="?", const=True, default=False, type=_bool,
                    help="write a figure (PDF and PNG) to --out; --plot True works too")
     p.add_argument("--out", default="robustness_curves", help="output folder (default: %(default)s)")
+    p.add_argument("--exact", type=int, default=0, metavar="N",
+                   help="also bracket the exact minimal distances of the first N points (certified lower bound, "
+                        "verified upper bound), warm-started from the attack")
+    p.add_argument("--exact_time_limit", type=float, default=60.0, metavar="S",
+                   help="--exact: seconds per point (default: %(default)s)")
+    p.add_argument("--exact_method", default="auto", choices=["auto", "bab", "milp"],
+                   help="--exact: branch and bound, the MILP, or bab where it supports the model (default)")
     return p
 
 
@@ -281,6 +288,10 @@ def _checked_inputs(args) -> tuple:
         raise UsageError(f"--n_points must be a positive number of points or -1 (all), got {args.n_points}")
     if args.batch_size < 1:
         raise UsageError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.exact < 0:
+        raise UsageError(f"--exact must be a number of points (0: none), got {args.exact}")
+    if not args.exact_time_limit > 0:
+        raise UsageError(f"--exact_time_limit must be positive seconds, got {args.exact_time_limit:g}")
     if args.bounds is not None and not args.bounds[0] < args.bounds[1]:
         raise UsageError(f"--bounds must be LOW HIGH with LOW < HIGH, got {args.bounds[0]:g} {args.bounds[1]:g}")
     x, y, data_name, data_bounds = _load_points(args.dataset)
@@ -376,6 +387,8 @@ def run(args) -> int:
         table += rows
         if args.save:
             curve.save(out / f"{data_name}_{label}_{name}.json")
+        if args.exact:
+            _exact(args, model, x, y, name, res, bounds, out / f"{data_name}_{label}_{name}_exact.json")
     if args.save and table:
         from robcurves.tables import write_table
 
@@ -389,6 +402,39 @@ def run(args) -> int:
         plot_robustness_curves(curves, [out / f"{data_name}_{label}.pdf", out / f"{data_name}_{label}.png"],
                                title=f"{label} on {data_name}", thresholds=by_norm or None)
     return 0
+
+
+def _exact(args, model, x, y, norm: str, att, bounds, path: Path) -> None:
+    """``--exact N``: certified brackets of the first N points (robcurves.exact), one JSON line."""
+    from robcurves.exact.stage import choose_method
+
+    n = min(int(args.exact), len(y))
+    sl = slice(0, n)
+    try:
+        method, why = choose_method({"method": args.exact_method}, model, norm, bounds)
+    except ValueError as err:
+        raise UsageError(f"--exact_method {args.exact_method}: {err}") from None
+    print(f"Starting exact {norm} ({method}) on {n} points, {args.exact_time_limit:g} s each.", file=sys.stderr,
+          flush=True)
+    if method == "bab":
+        from robcurves.exact.bab import BabConfig
+        from robcurves.exact.bab import minimal_perturbations as exact_minimal
+
+        cfg = BabConfig(time_limit=args.exact_time_limit)
+    else:
+        from robcurves.exact import ExactConfig
+        from robcurves.exact import minimal_perturbations as exact_minimal
+
+        cfg = ExactConfig(time_limit=args.exact_time_limit)
+    res = exact_minimal(model, x[sl], y[sl], norm, cfg, attack_distances=att.distances[sl], x_adv=att.x_adv[sl],
+                        bounds=bounds)
+    s = res.summary()
+    print(json.dumps({"norm": norm, "exact_method": method, "exact_points": n, **{k: s.get(k) for k in (
+        "optimal", "time_limit", "misclassified", "median_lower_over_upper", "median_time_s")}}), flush=True)
+    if args.save:
+        from robcurves.exact import write_merged_json
+
+        write_merged_json(path, res)
 
 
 def main(argv: list[str] | None = None) -> int:

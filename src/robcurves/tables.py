@@ -44,6 +44,12 @@ class RobustErrorRow:
     ci_low: float
     ci_high: float
     n_points: int
+    # Certain bounds of the true robust error on the points with exact results (the first
+    # ``certified_n`` test points): [share with a verified witness within eps, share whose
+    # certified lower bound is within eps]. nan where no exact results exist.
+    certified_low: float = math.nan
+    certified_high: float = math.nan
+    certified_n: int = 0
 
 
 def robust_error_table(curves: Sequence[RobustnessCurve], thresholds: dict[str, Sequence[float]],
@@ -62,6 +68,30 @@ def robust_error_table(curves: Sequence[RobustnessCurve], thresholds: dict[str, 
             r = k / c.n_points if c.n_points else math.nan
             rows.append(RobustErrorRow(c.label, c.norm, float(eps), float(r), lo, hi, c.n_points))
     return rows
+
+
+def certified_robust_error(lower: np.ndarray, upper: np.ndarray, eps: float) -> tuple[float, float]:
+    """``[low, high]`` that certainly contains the true ``R(eps)`` of points with exact brackets.
+
+    A point certainly counts when its verified upper bound (witness; 0 for a misclassified
+    point) counts at ``eps``, and possibly when its certified lower bound does
+    (:func:`robcurves.curves.count_at_most` both times).
+    """
+    n = len(lower)
+    if n == 0:
+        return math.nan, math.nan
+    return int(count_at_most(upper, eps)) / n, int(count_at_most(lower, eps)) / n
+
+
+def add_certified_columns(rows: Sequence[RobustErrorRow], exact: dict) -> None:
+    """Fill the certified columns of ``rows`` from ``exact``: ``{(model, norm): (lower, upper)}``."""
+    for r in rows:
+        got = exact.get((r.model, r.norm))
+        if got is None:
+            continue
+        lower, upper = (np.asarray(a, dtype=np.float64) for a in got)
+        r.certified_low, r.certified_high = certified_robust_error(lower, upper, r.eps)
+        r.certified_n = int(len(lower))
 
 
 @dataclass

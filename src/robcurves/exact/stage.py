@@ -73,7 +73,6 @@ def exact_shard(model_path: str, data_path: str, out_path: str, norm: str, shard
     """
     from robcurves import models
     from robcurves.data import load_dataset
-    from robcurves.exact.solve import minimal_perturbations
     from robcurves.stages import check_bounds_agree, model_bounds
 
     norm = parse_norm(norm).name
@@ -84,16 +83,29 @@ def exact_shard(model_path: str, data_path: str, out_path: str, norm: str, shard
     check_bounds_agree(test.bounds, bounds, f"data set {data_path}", f"model {model_path}")
     n = min(int(n_points), len(test))
     idx = shard_indices(n, n_shards, shard)
-    cfg = config_from_dict(exact, norm)
+    method, why = choose_method(exact, model, norm, bounds)
     dist, adv = (load_attack_warm_start(attack_paths, idx, norm, test.x.shape[1:],
                                         expected=warm_start_settings(model, sidecar, test.meta["sha256"], norm))
                  if attack_paths else (None, None))
-    log.info("exact shard %d/%d: %d points, norm %s, box [%g, %g], time limit %.0f s, tightening %s, method %s, "
-             "attack warm start: %s", shard, n_shards, len(idx), norm, *bounds, cfg.time_limit, list(cfg.tightening),
-             cfg.method, "yes" if attack_paths else "no")
     t0 = time.perf_counter()
-    res = minimal_perturbations(model, test.x[idx], test.y[idx], norm, cfg, attack_distances=dist, x_adv=adv,
-                                indices=idx, progress=log.info, bounds=bounds)
+    if method == "bab":
+        from robcurves.exact.bab import minimal_perturbations as bab_minimal
+
+        cfg = bab_config_from_dict(exact, norm)
+        log.info("exact shard %d/%d: %d points, norm %s, box [%g, %g], time limit %.0f s, method bab (%s), "
+                 "rel_tol %g, attack warm start: %s", shard, n_shards, len(idx), norm, *bounds, cfg.time_limit, why,
+                 cfg.rel_tol, "yes" if attack_paths else "no")
+        res = bab_minimal(model, test.x[idx], test.y[idx], norm, cfg, attack_distances=dist, x_adv=adv, indices=idx,
+                          progress=log.info, bounds=bounds)
+    else:
+        from robcurves.exact.solve import minimal_perturbations
+
+        cfg = config_from_dict(exact, norm)
+        log.info("exact shard %d/%d: %d points, norm %s, box [%g, %g], time limit %.0f s, method milp (%s), "
+                 "tightening %s, strategy %s, attack warm start: %s", shard, n_shards, len(idx), norm, *bounds,
+                 cfg.time_limit, why, list(cfg.tightening), cfg.method, "yes" if attack_paths else "no")
+        res = minimal_perturbations(model, test.x[idx], test.y[idx], norm, cfg, attack_distances=dist, x_adv=adv,
+                                    indices=idx, progress=log.info, bounds=bounds)
     res.meta.update({"model": str(model_path), "data_sha256": test.meta["sha256"], "shard": int(shard),
                      "n_shards": int(n_shards), "n_points": n,
                      "attack_files": [str(p) for p in attack_paths]})
@@ -114,22 +126,76 @@ def merge_exact(paths: Sequence[str | os.PathLike], out_path: str, n_points: int
     return merged
 
 
-def config_from_dict(exact: dict[str, Any], norm: str | None = None):
-    """:class:`ExactConfig` from the workflow's ``exact:`` section (unknown keys ignored).
+METHODS = ("auto", "bab", "milp")
 
+
+def choose_method(exact: dict[str, Any], model, norm: str, bounds=(0.0, 1.0)) -> tuple[str, str]:
+    """``("bab" | "milp", why)`` for the ``exact.method`` setting.
+
+    ``auto`` takes branch and bound (the default chosen by measurement, see
+    benchmarks/README.md) where it supports the network's layers, else the MILP; ``l2``
+    needs branch and bound (HiGHS solves no quadratic MILP).
+    """
+    method = str(dict(exact).get("method") or "auto")
+    if method not in METHODS:
+        raise ValueError(f"exact: method must be one of {METHODS}, got {method!r}")
+    if method == "milp":
+        if parse_norm(norm).name == "l2":
+            raise ValueError("exact: method milp cannot solve l2 (HiGHS has no quadratic MILP); use method bab")
+        return "milp", "configured"
+    if method == "bab":
+        return "bab", "configured"
+    from robcurves.exact.bab.network import bound_graph
+
+    try:
+        bound_graph(model, bounds)
+    except ValueError as e:
+        if parse_norm(norm).name == "l2":
+            raise ValueError(f"exact: l2 needs method bab, which cannot take this model: {e}") from None
+        return "milp", f"auto: {e}"
+    return "bab", "auto"
+
+
+def _max_radius(exact: dict[str, Any], norm: str | None):
+    """``max_radius`` for ``norm``: one number or a mapping from norm to number (None if unset)."""
+    v = dict(exact).get("max_radius")
+    if isinstance(v, dict):
+        by_norm = {parse_norm(k).name: x for k, x in v.items()}
+        v = by_norm.get(parse_norm(norm).name) if norm is not None else None
+    if v is None or not math.isfinite(float(v)):
+        return None
+    return float(v)
+
+
+def config_from_dict(exact: dict[str, Any], norm: str | None = None):
+    """:class:`ExactConfig` (method milp) from the workflow's ``exact:`` section (unknown keys ignored).
+
+    The config key ``milp_strategy`` is the MILP's own strategy (``ExactConfig.method``).
     ``max_radius`` may be one number or a mapping from norm to number.
     """
     from robcurves.exact.solve import ExactConfig
 
-    keys = {"time_limit", "tightening", "method", "tightening_share", "max_radius", "rel_gap", "abs_gap",
-            "bisect_rel_tol", "threads", "margin", "heuristics"}
+    keys = {"time_limit", "tightening", "tightening_share", "rel_gap", "abs_gap", "bisect_rel_tol", "threads",
+            "margin", "heuristics"}
     kw = {k: v for k, v in dict(exact).items() if k in keys and v is not None}
-    if isinstance(kw.get("max_radius"), dict):
-        by_norm = {parse_norm(k).name: v for k, v in kw["max_radius"].items()}
-        kw["max_radius"] = by_norm.get(parse_norm(norm).name) if norm is not None else None
-    if kw.get("max_radius") is None or not math.isfinite(float(kw["max_radius"])):
-        kw.pop("max_radius", None)
+    if dict(exact).get("milp_strategy") is not None:
+        kw["method"] = dict(exact)["milp_strategy"]
+    r = _max_radius(exact, norm)
+    if r is not None:
+        kw["max_radius"] = r
     return ExactConfig(**kw)
+
+
+def bab_config_from_dict(exact: dict[str, Any], norm: str | None = None):
+    """:class:`robcurves.exact.bab.BabConfig` (method bab) from the ``exact:`` section."""
+    from robcurves.exact.bab import BabConfig
+
+    ex = dict(exact)
+    kw: dict[str, Any] = {"max_radius": _max_radius(ex, norm)}
+    for k in ("time_limit", "rel_tol"):
+        if ex.get(k) is not None:
+            kw[k] = float(ex[k])
+    return BabConfig(**kw)
 
 
 def exact_runtime_minutes(config: dict) -> int:

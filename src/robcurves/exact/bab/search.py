@@ -1,0 +1,234 @@
+"""The minimal adversarial distance of one point: a search over radii with branch and bound.
+
+Anytime bracket ``[certified lower, verified upper]`` (float32 distances in the point's
+norm): ``upper`` is the distance of a witness re-checked on the float32 model
+(:func:`robcurves.adversarial.verify_witnesses`), ``lower`` the float32 distance that a
+proven real radius certifies (:func:`robcurves.exact.bab.rounding.certified_distance`).
+
+The search (``strategy``):
+
+1. ``bounds`` phase: alpha-CROWN alone (no branching) bisects ``[0, upper]`` for a few
+   steps; cheap, and often within a few percent already.
+2. ``top``: one branch-and-bound query at ``upper (1 - 0.9 rel_tol)``. The attack's
+   distance is usually within a fraction of a percent of the minimum, so a proof there
+   closes the bracket to ``rel_tol`` in one query.
+3. Then bisection of the open bracket with branch-and-bound queries, each given half of
+   the time left. A query that runs out of time below a failed one starts from that
+   query's open subdomains: everything it proved at the larger radius holds at the
+   smaller one (per subdomain and per class).
+
+A query's per-domain attack may find a witness inside the ball: the upper bound then
+drops to it (after a line search towards ``x0``) and the search goes on below it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from robcurves.adversarial import verify_witnesses
+from robcurves.exact.bab import rounding
+from robcurves.exact.bab.bounds import BoundEngine, InputBall
+from robcurves.exact.bab.domains import BabSettings, Query
+from robcurves.norms import Norm, parse_norm
+
+
+@dataclass
+class SearchResult:
+    """Bracket of one point (float32 distances in ``norm``); ``witness`` verifies ``upper``."""
+
+    lower: float
+    upper: float
+    witness: np.ndarray | None
+    witness_class: int
+    proven_radius: float  # the largest real radius proven (lower is its float32 certificate)
+    seconds: float
+    queries: list = field(default_factory=list)
+
+
+class WitnessChecker:
+    """Verifies candidates on the float32 model with :mod:`robcurves.adversarial`."""
+
+    def __init__(self, logits_fn: Callable[[np.ndarray], np.ndarray], input_shape, norm: "Norm | str",
+                 bounds: tuple[float, float] = (0.0, 1.0)):
+        self.logits_fn = logits_fn
+        self.input_shape = tuple(input_shape)
+        self.norm = parse_norm(norm)
+        self.bounds = bounds
+
+    def verify(self, x0: np.ndarray, y: int, cands: np.ndarray):
+        """``(is_adv, float32 distance, clipped candidates)`` per candidate row."""
+        c = np.asarray(cands, dtype=np.float32).reshape(-1, *self.input_shape)
+        x = np.repeat(np.asarray(x0, dtype=np.float32).reshape(1, *self.input_shape), len(c), 0)
+        return verify_witnesses(self.logits_fn, x, c, np.full(len(c), int(y)), self.norm, self.bounds)
+
+    def shrink(self, x0: np.ndarray, y: int, w: np.ndarray, steps: int = 3, grid: int = 24):
+        """Move a verified witness towards ``x0`` along the segment while it stays adversarial.
+
+        Returns ``(witness, float32 distance, predicted class)`` of the closest verified
+        point found (at worst ``w`` itself).
+        """
+        x0f = np.asarray(x0, dtype=np.float64).reshape(-1)
+        d = np.asarray(w, dtype=np.float64).reshape(-1) - x0f
+        lo, hi = 0.0, 1.0
+        best = None
+        for _ in range(steps):
+            ts = np.linspace(lo, hi, grid + 1)[1:]
+            ok, dist, xc = self.verify(x0, y, x0f[None] + ts[:, None] * d[None])
+            if not ok.any():
+                break
+            i = int(np.flatnonzero(ok)[0])
+            best = (xc[i].reshape(-1), float(dist[i]))
+            hi = ts[i]
+            lo = ts[i - 1] if i > 0 else lo
+        if best is None:
+            ok, dist, xc = self.verify(x0, y, w[None])
+            if not ok[0]:
+                return None
+            best = (xc[0].reshape(-1), float(dist[0]))
+        z = np.asarray(self.logits_fn(best[0].reshape(1, *self.input_shape)), dtype=np.float32)
+        return best[0], best[1], int(np.argmax(z[0]))
+
+
+def _bab_done(queries: list) -> bool:
+    """True once a branch-and-bound query has run (the first one secures a lower bound)."""
+    return any(q.get("bab") for q in queries)
+
+
+@dataclass
+class SearchSettings:
+    """``rel_tol``: stop when ``upper - lower <= rel_tol upper``; ``strategy``:
+    ``top_down`` (the attack's radius first, see the module docstring) or ``bisect``;
+    ``bound_steps``: bisection steps of the bounds-only phase."""
+
+    rel_tol: float = 0.01
+    strategy: str = "top_down"
+    bound_steps: int = 6
+    top_share: float = 0.5
+    bab: BabSettings = field(default_factory=BabSettings)
+
+
+def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarray, y: int, upper: float,
+                     witness: np.ndarray | None, time_limit: float, settings: SearchSettings | None = None,
+                     max_radius: float | None = None) -> SearchResult:
+    """Bracket the minimal adversarial distance of ``x0`` (label ``y``) in ``engine.norm``.
+
+    ``upper``/``witness``: a verified adversarial example and its float32 distance (the
+    attack's), or ``inf``/None; then the domain is the ball of ``max_radius``.
+    """
+    cfg = settings or SearchSettings()
+    t0 = time.perf_counter()
+    deadline = t0 + float(time_limit)
+    norm = engine.norm
+    n = engine.g.n_inputs
+    x0 = np.asarray(x0, dtype=np.float64).reshape(-1)
+    classes = [k for k in range(engine.n_classes) if k != int(y)]
+    class_r = {k: 0.0 for k in classes}  # per class: the largest real radius proven free of it
+    st = {"upper": float(upper) if witness is not None else math.inf,
+          "witness": None if witness is None else np.asarray(witness, np.float32).reshape(-1),
+          "cls": -1}
+    if witness is not None:
+        got = checker.shrink(x0, y, np.asarray(witness).reshape(-1), steps=1)
+        if got is None:
+            st["upper"], st["witness"] = math.inf, None
+        else:
+            st["witness"], st["upper"], st["cls"] = got
+    top = st["upper"] if math.isfinite(st["upper"]) else float(max_radius if max_radius else 1.0)
+    top = min(top, float(max_radius)) if max_radius else top
+    queries: list = []
+    proven = 0.0
+    failed_above = math.inf  # smallest radius a full query could not prove
+    carry = None  # open subdomains of the last unknown query: (radius, S over its U, classes)
+
+    def lower_cert() -> float:
+        return rounding.certified_distance(proven, norm.name, n)
+
+    def done() -> bool:
+        return math.isfinite(st["upper"]) and st["upper"] - lower_cert() <= cfg.rel_tol * st["upper"]
+
+    def ask(r: float, budget: float, bab: bool) -> str:
+        nonlocal proven, failed_above, carry
+        todo = [k for k in classes if class_r[k] < r]
+        if not todo:
+            proven = max(proven, r)
+            return "robust"
+        tq = time.perf_counter()
+        ball = InputBall.make(x0, norm, r, engine.g.bounds)
+        root = engine.root_bounds(ball)
+        q = Query(engine, root, y, checker.logits_fn, checker.input_shape, cfg.bab)
+        init = carry[1] if (bab and carry is not None and carry[0] > r) else None
+        res = q.run(todo, min(deadline, tq + budget), init=init, branch=bab)
+        rec = {"r": r, "bab": bab, "U": q.U, "rounds": res.rounds, "domains": res.domains,
+               "s": round(time.perf_counter() - tq, 3), "imported": res.info.get("imported")}
+        if res.info.get("lp_leaves"):
+            rec["lp_leaves"] = res.info["lp_leaves"]
+        for k, s in res.status.items():
+            if s == "robust":
+                class_r[k] = max(class_r[k], r)
+        if res.witness is not None:
+            got = checker.shrink(x0, y, res.witness)
+            if got is not None and got[1] < st["upper"]:
+                st["witness"], st["upper"], st["cls"] = got
+            rec["outcome"] = "attacked"
+            rec["upper"] = st["upper"]
+        elif res.robust:
+            proven = max(proven, r)
+            rec["outcome"] = "robust"
+        else:
+            rec["outcome"] = "unknown"
+            if bab:
+                failed_above = min(failed_above, r)
+                open_ = q.open_domains()
+                if open_ is not None and (carry is None or r < carry[0]):
+                    carry = (r, open_)
+        queries.append(rec)
+        return rec["outcome"]
+
+    # 1. bounds only: bisection of [0, top] (geometrically from the top).
+    lo_b, hi_b = 0.0, top
+    r = top * (1 - 0.9 * cfg.rel_tol)
+    misses = 0
+    for _ in range(cfg.bound_steps):
+        if time.perf_counter() >= deadline or done():
+            break
+        out = ask(r, 0.0, bab=False)
+        if out == "robust":
+            lo_b = r
+        else:
+            hi_b = min(r, st["upper"])
+            misses += 1
+        if hi_b - lo_b <= 0.5 * cfg.rel_tol * top:
+            break
+        # Nothing proven yet: down by 0.8 once (linf attacks are often within 20%), then
+        # halving (l1/l2 attack distances can be several times the certified radius).
+        r = 0.5 * (lo_b + hi_b) if lo_b > 0 else hi_b * (0.8 if misses <= 1 else 0.5)
+    # 2./3. branch and bound. ``top_down``: while the bracket is wide, one bisection step
+    # secures a lower bound; then the attack's radius (less the tolerance); then bisection
+    # of what is left (importing the open subdomains of a failed query above).
+    top_tried = False
+    while time.perf_counter() < deadline and not done():
+        hi = min(st["upper"], failed_above) if math.isfinite(st["upper"]) else min(top, failed_above)
+        left = deadline - time.perf_counter()
+        wide = proven < (1 - 3 * cfg.rel_tol) * hi
+        secure = wide and not _bab_done(queries)
+        if cfg.strategy == "top_down" and not top_tried and math.isfinite(st["upper"]) and not secure:
+            r = st["upper"] * (1 - 0.9 * cfg.rel_tol)
+            budget = cfg.top_share * left
+            top_tried = True
+        else:
+            r = 0.5 * (proven + hi)
+            if secure and proven < hi_b < hi:
+                # just above where the bounds alone failed: likely provable with a few splits
+                r = min(r, hi_b * (1 + 2 * cfg.rel_tol))
+            budget = (0.25 if secure else 0.5) * left
+        if r <= proven * (1 + 1e-9) or hi - proven <= 0.25 * cfg.rel_tol * max(hi, 1e-12):
+            break
+        out = ask(r, budget, bab=True)
+        if out == "attacked":
+            top_tried = False  # a closer witness: its radius is the new top
+    lower = min(lower_cert(), st["upper"])
+    return SearchResult(lower, st["upper"], st["witness"], int(st["cls"]), proven, time.perf_counter() - t0, queries)
