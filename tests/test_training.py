@@ -201,7 +201,7 @@ def test_mmr_distances_match_the_geometry_of_a_one_layer_net():
 @pytest.mark.parametrize("norm,q", [("linf", 1), ("l2", 2)])
 def test_mmr_geometry_matches_autodiff_on_a_cnn(monkeypatch, dense_conv_max, norm, q):
     """Region distances |z_i| / ||grad z_i||_q and the logit Jacobian agree with autodiff."""
-    import robcurves.network.layers as NL
+    import robcurves.network.layers.affine as NL  # where Conv2D reads it
 
     monkeypatch.setattr(NL, "DENSE_JVP_MAX", dense_conv_max)
     rng = np.random.default_rng(3)

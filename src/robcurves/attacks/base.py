@@ -22,7 +22,9 @@ from keras import ops
 from robcurves import backend as B
 from robcurves.norms import Norm, parse_norm
 
-METHODS: dict[str, type["MinimalNormAttack"]] = {}
+ATTACK_METHODS: dict[str, type["MinimalNormAttack"]] = {}
+#: the old name of the attack registry (the same dict)
+METHODS = ATTACK_METHODS
 
 # The smallest batch a compiled function is called with (see Problem.rows).
 MIN_ROWS = 16
@@ -36,7 +38,7 @@ COMMON_OPTIONS: dict[str, Any] = {
 
 
 def register(cls: type["MinimalNormAttack"]) -> type["MinimalNormAttack"]:
-    METHODS[cls.name] = cls
+    ATTACK_METHODS[cls.name] = cls
     return cls
 
 
@@ -53,9 +55,9 @@ def validate_method_config(norm: "Norm | str", method_cfg: "dict | str") -> dict
     if not isinstance(method_cfg, dict) or "name" not in method_cfg:
         raise ValueError(f"attack method entry must be a mapping with a 'name', got {method_cfg!r}")
     name = method_cfg["name"]
-    if name not in METHODS:
-        raise ValueError(f"unknown attack method {name!r}: expected one of {sorted(METHODS)}")
-    cls = METHODS[name]
+    if name not in ATTACK_METHODS:
+        raise ValueError(f"unknown attack method {name!r}: expected one of {sorted(ATTACK_METHODS)}")
+    cls = ATTACK_METHODS[name]
     if norm.name not in cls.norms:
         raise ValueError(f"attack method {name!r} does not support norm {norm.name} (it supports {list(cls.norms)})")
     allowed = {**COMMON_OPTIONS, **cls.defaults}

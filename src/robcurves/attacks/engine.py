@@ -19,7 +19,7 @@ from keras import ops
 
 from robcurves import backend as B
 from robcurves.adversarial import is_adversarial
-from robcurves.attacks.base import METHODS, Problem, all_finite, margin_of, validate_method_config
+from robcurves.attacks.base import ATTACK_METHODS, Problem, all_finite, margin_of, validate_method_config
 from robcurves.attacks.result import AttackResult, verify_candidates
 from robcurves.norms import Norm, parse_norm
 
@@ -385,8 +385,8 @@ def minimal_perturbations(
         for c in cfgs:
             key = ("attack", norm.name, json.dumps(c, sort_keys=True))
             att = problem._cache.get(key)
-            if att is None or METHODS.get(c["name"]) is not type(att):
-                att = METHODS[c["name"]](norm, **{k: v for k, v in c.items() if k != "name"})
+            if att is None or ATTACK_METHODS.get(c["name"]) is not type(att):
+                att = ATTACK_METHODS[c["name"]](norm, **{k: v for k, v in c.items() if k != "name"})
                 att.bind(problem)
                 problem._cache[key] = att
             attacks.append(att)

@@ -126,7 +126,9 @@ def merge_exact(paths: Sequence[str | os.PathLike], out_path: str, n_points: int
     return merged
 
 
-METHODS = ("auto", "bab", "milp")
+#: how the exact stage solves a point (config ``exact.method``); distinct from the MILP's
+#: search strategies (:data:`robcurves.exact.strategies.STRATEGIES`, ``exact.milp_strategy``)
+EXACT_METHODS = ("auto", "bab", "milp")
 
 
 def choose_method(exact: dict[str, Any], model, norm: str, bounds=(0.0, 1.0)) -> tuple[str, str]:
@@ -137,8 +139,8 @@ def choose_method(exact: dict[str, Any], model, norm: str, bounds=(0.0, 1.0)) ->
     needs branch and bound (HiGHS solves no quadratic MILP).
     """
     method = str(dict(exact).get("method") or "auto")
-    if method not in METHODS:
-        raise ValueError(f"exact: method must be one of {METHODS}, got {method!r}")
+    if method not in EXACT_METHODS:
+        raise ValueError(f"exact: method must be one of {EXACT_METHODS}, got {method!r}")
     if method == "milp":
         if parse_norm(norm).name == "l2":
             raise ValueError("exact: method milp cannot solve l2 (HiGHS has no quadratic MILP); use method bab")

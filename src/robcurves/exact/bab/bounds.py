@@ -22,6 +22,11 @@ relaxation below bounds jointly with everything else; elsewhere with ``|h|``'s i
 bound. The float64 rounding of the computation itself is subtracted as
 ``slack64 (|c| . M_s + sum beta . M_k)``. The minimum over the input domain is exact
 (:mod:`robcurves.exact.bab.concretize`).
+
+Why one module of ~630 lines: :class:`BoundEngine` is one object whose backward pass,
+rounding terms and compiled alpha/beta ascent share the per-network state built at
+construction (transposes, node order, compiled functions); the small input and root
+records sit beside it.
 """
 
 from __future__ import annotations

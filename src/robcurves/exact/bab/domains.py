@@ -11,6 +11,9 @@ verified adversarial example ends the query.
 
 Outcome per class: ``"robust"`` (every subdomain proven), ``"attacked"`` (a verified
 witness, which the caller gets) or ``"unknown"`` (time or domain budget spent).
+
+Why one module of ~550 lines: :class:`Query`'s round (pick, split, bound, prune, attack)
+and the batched domain store it mutates are one loop over shared arrays.
 """
 
 from __future__ import annotations
