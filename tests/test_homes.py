@@ -22,9 +22,8 @@ NORM_BRANCH = re.compile(r"\.p\s*[!=]=|is(inf|finite)\([\w.]*\.p\)"
 # Where a branch on the norm is the point: the norm object itself; the scale kernels choose
 # an algorithm per norm (l2 by GEMM). attacks/ is not scanned: its norm strategy objects are
 # attacks/geometry.py (the keras.ops side, behind Norm.ops), and its per-method choices
-# (engine, masking) are the attacks engineer's. Left for now: branch and bound's float32
-# distance slack and direct-layer shortcut (exact/bab/, arriving with its merge; both belong on Norm).
-NORM_HOMES = {"norms.py", "scale/kernels_tf.py", "exact/bab/rounding.py", "exact/bab/bounds.py"}
+# (engine, masking) are the attacks engineer's.
+NORM_HOMES = {"norms.py", "scale/kernels_tf.py"}
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

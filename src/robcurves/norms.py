@@ -63,6 +63,17 @@ class Norm:
             return a.sum(axis=1)
         return np.sqrt(np.einsum("ij,ij->i", a, a))
 
+    def float32_roundings(self, n: int) -> int:
+        """How many float32 roundings a computed distance of ``n`` coordinates is from the
+        real one (its relative error is at most gamma of that count): ``fl(x_i - x0_i)`` is
+        one and the max is exact (linf); the l1 / l2 sums add ``n`` (in any order), l2 a
+        square and a square root."""
+        if self.is_box:
+            return 2
+        if self.p == 1.0:
+            return n + 2
+        return n + 4
+
     @property
     def is_box(self) -> bool:
         """Whether the ball is a box (linf): per-coordinate bounds describe it exactly."""

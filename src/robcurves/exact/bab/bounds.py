@@ -31,7 +31,6 @@ records sit beside it.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -583,7 +582,7 @@ class BoundEngine:
             hi = hi + self.slack64 * self.M[i]
             if i in pre_of:
                 direct = nd.kind in ("dense", "conv2d") and nd.inputs[0] == 0
-                if not (direct and math.isinf(self.p)):
+                if not (direct and self.norm.is_box):
                     lo, hi = self._crown_rows_batch(roots, i, lo, hi, optimise_intermediate)
                 for r, a, b_ in zip(roots, lo, hi):
                     r.lower[pre_of[i]] = a

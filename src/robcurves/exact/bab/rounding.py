@@ -54,6 +54,8 @@ import os
 
 import numpy as np
 
+from robcurves.norms import parse_norm
+
 U32 = 2.0 ** -24
 U64 = 2.0 ** -53
 
@@ -80,12 +82,9 @@ def float64_slack(depth: int, longest_chain: int) -> float:
 def distance_slack(norm_name: str, n: int) -> float:
     """Relative amount by which a float32 ``norm_name`` distance of ``n`` coordinates can
     fall short of the real distance: ``fl(x_i - x0_i)`` is one rounding (linf), and the
-    l1 / l2 sums add ``n`` more (any order), l2 a square and a square root."""
-    if norm_name == "linf":
-        return float(gamma(2))
-    if norm_name == "l1":
-        return float(gamma(n + 2))
-    return float(gamma(n + 4))
+    l1 / l2 sums add ``n`` more (any order), l2 a square and a square root
+    (:meth:`robcurves.norms.Norm.float32_roundings`)."""
+    return float(gamma(parse_norm(norm_name).float32_roundings(n)))
 
 
 def check_float32_kernels() -> list[str]:
