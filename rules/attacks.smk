@@ -1,13 +1,6 @@
 # Minimal adversarial perturbations, one job per (data set, model, norm, shard).
 
 
-def attack_params(norm):
-    """The norm's attack settings over the attacks-wide ones (strength, backend, ...)."""
-    top = {k: config["attacks"][k] for k in ("strength", "backend", "deterministic", "masking_check")
-           if k in config["attacks"]}
-    return {**top, **config["attacks"]["norms"][norm]}
-
-
 rule attack_shard:
     input:
         model=paths.MODEL,

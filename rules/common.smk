@@ -93,3 +93,10 @@ def _model_inputs(wildcards):
         "train": targets.data_file(wildcards.dataset, "train"),
         "test": targets.data_file(wildcards.dataset),
     }
+
+
+def attack_params(norm):
+    """The norm's attack settings over the attacks-wide ones (strength, backend, ...)."""
+    top = {k: config["attacks"][k] for k in ("strength", "backend", "deterministic", "masking_check")
+           if k in config["attacks"]}
+    return {**top, **config["attacks"]["norms"][norm]}

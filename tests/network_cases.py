@@ -41,3 +41,24 @@ def pooled_net(rng, shape=(8, 8, 2), n_classes=3):
     d = Dense(gap.out_shape, k(4, n_classes), k(n_classes), name="logits")
     return Network(shape, [(sc, [0]), (c1, [1]), (r1, [2]), (mp, [3]), (c2, [4]), (ap, [3]), (add, [5, 6]),
                            (r2, [7]), (gap, [8]), (d, [9])], name="pooled")
+
+
+def random_relu_mlp(n_in: int, hidden: tuple[int, ...], n_out: int, seed: int, in_shape=None):
+    """A Keras Flatten -> (Dense -> ReLU)* -> Dense model with seeded random float32 weights
+    (He-like scale, biases N(0, 0.1)): the small exact-stage test networks."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    inp = keras.Input(in_shape or (1, 1, n_in))
+    h = keras.layers.Flatten()(inp)
+    for i, width in enumerate(hidden):
+        h = keras.layers.Dense(width, name=f"d{i}")(h)
+        h = keras.layers.ReLU(name=f"r{i}")(h)
+    out = keras.layers.Dense(n_out, name="logits")(h)
+    m = keras.Model(inp, out)
+    for layer in m.layers:
+        if isinstance(layer, keras.layers.Dense):
+            k, b = layer.get_weights()
+            layer.set_weights([rng.normal(0, 1 / np.sqrt(k.shape[0]), k.shape).astype(np.float32),
+                               rng.normal(0, 0.1, b.shape).astype(np.float32)])
+    return m

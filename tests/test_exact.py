@@ -19,6 +19,7 @@ from robcurves.exact import (  # noqa: E402
 from robcurves.exact.milp import MilpBuilder, VarVector, run_highs  # noqa: E402
 from robcurves.network import from_keras as network_from_keras  # noqa: E402
 from robcurves.norms import LINF, parse_norm  # noqa: E402
+from network_cases import random_relu_mlp  # noqa: E402
 
 
 def _affine_model(W: np.ndarray, b: np.ndarray) -> keras.Model:
@@ -30,21 +31,7 @@ def _affine_model(W: np.ndarray, b: np.ndarray) -> keras.Model:
     return m
 
 
-def _relu_model(n_in: int, hidden: tuple[int, ...], n_out: int, seed: int, in_shape=None) -> keras.Model:
-    rng = np.random.default_rng(seed)
-    inp = keras.Input(in_shape or (1, 1, n_in))
-    h = keras.layers.Flatten()(inp)
-    for i, width in enumerate(hidden):
-        h = keras.layers.Dense(width, name=f"d{i}")(h)
-        h = keras.layers.ReLU(name=f"r{i}")(h)
-    out = keras.layers.Dense(n_out, name="logits")(h)
-    m = keras.Model(inp, out)
-    for layer in m.layers:
-        if isinstance(layer, keras.layers.Dense):
-            k, b = layer.get_weights()
-            layer.set_weights([rng.normal(0, 1 / np.sqrt(k.shape[0]), k.shape).astype(np.float32),
-                               rng.normal(0, 0.1, b.shape).astype(np.float32)])
-    return m
+_relu_model = random_relu_mlp  # one home: tests/network_cases.py
 
 
 def _pred(m, x):

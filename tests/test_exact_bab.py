@@ -18,24 +18,12 @@ from robcurves.exact.bab import rounding  # noqa: E402
 from robcurves.exact.bab.concretize import linear_lower  # noqa: E402
 from robcurves.exact.bab.ops import numpy as to_np, tensor  # noqa: E402
 from robcurves.norms import parse_norm  # noqa: E402
+from network_cases import random_relu_mlp  # noqa: E402
 
 NORMS = ("linf", "l2", "l1")
 
 
-def _mlp(n_in: int, hidden: tuple[int, ...], n_out: int, seed: int, in_shape=None) -> keras.Model:
-    rng = np.random.default_rng(seed)
-    inp = keras.Input(in_shape or (1, 1, n_in))
-    h = keras.layers.Flatten()(inp)
-    for i, width in enumerate(hidden):
-        h = keras.layers.ReLU()(keras.layers.Dense(width, name=f"d{i}")(h))
-    out = keras.layers.Dense(n_out, name="logits")(h)
-    m = keras.Model(inp, out)
-    for layer in m.layers:
-        if isinstance(layer, keras.layers.Dense):
-            k, b = layer.get_weights()
-            layer.set_weights([rng.normal(0, 1 / np.sqrt(k.shape[0]), k.shape).astype(np.float32),
-                               rng.normal(0, 0.1, b.shape).astype(np.float32)])
-    return m
+_mlp = random_relu_mlp  # one home: tests/network_cases.py
 
 
 def _logits(m):
