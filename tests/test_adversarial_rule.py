@@ -74,14 +74,14 @@ def test_attacks(tie, lead):
 
 
 def test_exact_stage(tie, lead):
-    from robcurves.exact import ExactConfig, keras_checker, minimal_perturbations
+    from robcurves.exact import ExactConfig, keras_checker, milp_brackets
 
     assert keras_checker(tie, "linf").check(X0[0], X0[0], 1) is None
-    res = minimal_perturbations(tie, X0, np.array([1]), "linf", ExactConfig(time_limit=10))
+    res = milp_brackets(tie, X0, np.array([1]), "linf", ExactConfig(time_limit=10))
     assert res.status[0] == "no_adversarial_in_domain"  # proven: nothing beats the tie anywhere
     assert math.isinf(res.upper[0]) and res.summary()["misclassified"] == 0
     assert keras_checker(lead, "linf").check(X0[0], X0[0], 0) is not None
-    res = minimal_perturbations(lead, X0, np.array([0]), "linf", ExactConfig(time_limit=10))
+    res = milp_brackets(lead, X0, np.array([0]), "linf", ExactConfig(time_limit=10))
     assert res.status[0] == "misclassified" and res.upper[0] == 0.0
 
 

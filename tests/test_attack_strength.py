@@ -110,7 +110,7 @@ def exact_milp(model, x, y, norm, key):
     """(exact, certified lower bound) per point from the exact stage; NaN where not proved."""
     if key in _TRUTH:
         return _TRUTH[key]
-    from robcurves.exact import ExactConfig, minimal_perturbations as exact
+    from robcurves.exact import ExactConfig, milp_brackets as exact
 
     warm = minimal_perturbations(model, x, y, norm, progress=False)
     res = exact(model, x, y, norm, ExactConfig(time_limit=5.0), attack_distances=warm.distances,

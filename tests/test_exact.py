@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from robcurves.exact import (  # noqa: E402
-    ExactConfig, ExactResults, InputDomain, compute_bounds, load_results, minimal_perturbations,
+    ExactConfig, ExactResults, InputDomain, compute_bounds, load_results, milp_brackets,
     read_merged_json, save_results, write_merged_json,
 )
 from robcurves.exact.milp import MilpBuilder, VarVector, run_highs  # noqa: E402
@@ -69,7 +69,7 @@ def test_affine_model_matches_closed_form(norm):
     m = _affine_model(W, b)
     z = x.reshape(-1).astype(np.float64) @ W + b
     expected = min((z[y] - z[k]) / dual(W[:, y] - W[:, k]) for k in range(n_out) if k != y)
-    res = minimal_perturbations(m, x, np.array([y]), norm, ExactConfig(time_limit=20, max_radius=0.5))
+    res = milp_brackets(m, x, np.array([y]), norm, ExactConfig(time_limit=20, max_radius=0.5))
     assert res.status[0] == "optimal"
     assert res.lower[0] == pytest.approx(expected, rel=2e-4)  # the solver gap: 1e-4 rel + 1e-6 abs
     assert res.upper[0] == pytest.approx(expected, rel=1e-4)
@@ -87,7 +87,7 @@ def test_relu_2d_network_matches_grid_search():
     y = _pred(m, x)
     step = g[1] - g[0]
     for norm in ("linf", "l1"):
-        res = minimal_perturbations(m, x, y, norm, ExactConfig(time_limit=30))
+        res = milp_brackets(m, x, y, norm, ExactConfig(time_limit=30))
         d = parse_norm(norm)
         for i in range(len(x)):
             other = pred != y[i]
@@ -115,8 +115,8 @@ def test_heuristics_switch_reaches_highs_and_keeps_the_optimum():
     x = np.array([[0.5, 0.5], [0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)
     y = _pred(m, x)
     for method in ("minimize", "bisect"):
-        a = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, method=method))
-        h = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, method=method, heuristics=True))
+        a = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=20, method=method))
+        h = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=20, method=method, heuristics=True))
         tol = 2e-3 if method == "bisect" else 1e-4
         np.testing.assert_allclose(a.upper, h.upper, rtol=tol)
         np.testing.assert_allclose(a.lower, h.lower, rtol=tol, atol=1e-6)
@@ -126,8 +126,8 @@ def test_bisection_brackets_the_minimisation():
     m = _relu_model(2, (12, 12), 3, seed=5)
     x = np.array([[0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)
     y = _pred(m, x)
-    a = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20))
-    b = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, method="bisect"))
+    a = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=20))
+    b = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=20, method="bisect"))
     assert a.status[0] == "optimal"
     assert b.lower[0] <= a.upper[0] + 1e-6 and a.lower[0] <= b.upper[0] + 1e-6
     assert b.upper[0] - b.lower[0] <= 2e-3 * b.upper[0] + 1e-6
@@ -169,8 +169,8 @@ def test_exact_is_never_above_the_attack_and_the_witness_flips_the_label():
     y = _pred(m, x)
     dist, adv = _pgd_linf(m, x, y)
     assert np.isfinite(dist).sum() >= 2  # a point the attack missed is searched up to max_radius
-    res = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=30, max_radius=1.0),
-                                attack_distances=dist, x_adv=adv)
+    res = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=30, max_radius=1.0),
+                        attack_distances=dist, x_adv=adv)
     assert np.all(res.status != "time_limit"), res.meta["info"]
     assert np.all(res.upper <= dist + 1e-6)
     assert np.all(res.status[np.isfinite(dist)] == "optimal")
@@ -183,8 +183,8 @@ def test_tiny_time_limit_gives_a_bracket_not_a_fake_optimum():
     rng = np.random.default_rng(1)
     x = rng.random((2, 4, 4, 1)).astype(np.float32)
     y = _pred(m, x)
-    full = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=60, max_radius=0.5))
-    tiny = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=0.02, max_radius=0.5))
+    full = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=60, max_radius=0.5))
+    tiny = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=0.02, max_radius=0.5))
     for i in range(len(x)):
         assert full.status[i] in ("optimal", "no_adversarial_in_domain")
         truth_lo, truth_hi = full.lower[i], full.upper[i]
@@ -201,11 +201,11 @@ def test_no_adversarial_in_domain_and_misclassified_points():
     m = _relu_model(2, (8,), 3, seed=4)
     x = np.array([[0.5, 0.5]], dtype=np.float32).reshape(-1, 1, 1, 2)
     y = _pred(m, x)
-    res = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, max_radius=1e-3))
+    res = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=20, max_radius=1e-3))
     assert res.status[0] == "no_adversarial_in_domain"
     assert res.lower[0] == pytest.approx(1e-3) and math.isinf(res.upper[0])
     wrong = (y + 1) % 3
-    res = minimal_perturbations(m, x, wrong, "l1", ExactConfig(time_limit=5))
+    res = milp_brackets(m, x, wrong, "l1", ExactConfig(time_limit=5))
     # Misclassified: distance 0, counted apart and never as solved.
     assert res.status[0] == "misclassified" and res.lower[0] == 0 and res.upper[0] == 0
     summary = res.summary()
@@ -275,7 +275,7 @@ def test_l2_is_refused_with_a_reason():
     m = _relu_model(2, (4,), 2, seed=0)
     x = np.full((1, 1, 1, 2), 0.5, np.float32)
     with pytest.raises(ValueError, match="quadratic"):
-        minimal_perturbations(m, x, _pred(m, x), "l2")
+        milp_brackets(m, x, _pred(m, x), "l2")
 
 
 def test_bounds_are_valid_and_lp_is_tighter():
@@ -305,7 +305,7 @@ def test_records_round_trip(tmp_path):
     m = _relu_model(2, (6,), 3, seed=1)
     x = np.array([[0.5, 0.5], [0.2, 0.9]], dtype=np.float32).reshape(-1, 1, 1, 2)
     y = _pred(m, x)
-    res = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=10), indices=[5, 2])
+    res = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=10), indices=[5, 2])
     save_results(tmp_path / "s.npz", res)
     back = load_results(tmp_path / "s.npz")
     assert back.norm == "linf"
@@ -369,7 +369,7 @@ def test_ascending_margin_queries_certify_a_valid_lower_bound():
     m = _relu_model(2, (12, 12), 3, seed=5)
     x = np.array([[0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)
     y = _pred(m, x)
-    ref = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=20, method="minimize"))
+    ref = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=20, method="minimize"))
     assert ref.status[0] == "optimal"
     net, checker = network_from_keras(m), keras_checker(m, "linf")
     st = SearchState(x0=x[0], y=int(y[0]))
@@ -420,7 +420,7 @@ def test_misclassified_points_are_counted_apart_and_never_solved(tmp_path):
     head, row = table.splitlines()
     assert dict(zip(head.split(","), row.split(",")))["misclassified"] == "2"
     # A record that claims to be solved but is misclassified does not exist: it has its own status.
-    assert "misclassified" in __import__("robcurves.exact", fromlist=["STATUSES"]).STATUSES
+    assert "misclassified" in __import__("robcurves.exact", fromlist=["RECORD_STATUSES"]).RECORD_STATUSES
 
 
 def test_old_shards_without_the_new_fields_are_refused_with_a_reason(tmp_path):
@@ -438,7 +438,7 @@ def test_bisect_records_store_the_looser_tolerance():
     m = _relu_model(2, (8,), 3, seed=4)
     x = np.array([[0.3, 0.6]], dtype=np.float32).reshape(-1, 1, 1, 2)
     y = _pred(m, x)
-    res = minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=10, method="bisect"))
+    res = milp_brackets(m, x, y, "linf", ExactConfig(time_limit=10, method="bisect"))
     assert res.rel_tol[0] == pytest.approx(1e-4 + 1e-3) and res.abs_tol[0] == 1e-6
     if res.status[0] == "optimal":
         assert res.upper[0] - res.lower[0] <= (res.rel_tol[0] * res.upper[0] + res.abs_tol[0]) * (1 + 1e-6)

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from robcurves.adversarial import is_adversarial, verify_witnesses  # noqa: E402
-from robcurves.exact.bab import BabConfig, BabSettings, BoundEngine, InputBall, minimal_perturbations  # noqa: E402
+from robcurves.exact.bab import BabConfig, BabSettings, BoundEngine, InputBall, bab_brackets  # noqa: E402
 from robcurves.exact.bab import rounding  # noqa: E402
 from robcurves.exact.bab.concretize import linear_lower  # noqa: E402
 from robcurves.exact.bab.ops import numpy as to_np, tensor  # noqa: E402
@@ -142,7 +142,7 @@ def test_2d_relu_network_matches_a_dense_grid(norm):
     m = _mlp(2, (12, 12), 3, seed=5)
     x = np.array([[0.5, 0.5], [0.3, 0.6], [0.7, 0.2]], dtype=np.float32).reshape(-1, 1, 1, 2)
     y = _pred(m, x)
-    res = minimal_perturbations(m, x, y, norm, BabConfig(time_limit=60, rel_tol=0.01, max_radius=2.0))
+    res = bab_brackets(m, x, y, norm, BabConfig(time_limit=60, rel_tol=0.01, max_radius=2.0))
     _check_witnesses(m, x, y, res)
     for i in range(len(x)):
         best, cell = _grid_best(m, x[i], int(y[i]), norm)
@@ -156,16 +156,16 @@ def test_2d_relu_network_matches_a_dense_grid(norm):
 @pytest.mark.parametrize("norm", ["linf", "l1"])
 def test_tiny_network_brackets_the_milp_optimum(norm):
     from robcurves.exact import ExactConfig
-    from robcurves.exact import minimal_perturbations as milp_minimal
+    from robcurves.exact import milp_brackets
 
     m = _mlp(6, (10, 10), 3, seed=3)
     rng = np.random.default_rng(4)
     x = rng.random((3, 1, 1, 6)).astype(np.float32)
     y = _pred(m, x)
-    ref = milp_minimal(m, x, y, norm, ExactConfig(time_limit=30, method="minimize", max_radius=1.0 if norm == "linf"
-                                                  else 6.0))
-    res = minimal_perturbations(m, x, y, norm, BabConfig(time_limit=60, rel_tol=0.01,
-                                                         max_radius=1.0 if norm == "linf" else 6.0))
+    ref = milp_brackets(m, x, y, norm, ExactConfig(time_limit=30, method="minimize", max_radius=1.0 if norm == "linf"
+                                                   else 6.0))
+    res = bab_brackets(m, x, y, norm, BabConfig(time_limit=60, rel_tol=0.01,
+                                                max_radius=1.0 if norm == "linf" else 6.0))
     _check_witnesses(m, x, y, res)
     for i in range(len(x)):
         assert ref.status[i] == "optimal"
@@ -209,7 +209,7 @@ def test_l2_minimal_distance_matches_qp_enumeration_over_activation_patterns():
     rng = np.random.default_rng(7)
     x = rng.random((3, 1, 1, 3)).astype(np.float32)
     y = _pred(m, x)
-    res = minimal_perturbations(m, x, y, "l2", BabConfig(time_limit=60, rel_tol=0.01, max_radius=2.0))
+    res = bab_brackets(m, x, y, "l2", BabConfig(time_limit=60, rel_tol=0.01, max_radius=2.0))
     _check_witnesses(m, x, y, res)
     for i in range(len(x)):
         d = _qp_minimum(m, x[i], int(y[i]))
@@ -250,7 +250,7 @@ def test_certificates_hold_for_the_float32_model_where_real_arithmetic_would_not
     x1 = np.concatenate([rng.random(20000), np.linspace(0, 1, 4001)]).astype(np.float32)
     probe = np.stack([x1, np.full_like(x1, 0.3), np.full_like(x1, 0.49)], 1).reshape(-1, 1, 1, 3)
     assert is_adversarial(_logits(m)(probe), 0).any()  # the float32 model really deviates
-    res = minimal_perturbations(m, x0, y, "linf", BabConfig(time_limit=20, rel_tol=0.01, max_radius=0.6))
+    res = bab_brackets(m, x0, y, "linf", BabConfig(time_limit=20, rel_tol=0.01, max_radius=0.6))
     L = float(res.lower[0])
     assert 0.05 < L < 0.4
     for t in np.linspace(0.0, 0.999 * L, 41):
@@ -332,8 +332,8 @@ def test_a_time_out_gives_a_correct_bracket():
     rng = np.random.default_rng(4)
     x = rng.random((3, 1, 1, 6)).astype(np.float32)
     y = _pred(m, x)
-    full = minimal_perturbations(m, x, y, "linf", BabConfig(time_limit=30, rel_tol=0.001, max_radius=1.0))
-    tiny = minimal_perturbations(m, x, y, "linf", BabConfig(time_limit=0.05, rel_tol=0.001, max_radius=1.0))
+    full = bab_brackets(m, x, y, "linf", BabConfig(time_limit=30, rel_tol=0.001, max_radius=1.0))
+    tiny = bab_brackets(m, x, y, "linf", BabConfig(time_limit=0.05, rel_tol=0.001, max_radius=1.0))
     _check_witnesses(m, x, y, tiny)
     for i in range(len(x)):
         assert tiny.lower[i] <= full.upper[i] * (1 + 1e-9)

@@ -77,7 +77,7 @@ def test_nearest_distances_report_per_tile_block():
 def test_exact_stage_reports_each_point_with_running_bracket_statistics():
     import keras
 
-    from robcurves.exact import ExactConfig, minimal_perturbations
+    from robcurves.exact import ExactConfig, milp_brackets
 
     inp = keras.Input((1, 1, 2))
     m = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Flatten()(inp)))
@@ -85,7 +85,7 @@ def test_exact_stage_reports_each_point_with_running_bracket_statistics():
     x = np.array([[[[0.6, 0.2]]], [[[0.7, 0.1]]], [[[0.1, 0.9]]]], np.float32)
     y = np.array([0, 0, 0])
     lines = []
-    minimal_perturbations(m, x, y, "linf", ExactConfig(time_limit=5), progress=lines.append)
+    milp_brackets(m, x, y, "linf", ExactConfig(time_limit=5), progress=lines.append)
     assert len(lines) == 3 and all(LINE.match(ln) for ln in lines), lines
     assert "misclassified" in lines[-1].split("|")[-1]  # the last point: class 1 wins already
     assert re.search(r"so far 1 misclassified, 2 optimal, 0 time_limit, 0 no_adversarial_in_domain; "

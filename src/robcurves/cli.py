@@ -418,16 +418,16 @@ def _exact(args, model, x, y, norm: str, att, bounds, path: Path) -> None:
           flush=True)
     if method == "bab":
         from robcurves.exact.bab import BabConfig
-        from robcurves.exact.bab import minimal_perturbations as exact_minimal
+        from robcurves.exact.bab import bab_brackets as exact_brackets
 
         cfg = BabConfig(time_limit=args.exact_time_limit)
     else:
         from robcurves.exact import ExactConfig
-        from robcurves.exact import minimal_perturbations as exact_minimal
+        from robcurves.exact import milp_brackets as exact_brackets
 
         cfg = ExactConfig(time_limit=args.exact_time_limit)
-    res = exact_minimal(model, x[sl], y[sl], norm, cfg, attack_distances=att.distances[sl], x_adv=att.x_adv[sl],
-                        bounds=bounds)
+    res = exact_brackets(model, x[sl], y[sl], norm, cfg, attack_distances=att.distances[sl], x_adv=att.x_adv[sl],
+                         bounds=bounds)
     s = res.summary()
     print(json.dumps({"norm": norm, "exact_method": method, "exact_points": n, **{k: s.get(k) for k in (
         "optimal", "time_limit", "misclassified", "median_lower_over_upper", "median_time_s")}}), flush=True)

@@ -2,12 +2,15 @@
 
 Public API:
 
-- :func:`minimal_perturbations` - records for a batch of points of a Keras model;
-- :func:`minimal_perturbation` - one point, given a network description and a :class:`Checker`;
+- :func:`milp_brackets` - brackets [certified lower, verified upper] of the minimal adversarial
+  distance for a batch of points of a Keras model (the attacks' ``minimal_perturbations``
+  returns upper bounds only; branch and bound: :func:`robcurves.exact.bab.bab_brackets`);
+- :func:`milp_bracket` - one point, given a network description and a :class:`Checker`;
 - :class:`ExactConfig` - the settings (the workflow's ``exact:`` config section); its ``method``
   names one of the search strategies in :data:`STRATEGIES` (``METHODS``: the old name);
 - :class:`InputDomain`, :func:`compute_bounds` - one point's domain and the bounds on every node;
-- :class:`ExactResult`, :class:`ExactResults`, :func:`save_results`, :func:`load_results`,
+- :class:`ExactResult`, :class:`ExactResults` (statuses :data:`RECORD_STATUSES`),
+  :func:`save_results`, :func:`load_results`,
   :func:`write_merged_json`, :func:`read_merged_json` - result records and their files.
 
 By role: :mod:`.bounds` (the domain, bounds on every node, the network's MILP rows),
@@ -25,14 +28,14 @@ message saying so).
 
 from robcurves.exact.bounds import TIGHTENING_METHODS, InputDomain, compute_bounds
 from robcurves.exact.records import (
-    STATUSES, ExactResult, ExactResults, load_results, read_merged_json, save_results, write_merged_json,
+    RECORD_STATUSES, ExactResult, ExactResults, load_results, read_merged_json, save_results, write_merged_json,
 )
 from robcurves.exact.checker import Checker, keras_checker
-from robcurves.exact.solve import METHODS, ExactConfig, minimal_perturbation, minimal_perturbations
+from robcurves.exact.solve import METHODS, ExactConfig, milp_bracket, milp_brackets
 from robcurves.exact.strategies import STRATEGIES
 
 __all__ = [
-    "Checker", "ExactConfig", "ExactResult", "ExactResults", "InputDomain", "METHODS", "STATUSES",
-    "STRATEGIES", "TIGHTENING_METHODS", "compute_bounds", "keras_checker", "load_results", "minimal_perturbation",
-    "minimal_perturbations", "read_merged_json", "save_results", "write_merged_json",
+    "Checker", "ExactConfig", "ExactResult", "ExactResults", "InputDomain", "METHODS", "RECORD_STATUSES",
+    "STRATEGIES", "TIGHTENING_METHODS", "compute_bounds", "keras_checker", "load_results", "milp_bracket",
+    "milp_brackets", "read_merged_json", "save_results", "write_merged_json",
 ]

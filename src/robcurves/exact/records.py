@@ -46,9 +46,9 @@ import numpy as np
 from robcurves.atomic import save_npz, write_json
 from robcurves.norms import parse_norm
 
-STATUSES = ("misclassified", "optimal", "time_limit", "no_adversarial_in_domain")
+RECORD_STATUSES = ("misclassified", "optimal", "time_limit", "no_adversarial_in_domain")
 # Statuses of correctly classified points (the ones an exact solve is about).
-SOLVE_STATUSES = STATUSES[1:]
+SOLVE_STATUSES = RECORD_STATUSES[1:]
 
 
 @dataclass
@@ -73,8 +73,8 @@ class ExactResult:
 
     def __post_init__(self) -> None:
         self.norm = parse_norm(self.norm).name
-        if self.status not in STATUSES:
-            raise ValueError(f"exact: status must be one of {STATUSES}, got {self.status!r}")
+        if self.status not in RECORD_STATUSES:
+            raise ValueError(f"exact: status must be one of {RECORD_STATUSES}, got {self.status!r}")
         if not self.lower <= self.upper:
             raise ValueError(f"exact: lower bound {self.lower} exceeds upper bound {self.upper}")
 
@@ -265,7 +265,7 @@ class BracketTally:
 
     def __init__(self, norm: str):
         self.norm = parse_norm(norm).name
-        self.counts = {s: 0 for s in STATUSES}
+        self.counts = {s: 0 for s in RECORD_STATUSES}
         self.gaps: list[float] = []
 
     def add(self, rec: ExactResult) -> str:

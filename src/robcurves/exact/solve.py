@@ -49,7 +49,7 @@ from robcurves.norms import Norm, parse_norm
 from robcurves.progress import Progress
 
 METHODS = tuple(STRATEGIES)  # the old name of the strategies' registry (``ExactConfig.method``)
-__all__ = ["Checker", "ExactConfig", "METHODS", "keras_checker", "minimal_perturbation", "minimal_perturbations"]
+__all__ = ["Checker", "ExactConfig", "METHODS", "keras_checker", "milp_bracket", "milp_brackets"]
 
 
 @dataclass
@@ -92,9 +92,9 @@ class ExactConfig:
 
 
 
-def minimal_perturbation(net: Network, checker: Checker, x0: np.ndarray, y: int, norm: "str | Norm",
-                         config: ExactConfig, attack_distance: float | None = None,
-                         x_adv: np.ndarray | None = None, index: int = 0) -> ExactResult:
+def milp_bracket(net: Network, checker: Checker, x0: np.ndarray, y: int, norm: "str | Norm",
+                 config: ExactConfig, attack_distance: float | None = None,
+                 x_adv: np.ndarray | None = None, index: int = 0) -> ExactResult:
     """The exact minimal adversarial perturbation of one point (distance in ``norm``).
 
     ``attack_distance``/``x_adv`` (optional) are an attack's result for this point: a
@@ -155,11 +155,12 @@ def minimal_perturbation(net: Network, checker: Checker, x0: np.ndarray, y: int,
 
 
 
-def minimal_perturbations(model, x: np.ndarray, y: np.ndarray, norm: "str | Norm", config: ExactConfig | None = None,
-                          attack_distances: np.ndarray | None = None, x_adv: np.ndarray | None = None,
-                          indices: Sequence[int] | None = None, progress: Callable[[str], None] | None = None,
-                          bounds: Sequence[float] = (0.0, 1.0)) -> ExactResults:
-    """Exact minimal perturbations (in ``norm``) of a Keras ``model`` at the points ``x`` (NHWC).
+def milp_brackets(model, x: np.ndarray, y: np.ndarray, norm: "str | Norm", config: ExactConfig | None = None,
+                  attack_distances: np.ndarray | None = None, x_adv: np.ndarray | None = None,
+                  indices: Sequence[int] | None = None, progress: Callable[[str], None] | None = None,
+                  bounds: Sequence[float] = (0.0, 1.0)) -> ExactResults:
+    """Brackets [certified lower, verified upper] of the minimal adversarial distance (in ``norm``)
+    of a Keras ``model`` at the points ``x`` (NHWC), by the HiGHS MILP.
 
     ``attack_distances``/``x_adv`` optionally warm-start every point. ``bounds`` is the
     model's input box (its sidecar's ``bounds``). ``progress`` gets one line per point with
@@ -184,7 +185,7 @@ def minimal_perturbations(model, x: np.ndarray, y: np.ndarray, norm: "str | Norm
     for i in range(len(x)):
         ad = None if attack_distances is None else float(attack_distances[i])
         xa = None if x_adv is None or ad is None or not np.isfinite(ad) else x_adv[i]
-        rec = minimal_perturbation(net, checker, x[i], int(y[i]), norm, config, ad, xa, int(indices[i]))
+        rec = milp_bracket(net, checker, x[i], int(y[i]), norm, config, ad, xa, int(indices[i]))
         records.append(rec)
         bar.update(1, tally.add(rec))
     meta = {"backend": "highs", "bounds": [lo, hi],

@@ -71,16 +71,10 @@ def exact_shard(model_path: str, data_path: str, out_path: str, norm: str, shard
     The domain is the model's input box (its sidecar's ``bounds``), which must be the data
     set's; one progress line per point, with the running bracket statistics.
     """
-    from robcurves import models
-    from robcurves.data import load_dataset
-    from robcurves.stages import check_bounds_agree, model_bounds
+    from robcurves.stages import open_model_and_data
 
     norm = parse_norm(norm).name
-    model, sidecar = models.load_model(model_path)
-    test = load_dataset(data_path)
-    models.check_model_fits(model, sidecar, test.x)
-    bounds = model_bounds(sidecar)
-    check_bounds_agree(test.bounds, bounds, f"data set {data_path}", f"model {model_path}")
+    model, sidecar, test, bounds = open_model_and_data(model_path, data_path)
     n = min(int(n_points), len(test))
     idx = shard_indices(n, n_shards, shard)
     method, why = choose_method(exact, model, norm, bounds)
@@ -89,23 +83,23 @@ def exact_shard(model_path: str, data_path: str, out_path: str, norm: str, shard
                  if attack_paths else (None, None))
     t0 = time.perf_counter()
     if method == "bab":
-        from robcurves.exact.bab import minimal_perturbations as bab_minimal
+        from robcurves.exact.bab import bab_brackets
 
         cfg = bab_config_from_dict(exact, norm)
         log.info("exact shard %d/%d: %d points, norm %s, box [%g, %g], time limit %.0f s, method bab (%s), "
                  "rel_tol %g, attack warm start: %s", shard, n_shards, len(idx), norm, *bounds, cfg.time_limit, why,
                  cfg.rel_tol, "yes" if attack_paths else "no")
-        res = bab_minimal(model, test.x[idx], test.y[idx], norm, cfg, attack_distances=dist, x_adv=adv, indices=idx,
+        res = bab_brackets(model, test.x[idx], test.y[idx], norm, cfg, attack_distances=dist, x_adv=adv, indices=idx,
                           progress=log.info, bounds=bounds)
     else:
-        from robcurves.exact.solve import minimal_perturbations
+        from robcurves.exact.solve import milp_brackets
 
         cfg = config_from_dict(exact, norm)
         log.info("exact shard %d/%d: %d points, norm %s, box [%g, %g], time limit %.0f s, method milp (%s), "
                  "tightening %s, strategy %s, attack warm start: %s", shard, n_shards, len(idx), norm, *bounds,
                  cfg.time_limit, why, list(cfg.tightening), cfg.method, "yes" if attack_paths else "no")
-        res = minimal_perturbations(model, test.x[idx], test.y[idx], norm, cfg, attack_distances=dist, x_adv=adv,
-                                    indices=idx, progress=log.info, bounds=bounds)
+        res = milp_brackets(model, test.x[idx], test.y[idx], norm, cfg, attack_distances=dist, x_adv=adv,
+                            indices=idx, progress=log.info, bounds=bounds)
     res.meta.update({"model": str(model_path), "data_sha256": test.meta["sha256"], "shard": int(shard),
                      "n_shards": int(n_shards), "n_points": n,
                      "attack_files": [str(p) for p in attack_paths]})

@@ -8,13 +8,13 @@
 - :mod:`.domains` - the batched subdomain store and one query "adversarial within r?";
 - :mod:`.search` - the minimal distance of one point: a search over radii;
 - :mod:`.thresholds` - robust / not robust / unknown at fixed thresholds, many points;
-- :mod:`.solve` - the exact stage's ``method: bab`` (records like the MILP's).
+- :mod:`.solve` - the exact stage's ``method: bab``: :func:`bab_brackets` (records like the MILP's).
 """
 
 from robcurves.exact.bab.bounds import BoundEngine, InputBall, RootBounds
 from robcurves.exact.bab.domains import BabSettings, Query
 from robcurves.exact.bab.search import SearchSettings, WitnessChecker, minimal_distance
-from robcurves.exact.bab.solve import BabConfig, minimal_perturbations
+from robcurves.exact.bab.solve import BabConfig, bab_brackets
 
 __all__ = ["BabConfig", "BabSettings", "BoundEngine", "InputBall", "Query", "RootBounds", "SearchSettings",
-           "WitnessChecker", "minimal_distance", "minimal_perturbations"]
+           "WitnessChecker", "bab_brackets", "minimal_distance"]

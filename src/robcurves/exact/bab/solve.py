@@ -1,6 +1,6 @@
 """Branch and bound as the exact stage's method: records for a batch of points.
 
-:func:`minimal_perturbations` has the signature of :func:`robcurves.exact.solve.minimal_perturbations`
+:func:`bab_brackets` has the signature of :func:`robcurves.exact.solve.milp_brackets`
 and returns the same records (:class:`robcurves.exact.records.ExactResults`), so the
 workflow, the figure and the CLI take either method. Every point gets an anytime bracket
 (:mod:`robcurves.exact.bab.search`): ``lower`` is a certificate for the float32 model
@@ -57,10 +57,10 @@ def logits_function(model) -> Callable[[np.ndarray], np.ndarray]:
     return run
 
 
-def minimal_perturbations(model, x: np.ndarray, y: np.ndarray, norm, config: BabConfig | None = None,
-                          attack_distances: np.ndarray | None = None, x_adv: np.ndarray | None = None,
-                          indices: Sequence[int] | None = None, progress: Callable[[str], None] | None = None,
-                          bounds: Sequence[float] = (0.0, 1.0), net=None) -> ExactResults:
+def bab_brackets(model, x: np.ndarray, y: np.ndarray, norm, config: BabConfig | None = None,
+                 attack_distances: np.ndarray | None = None, x_adv: np.ndarray | None = None,
+                 indices: Sequence[int] | None = None, progress: Callable[[str], None] | None = None,
+                 bounds: Sequence[float] = (0.0, 1.0), net=None) -> ExactResults:
     """Certified brackets of the minimal adversarial distance (in ``norm``) of ``x`` (NHWC).
 
     ``attack_distances``/``x_adv``: the attack's results (re-verified here; they give the

@@ -36,7 +36,7 @@ from robcurves.exact.bab.network import bound_graph
 from robcurves.exact.bab.search import WitnessChecker
 from robcurves.norms import parse_norm
 
-STATUSES = ("robust", "not_robust", "unknown")
+THRESHOLD_VERDICTS = ("robust", "not_robust", "unknown")
 
 
 @dataclass
@@ -62,7 +62,7 @@ class ThresholdResults:
         iv = self.robust_error_interval()
         return {"norm": self.norm, "eps": self.eps.tolist(), "n": int(len(self.index)),
                 "robust_error_interval": iv.tolist(),
-                "counts": {s: np.sum(self.status == s, axis=0).tolist() for s in STATUSES},
+                "counts": {s: np.sum(self.status == s, axis=0).tolist() for s in THRESHOLD_VERDICTS},
                 "points": [{"index": int(i), "status": list(map(str, s)),
                             "upper": (float(u) if math.isfinite(u) else None), "solve_time": float(t)}
                            for i, s, u, t in zip(self.index, self.status, self.upper, self.solve_time)],
@@ -176,7 +176,7 @@ def robust_at_thresholds(model, x: np.ndarray, y: np.ndarray, norm, eps: Sequenc
             times[i] += time.perf_counter() - t0
             settle_witnesses()
         if progress is not None:
-            c = {s_: int(np.sum(status[:, j] == s_)) for s_ in STATUSES}
+            c = {s_: int(np.sum(status[:, j] == s_)) for s_ in THRESHOLD_VERDICTS}
             progress(f"thresholds {norm.name} eps {eps[j]:g}: {c} ({time.perf_counter() - t_all:.0f} s so far)")
     info = {"float32_checks": notes, "stats": stats, "seconds": time.perf_counter() - t_all,
             "time_limit": time_limit, "misclassified": int(mis.sum())}
