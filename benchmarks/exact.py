@@ -81,16 +81,23 @@ def train_fc1(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int, seed: i
 
 
 def _fc1_cached(x, y, args, tag: str):
+    """The trained fc1 model from ``--model-cache`` (default ``results/benchmarks/``), or
+    trained now (1 thread: see the README for its time) and saved there atomically."""
     import keras
 
-    if args.cache:
-        path = Path(args.cache) / f"fc1_{tag}_{args.fc1_training}_{args.fc1_eps}_{args.epochs}.keras"
-        if path.exists():
-            return keras.models.load_model(path)
+    from robcurves.atomic import atomic_path
+
+    cache = Path(args.model_cache)
+    path = cache / f"fc1_{tag}_{args.fc1_training}_{args.fc1_eps}_{args.epochs}.keras"
+    if path.exists():
+        print(f"  fc1: loading {path}", flush=True)
+        return keras.models.load_model(path)
+    t0 = time.perf_counter()
     m = train_fc1(x, y, 10, args.epochs, training=args.fc1_training, eps=args.fc1_eps)
-    if args.cache:
-        Path(args.cache).mkdir(parents=True, exist_ok=True)
-        m.save(path)
+    print(f"  fc1: trained in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
+    cache.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        m.save(tmp)
     return m
 
 
@@ -156,22 +163,23 @@ def bench_row(res, case: str, norm: str, method: str, time_limit: float, attack_
 def _solve(args, model, x, y, norm, dist, xadv, idx, progress):
     """One method (``args.method``) on the points: ``(records, method label)``."""
     if args.method == "bab":
-        from robcurves.exact.bab import BabConfig, minimal_perturbations
+        from robcurves.exact.bab import BabConfig, bab_brackets
 
         cfg = BabConfig(time_limit=args.time_limit, rel_tol=args.rel_tol, strategy=args.strategy)
-        res = minimal_perturbations(model, x, y, norm, cfg, attack_distances=dist, x_adv=xadv, indices=idx,
-                                    progress=progress)
+        res = bab_brackets(model, x, y, norm, cfg, attack_distances=dist, x_adv=xadv, indices=idx,
+                           progress=progress)
         return res, "bab"
-    from robcurves.exact import ExactConfig, minimal_perturbations
+    from robcurves.exact import ExactConfig, milp_brackets
 
     cfg = ExactConfig(time_limit=args.time_limit, tightening=args.tightening.split(","),
                       method=args.milp_strategy, heuristics=args.heuristics)
-    res = minimal_perturbations(model, x, y, norm, cfg, attack_distances=dist, x_adv=xadv, indices=idx,
-                                progress=progress)
+    res = milp_brackets(model, x, y, norm, cfg, attack_distances=dist, x_adv=xadv, indices=idx,
+                        progress=progress)
     return res, f"milp ({args.milp_strategy}{', +heur' if args.heuristics else ''})"
 
 
 def run_case(case: str, norm: str, args) -> dict:
+    """One (case, norm, method) row; ``args.method`` is one method."""
     model, x, y, idx = case_data(case, args.points, args, args.first)
     dist, xadv, t_attack = attack_results(case, norm, model, x, y, args)
     progress = (lambda s: print(f"  {case} {args.method} {s}", flush=True))
@@ -241,7 +249,9 @@ def main(argv=None) -> int:
     p.add_argument("--points", type=int, default=100)
     p.add_argument("--first", type=int, default=0, help="skip this many points (to split a run over processes)")
     p.add_argument("--time-limit", type=float, default=60.0, help="seconds per point (every radius it tries)")
-    p.add_argument("--method", default="bab", choices=["bab", "milp"])
+    p.add_argument("--method", default="bab",
+                   help="bab, milp, or both (bab,milp): one row per method, run one after the other on the same "
+                        "points and attack warm starts (the MILP skips l2, which HiGHS cannot solve)")
     p.add_argument("--rel-tol", type=float, default=0.01, help="bab: stop a point at this relative bracket")
     p.add_argument("--strategy", default="top_down", choices=["top_down", "bisect"], help="bab: the radius search")
     p.add_argument("--milp-strategy", default="auto", choices=["minimize", "bisect", "auto"])
@@ -255,7 +265,10 @@ def main(argv=None) -> int:
     p.add_argument("--threshold-time", type=float, default=10.0, help="branch and bound seconds per open pair")
     p.add_argument("--warmup", type=float, default=0.0,
                    help="seconds: solve the last point once, untimed, before the timed run (compiles the bounds)")
-    p.add_argument("--cache", help="keep attack results and trained models here (shared by side-by-side runs)")
+    p.add_argument("--cache", help="keep attack results here (shared by side-by-side runs)")
+    p.add_argument("--model-cache", default=str(ROOT / "results" / "benchmarks"),
+                   help="trained fc1 models are kept (and looked up) here")
+    p.add_argument("--train-only", action="store_true", help="train (or load) the fc1 model of the cases and stop")
     p.add_argument("--out", help="write the rows as JSON here")
     p.add_argument("--out-dir", help="also save the per-point records (.npz) here")
     args = p.parse_args(argv)
@@ -267,16 +280,29 @@ def main(argv=None) -> int:
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     rows = []
+    if args.train_only:
+        for case in args.cases.split(","):
+            if case.startswith("fc1"):
+                case_data(case, 1, args)
+        return 0
     if args.thresholds:
         for case in args.cases.split(","):
             rows += run_thresholds(case, args)
     else:
+        methods = args.method.split(",")
+        if set(methods) - {"bab", "milp"}:
+            raise SystemExit(f"--method: bab, milp or bab,milp, got {args.method!r}")
         for case in args.cases.split(","):
             for norm in args.norms.split(","):
-                print(f"== {case} {norm} {args.method}", flush=True)
-                rows.append(run_case(case, norm, args))
-                print(HEADER)
-                print(fmt_row(rows[-1]), flush=True)
+                for method in methods:
+                    if method == "milp" and norm == "l2" and len(methods) > 1:
+                        continue
+                    print(f"== {case} {norm} {method}  ({time.strftime('%H:%M:%S')}, load "
+                          f"{os.getloadavg()[0]:.1f})", flush=True)
+                    rows.append(run_case(case, norm, argparse.Namespace(**{**vars(args), "method": method})))
+                    rows[-1]["load_1min"] = round(os.getloadavg()[0], 1)
+                    print(HEADER)
+                    print(fmt_row(rows[-1]), flush=True)
         print()
         print(HEADER)
         for r in rows:
