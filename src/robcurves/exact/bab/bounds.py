@@ -329,7 +329,12 @@ class BoundEngine:
         dt = "float32"
         b = root.ball
         ball = (tensor(b.x0[None], dt), tensor(b.dlo[None], dt), tensor(b.dhi[None], dt), tensor(np.array([b.radius]), dt))
-        arrs = [tensor(C, dt)] + [[tensor(a, dt) for a in arrs] for arrs in (lows, ups, alphas, betas, signs)]
+        # The per-parent arrays padded to a bucket of rows too (only rows named in ``parent``
+        # are read): the compiled pass sees few shapes (no retracing per round).
+        R = len(C)
+        pad_rows = lambda a: self._pad([np.asarray(a)], R, self.bucket(R))[0]  # noqa: E731
+        arrs = [tensor(pad_rows(C), dt)] + [[tensor(pad_rows(a), dt) for a in arrs]
+                                           for arrs in (lows, ups, alphas, betas, signs)]
         out = []
         M = len(parent)
         for s in range(0, M, chunk):
