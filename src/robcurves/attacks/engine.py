@@ -177,14 +177,14 @@ def _build_refine(problem: Problem, norm: Norm):
     """Line search along x -> x_adv: the smallest scale t in (0, 1] that still flips
     (bisection; the in-search rule of :mod:`robcurves.adversarial`).
 
-    In l1, first the soft threshold: the largest lam such that
-    ``sign(delta) max(|delta| - lam, 0)`` still flips (bisection on [0, max |delta|]).
+    Where the norm object asks for it (``soft_threshold_refine``: l1), first the soft
+    threshold: the largest lam such that ``sign(delta) max(|delta| - lam, 0)`` still flips (bisection on [0, max |delta|]).
     It drops the small coordinates and shortens the others by the same amount, which
     shortens a perturbation in l1 by lam per coordinate kept (scaling by t only by a
     factor); then the scale search above runs on the result.
     """
     lo_b, hi_b = problem.bounds
-    soft = norm.name == "l1"
+    soft = norm.ops().soft_threshold_refine
 
     def flips(xm, y):
         z = problem.logits(xm)
@@ -236,7 +236,7 @@ def _verify_and_shorten(problem: Problem, refine, norm: Norm, bounds, xb, yb, ca
             rc = B.to_numpy(refine(B.to_tensor(pad[0]), B.to_tensor(pad[1]), B.to_tensor(pad[2], "int32"),
                                    B.to_tensor(np.int32(refine_steps), "int32")))[:n]
         ok2, d2, xc2 = verify_candidates(problem.predict, xb, rc, yb, norm, bounds)
-        fw += refine_steps * (2 if norm.name == "l1" else 1) + 1
+        fw += refine_steps * norm.ops().refine_passes + 1
         better = ok2 & (~ok | (d2 < d))
         ok = ok | ok2
         d = np.where(better, d2, d)
