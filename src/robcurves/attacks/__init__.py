@@ -18,6 +18,7 @@ from robcurves.attacks.masking import masking_check
 from robcurves.attacks.result import ATTACK_STATUSES, AttackResult, predict_logits, verify_adversarial
 
 # Importing the method modules registers them in ATTACK_METHODS.
+from robcurves.attacks import apgd as _apgd  # noqa: F401,E402
 from robcurves.attacks import fab as _fab  # noqa: F401,E402
 from robcurves.attacks import fmn as _fmn  # noqa: F401,E402
 from robcurves.attacks import pgd as _pgd  # noqa: F401,E402
