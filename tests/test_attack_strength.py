@@ -113,7 +113,7 @@ def exact_milp(model, x, y, norm, key):
     from robcurves.exact import ExactConfig, milp_brackets as exact
 
     warm = minimal_perturbations(model, x, y, norm, progress=False)
-    res = exact(model, x, y, norm, ExactConfig(time_limit=5.0), attack_distances=warm.distances,
+    res = exact(model, x, y, norm, ExactConfig(time_limit=30.0), attack_distances=warm.distances,
                 x_adv=warm.x_adv)
     solved = res.status == "optimal"
     truth = np.where(solved, res.upper, np.nan), np.where(np.isfinite(res.lower), res.lower, np.nan)
@@ -205,16 +205,16 @@ def exact_l2_mlp(model, x, y, radius):
 
 
 # ----------------------------------------------------------------------------- the check
-def within_one_percent(found, exact, lower, n):
-    """Share of the points with a ground truth that are within 1% of it, how many have
-    one, how many points were checked, and the points below the certified value."""
+def within_one_percent(found, exact, lower, n, tol=0.01):
+    """Share of the points with a ground truth that are within ``tol`` (1%) of it, how many
+    have one, how many points were checked, and the points below the certified value."""
     have = np.isfinite(exact) & (exact > 0)
     ratio = found[have] / exact[have]
     below = np.flatnonzero(np.isfinite(lower) & (found < lower * (1 - 1e-4)))
-    return float(np.mean(ratio <= 1.01)) if have.any() else float("nan"), int(have.sum()), n, below
+    return float(np.mean(ratio <= 1 + tol)) if have.any() else float("nan"), int(have.sum()), n, below
 
 
-def check(model, x, y, norm, key, methods=None, strength="default"):
+def check(model, x, y, norm, key, methods=None, strength="default", tol=0.01):
     if norm == "l2":
         x, y = x[:L2_POINTS], y[:L2_POINTS]
     found = minimal_perturbations(model, x, y, norm, methods=methods, strength=strength, progress=False).distances
@@ -225,7 +225,7 @@ def check(model, x, y, norm, key, methods=None, strength="default"):
         exact, lower = _TRUTH[key]
     else:
         exact, lower = exact_milp(model, x, y, norm, key)
-    return within_one_percent(found.astype(np.float64), exact, lower, len(x))
+    return within_one_percent(found.astype(np.float64), exact, lower, len(x), tol)
 
 
 # The share of points within 1% of the exact distance that each preset must reach on the
@@ -265,3 +265,32 @@ def test_a_three_step_attack_fails_the_check(mlp_case, norm):
     weak = [{"name": "fmn", "targets": 0, "steps": 3}]
     share, n_truth, _, _ = check(model, x, y, norm, ("mlp", norm), methods=weak)
     assert share < 0.95, f"a 3-step FMN passed the check ({share:.1%} within 1%): the check has no teeth"
+
+
+# APGD alone (Croce & Hein 2020) inside the per-point eps search, in linf and l2: held to
+# what it measures on the MLP, (tolerance, share) per norm; 3 APGD steps per eps must fail
+# the same check. linf measured: 25 steps 86.7% within 0.5% (90.0% within 1%), 3 steps
+# 76.7% (86.7%): the eps search and line search leave little to a weak inner attack on
+# this small MLP, hence the tighter tolerance.
+APGD = {"name": "apgd", "targets": 3}
+APGD_REQUIRED = {"linf": (0.005, 0.85), "l2": (0.01, 0.90)}
+
+
+@pytest.mark.parametrize("norm", sorted(APGD_REQUIRED))
+def test_apgd_alone_matches_exact_distances_on_a_relu_mlp(mlp_case, norm):
+    model, x, y = mlp_case
+    tol, need = APGD_REQUIRED[norm]
+    share, n_truth, n, below = check(model, x, y, norm, ("mlp", norm), methods=[APGD], tol=tol)
+    assert n_truth >= 0.75 * n, f"ground truth for only {n_truth} of {n} points"
+    assert not len(below), f"distances below the certified lower bound at {below.tolist()}"
+    assert share >= need, f"{norm}: APGD within {tol:.1%} of exact on {share:.1%} of {n_truth} points (need {need:.0%})"
+
+
+@pytest.mark.parametrize("norm", sorted(APGD_REQUIRED))
+def test_a_three_step_apgd_fails_the_check(mlp_case, norm):
+    model, x, y = mlp_case
+    tol, need = APGD_REQUIRED[norm]
+    weak = [{**APGD, "steps": 3}]
+    share, n_truth, n, _ = check(model, x, y, norm, ("mlp", norm), methods=weak, tol=tol)
+    assert n_truth >= 0.75 * n, f"ground truth for only {n_truth} of {n} points"
+    assert share < need, f"a 3-step APGD passed the check ({share:.1%} within {tol:.1%}): the check has no teeth"

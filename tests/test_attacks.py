@@ -367,6 +367,15 @@ def test_validate_method_config():
             validate_method_config(norm, m)
 
 
+def test_attack_statuses_have_their_own_name():
+    """attacks' point statuses are ATTACK_STATUSES (exact has STATUSES of its own); no alias."""
+    import robcurves.attacks as attacks
+    from robcurves.attacks import result
+
+    assert attacks.ATTACK_STATUSES == ("misclassified", "adversarial", "not_found", "error")
+    assert not hasattr(attacks, "STATUSES") and not hasattr(result, "STATUSES")
+
+
 def test_result_save_load_concatenate(tmp_path, affine_case):
     W, b, model, X, labels = affine_case
     x, y, _ = _pick_inactive(W, b, X, labels, "l2", n=4)

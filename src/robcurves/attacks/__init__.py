@@ -15,15 +15,17 @@ whichever Keras runs on; importing this package imports no other backend.
 from robcurves.attacks.base import ATTACK_METHODS, METHODS, MinimalNormAttack, validate_method_config
 from robcurves.attacks.engine import STRENGTHS, Progress, default_methods, minimal_perturbations, shorten_witnesses
 from robcurves.attacks.masking import masking_check
-from robcurves.attacks.result import AttackResult, predict_logits, verify_adversarial
+from robcurves.attacks.result import ATTACK_STATUSES, AttackResult, predict_logits, verify_adversarial
 
 # Importing the method modules registers them in ATTACK_METHODS.
+from robcurves.attacks import apgd as _apgd  # noqa: F401,E402
 from robcurves.attacks import fab as _fab  # noqa: F401,E402
 from robcurves.attacks import fmn as _fmn  # noqa: F401,E402
 from robcurves.attacks import pgd as _pgd  # noqa: F401,E402
 
 __all__ = [
     "ATTACK_METHODS",
+    "ATTACK_STATUSES",
     "METHODS",
     "AttackResult",
     "MinimalNormAttack",

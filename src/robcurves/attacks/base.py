@@ -14,6 +14,7 @@ under TensorFlow, JAX and PyTorch.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Callable, ClassVar
 
 import numpy as np
@@ -215,6 +216,24 @@ def pad_rows(arrays: list[np.ndarray], rows: int) -> list[np.ndarray]:
         n = len(a)
         out.append(a if rows == n else np.concatenate([a, np.repeat(a[:1], rows - n, axis=0)]))
     return out
+
+
+def best_of_target_rows(x, best, best_norm, bad, bad0, bounds) -> SimpleNamespace:
+    """A search's result from its target-major rows (row ``t * n + i``: point ``i``, target ``t``).
+
+    Per point the row with the smallest verified-so-far norm ``best_norm`` (+inf: none
+    found; then the clean point) gives ``x_adv = clip(x + best, bounds)``; ``nonfinite``
+    says where the estimates (``bad0`` per point) or a row (``bad``) met a non-finite value.
+    Gradients and forwards are the caller's (zeros here)."""
+    n = len(x)
+    kk = len(best_norm) // max(n, 1)
+    nrm = best_norm.reshape(kk, n)
+    pick = np.argmin(nrm, axis=0)
+    chosen = best.reshape(kk, n, -1)[pick, np.arange(n)]
+    chosen = np.where(np.isfinite(nrm.min(axis=0))[:, None], chosen, 0.0)
+    nonfinite = bad0.astype(bool) | bad.reshape(kk, n).any(axis=0)
+    return SimpleNamespace(x_adv=np.clip(x + chosen, bounds[0], bounds[1]).astype(np.float32), nonfinite=nonfinite,
+                           gradients=np.zeros(n, np.int64), forwards=np.zeros(n, np.int64))
 
 
 def first_order_targets(problem: Problem, ops_norm, x, y, k: int):

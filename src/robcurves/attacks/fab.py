@@ -14,13 +14,11 @@ first order); the smallest adversarial iterate wins.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import numpy as np
 from keras import ops
 
 from robcurves import backend as B
-from robcurves.attacks.base import MinimalNormAttack, Problem, pad_rows, register
+from robcurves.attacks.base import MinimalNormAttack, Problem, best_of_target_rows, pad_rows, register
 from robcurves.attacks.geometry import norm_ops
 
 
@@ -87,14 +85,8 @@ class FAB(MinimalNormAttack):
             args = pad_rows([x[point], y[point], t.T.reshape(-1).astype(np.int32)], rows)
             d, nrm, b = (B.to_numpy(v)[:r] for v in fab_fn(B.to_tensor(args[0]), B.to_tensor(args[1], "int32"),
                                                              B.to_tensor(args[2], "int32")))
-            nrm = nrm.reshape(kk, n)
-            pick = np.argmin(nrm, axis=0)
-            best = d.reshape(kk, n, -1)[pick, np.arange(n)]
-            found = np.isfinite(nrm.min(axis=0))
-            best = np.where(found[:, None], best, 0.0)
-            nonfinite = bad0.astype(bool) | b.reshape(kk, n).any(axis=0)
-            grads = np.full(n, est_cost + kk * (steps + 1), np.int64)
-            return SimpleNamespace(x_adv=np.clip(x + best, lo_b, hi_b).astype(np.float32), nonfinite=nonfinite,
-                                   gradients=grads, forwards=np.zeros(n, np.int64))
+            out = best_of_target_rows(x, d, nrm, b, bad0, (lo_b, hi_b))
+            out.gradients = np.full(n, est_cost + kk * (steps + 1), np.int64)
+            return out
 
         return search

@@ -31,13 +31,11 @@ so the saving is real) when
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
-
 import numpy as np
 from keras import ops
 
 from robcurves import backend as B
-from robcurves.attacks.base import MinimalNormAttack, Problem, pad_rows, register
+from robcurves.attacks.base import MinimalNormAttack, Problem, best_of_target_rows, pad_rows, register
 from robcurves.attacks.geometry import max_distance, norm_ops
 
 
@@ -182,13 +180,8 @@ class FMN(MinimalNormAttack):
                     point_best = np.minimum(np.full(n, np.inf, np.float32), incumbent)
                     np.minimum.at(point_best, point, best_norm)
                     active &= ~(best_norm > point_best[point] * (1.0 + prune_margin))
-            nrm = best_norm.reshape(kk, n)
-            pick = np.argmin(nrm, axis=0)
-            chosen = best.reshape(kk, n, -1)[pick, np.arange(n)]
-            found = np.isfinite(nrm.min(axis=0))
-            chosen = np.where(found[:, None], chosen, 0.0)
-            nonfinite = bad0.astype(bool) | bad.reshape(kk, n).any(axis=0)
-            x_adv = np.clip(x + chosen, lo_b, hi_b).astype(np.float32)
-            return SimpleNamespace(x_adv=x_adv, nonfinite=nonfinite, gradients=grads, forwards=np.zeros(n, np.int64))
+            out = best_of_target_rows(x, best, best_norm, bad, bad0, (lo_b, hi_b))
+            out.gradients = grads
+            return out
 
         return search

@@ -9,7 +9,11 @@ enters the attacks only through one of these small objects:
   with gradient ``grad`` fastest (to first order) among the directions the box allows;
 - ``project(delta, eps, lo, hi)``: a point of ``{||delta||_p <= eps} ∩ [lo, hi]`` (the
   exact Euclidean projection for linf and l1, ball-then-box for l2, which is feasible);
-- ``random_in_ball(shape, eps, seed)``: a random start inside the eps-ball (stateless).
+- ``random_in_ball(shape, eps, seed)``: a random start inside the eps-ball (stateless);
+- what the engine and the masking check choose per norm: ``soft_threshold_refine`` (the
+  line search first soft-thresholds, l1) and ``refine_passes`` (bisection passes it costs
+  per step), ``square_start`` / ``square_proposal`` (the random search's start and window
+  proposals, in the style of Square Attack).
 """
 
 from __future__ import annotations
@@ -56,8 +60,32 @@ def _cumsum_reverse(v):
     return ops.flip(ops.cumsum(ops.flip(v, axis=1), axis=1), axis=1)
 
 
+class _MassWindowSquare:
+    """The random search's moves where the budget is a mass to share (l2, l1): start in a
+    random direction of norm eps; a window of ``k`` coordinates gets ``eps / share(k)`` each
+    (added to ``delta``; the caller projects back into the ball)."""
+
+    def square_start(self, stripe_signs, n, h, w, c, eps, seeds):
+        z = random_normal((n, h * w * c), seeds)
+        return z / (_col(self.norm(z)) + _TINY) * _col(eps)
+
+    def square_proposal(self, delta, inside, signs, eps, k):
+        return ops.where(inside, delta + signs * (_col(eps) / self._window_share(k)), delta)
+
+
 class LinfOps:
     name = "linf"
+    # The engine's line search: the scale search alone (one bisection pass per step).
+    soft_threshold_refine = False
+    refine_passes = 1
+
+    def square_start(self, stripe_signs, n, h, w, c, eps, seeds):
+        """Square Attack's linf start: vertical stripes of +-eps (``stripe_signs`` (n, 1, w, c))."""
+        return ops.reshape(ops.broadcast_to(stripe_signs, (n, h, w, c)), (n, h * w * c)) * _col(eps)
+
+    def square_proposal(self, delta, inside, signs, eps, k):
+        """The window's coordinates jump to +-eps (the ball's vertices)."""
+        return ops.where(inside, signs * _col(eps), delta)
 
     def norm(self, d):
         return ops.max(ops.abs(d), axis=1)
@@ -93,8 +121,13 @@ class LinfOps:
         return ops.where(_col(m > 0), _clip(_col(t) * ops.sign(a), lo, hi), ops.zeros_like(a))
 
 
-class L2Ops:
+class L2Ops(_MassWindowSquare):
     name = "l2"
+    soft_threshold_refine = False
+    refine_passes = 1
+
+    def _window_share(self, k):
+        return ops.sqrt(k)  # eps / sqrt(k) in each of k coordinates: l2 mass eps
 
     def norm(self, d):
         return ops.sqrt(ops.sum(d * d, axis=1))
@@ -142,11 +175,18 @@ class L2Ops:
         return z / (_col(self.norm(z)) + _TINY) * _col(eps * r)
 
 
-class L1Ops:
+class L1Ops(_MassWindowSquare):
     """l1 geometry. Steps are sparse: the ``sparsity`` fraction of coordinates with the
     largest gradient among those the box lets move (as in l1-APGD / SLIDE)."""
 
     name = "l1"
+    # The line search first soft-thresholds (drops the small coordinates), then scales:
+    # two bisection passes per step.
+    soft_threshold_refine = True
+    refine_passes = 2
+
+    def _window_share(self, k):
+        return k  # eps / k in each of k coordinates: l1 mass eps
 
     def __init__(self, sparsity: float = 0.01, projection_iters: int = 24, box_aware: bool = True):
         self.sparsity = float(sparsity)

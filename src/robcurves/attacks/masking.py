@@ -75,14 +75,9 @@ def build_random_search(problem: Problem, norm):
     def init(x, y, eps, seeds):
         lo, hi = lo_b - x, hi_b - x
         n = ops.shape(x)[0]
-        # Vertical stripes of +-eps for linf (Square Attack's start); a random direction
-        # of norm eps for l2 and l1.
-        if norm.name == "linf":
-            s = signs((n, 1, w, c), seeds)
-            delta = ops.reshape(ops.broadcast_to(s, (n, h, w, c)), (n, h * w * c)) * ops.expand_dims(eps, 1)
-        else:
-            z = B.random_normal((n, h * w * c), seeds)
-            delta = z / (ops.expand_dims(ops_norm.norm(z), 1) + 1e-12) * ops.expand_dims(eps, 1)
+        # Square Attack's start: vertical stripes of +-eps for linf, a random direction of
+        # norm eps for l2 and l1 (the norm object's choice).
+        delta = ops_norm.square_start(signs((n, 1, w, c), seeds), n, h, w, c, eps, seeds)
         delta = ops_norm.project(ops.clip(delta, lo, hi), eps, lo, hi)
         return delta, margin(x, delta, y)
 
@@ -98,14 +93,10 @@ def build_random_search(problem: Problem, norm):
         inside = (hh >= r0) & (hh < r0 + side) & (ww >= c0) & (ww < c0 + side_w)
         inside = ops.reshape(ops.broadcast_to(inside, (n, h, w, c)), (n, h * w * c))
         s = ops.reshape(ops.broadcast_to(signs((n, 1, 1, c), B.fold_seeds(seeds, 1)), (n, h, w, c)), (n, h * w * c))
-        e = ops.expand_dims(eps, 1)
-        if norm.name == "linf":
-            prop = ops.where(inside, s * e, delta)
-        else:
-            # Move mass into the window (its share of the budget), then back into the ball.
-            k = ops.maximum(ops.sum(ops.cast(inside, "float32"), axis=1, keepdims=True), 1.0)
-            scale = e / (k if norm.name == "l1" else ops.sqrt(k))
-            prop = ops.where(inside, delta + s * scale, delta)
+        # linf: the window jumps to +-eps; l2, l1: mass moves into the window (its share of
+        # the budget), then back into the ball.
+        k = ops.maximum(ops.sum(ops.cast(inside, "float32"), axis=1, keepdims=True), 1.0)
+        prop = ops_norm.square_proposal(delta, inside, s, eps, k)
         prop = ops_norm.project(ops.clip(prop, lo, hi), eps, lo, hi)
         m_new = margin(x, prop, y)
         # A point that is adversarial already stays where it is: its result then does not

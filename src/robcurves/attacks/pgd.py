@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 from types import SimpleNamespace
+from typing import Callable
 
 import numpy as np
 from keras import ops
@@ -43,16 +44,18 @@ class PGDBisection(MinimalNormAttack):
         "warm_bracket": 0.0,
     }
 
-    def _build(self, problem: Problem):
+    def _ops_norm(self):
+        return norm_ops(self.norm, l1_sparsity=self.options["l1_sparsity"])
+
+    def _fixed_eps_attack(self, problem: Problem, ops_norm) -> "Callable":
+        """The compiled attack at a fixed radius: ``(x, y, target, eps, delta0, active) ->
+        (delta, found, nonfinite, steps run)`` on padded rows (``delta``: the adversarial
+        perturbation found, where ``found``). Subclasses (APGD) replace it; the eps search
+        around it (:meth:`_build`) stays."""
         opt = self.options
-        ops_norm = norm_ops(self.norm, l1_sparsity=opt["l1_sparsity"])
         steps = max(1, int(opt["steps"]))
         lo_b, hi_b = problem.bounds
         step_size = float(opt["step_size"])
-        n_targets = int(opt["targets"])
-        eps_max = np.float32(max_distance(self.norm, problem.dim, problem.bounds))
-        estimates = self.build_estimates(problem, ops_norm, n_targets)
-        est_cost = self.estimate_cost(n_targets)
 
         def pgd(x, y, target, eps, delta0, active):
             """PGD at per-row radius eps from delta0; returns (delta, found, nonfinite, steps run)."""
@@ -82,7 +85,17 @@ class PGDBisection(MinimalNormAttack):
                              ops.zeros_like(active), active))
             return best, found, bad, t
 
-        pgd_fn = problem.compiled(("pgd", self.norm.name, tuple(sorted(opt.items()))), lambda: pgd)
+        return problem.compiled(("pgd", self.norm.name, tuple(sorted(opt.items()))), lambda: pgd)
+
+    def _build(self, problem: Problem):
+        opt = self.options
+        ops_norm = self._ops_norm()
+        lo_b, hi_b = problem.bounds
+        n_targets = int(opt["targets"])
+        eps_max = np.float32(max_distance(self.norm, problem.dim, problem.bounds))
+        estimates = self.build_estimates(problem, ops_norm, n_targets)
+        est_cost = self.estimate_cost(n_targets)
+        pgd_fn = self._fixed_eps_attack(problem, ops_norm)
         norm_np = self.norm
         n_bisect = int(opt["bisection_steps"])
         n_bracket = int(opt["max_bracket_steps"])

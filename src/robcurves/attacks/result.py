@@ -13,7 +13,7 @@ from robcurves.adversarial import verify_witnesses
 from robcurves.atomic import save_npz
 from robcurves.norms import Norm, parse_norm
 
-STATUSES = ("misclassified", "adversarial", "not_found", "error")
+ATTACK_STATUSES = ("misclassified", "adversarial", "not_found", "error")
 _FORMAT = "robcurves.attacks/1"
 
 
@@ -57,9 +57,9 @@ class AttackResult:
                 raise ValueError(f"AttackResult: {name} has {len(arr)} rows, distances has {n}")
         if np.isnan(self.distances).any():
             raise ValueError("AttackResult: distances must never be NaN")
-        bad = sorted(set(self.status.tolist()) - set(STATUSES))
+        bad = sorted(set(self.status.tolist()) - set(ATTACK_STATUSES))
         if bad:
-            raise ValueError(f"AttackResult: unknown status values {bad}; expected {list(STATUSES)}")
+            raise ValueError(f"AttackResult: unknown status values {bad}; expected {list(ATTACK_STATUSES)}")
 
     def __len__(self) -> int:
         return len(self.distances)
