@@ -12,15 +12,19 @@ norm ball ∩ [0, 1] box from
   lr 0.1); ``alpha_all``: also ``--iters`` steps per intermediate node
   (``root_bounds(optimise_intermediate=iters)``);
 - **theirs**: auto_LiRPA 0.3 in its own venv (``bash benchmarks/lirpa_venv.sh``;
-  ``benchmarks/lirpa_worker.py``, through an .npz), float64: ``method="backward"``,
-  ``"CROWN-Optimized"`` with ``fix_intermediate_layer_bounds`` True (``alpha``) / False
-  (``alpha_all``), ``--iters`` steps, its defaults otherwise (lr 0.5). For ℓ2/ℓ1 it
-  ignores the box (see the worker): its bound is over the whole p-ball.
+  ``benchmarks/lirpa_worker.py``, through an .npz), ``--dtype`` (float32, its default):
+  ``crown`` (``method="backward"``) and ``alpha`` (``"CROWN-Optimized"``, ``--iters``
+  steps, its defaults otherwise: lr 0.5; every step re-optimises the intermediate bounds
+  too, so it is compared with both our ``alpha`` and ``alpha_all``). For ℓ2/ℓ1 it
+  ignores the box (see the worker): its bound is over the whole p-ball. No rounding term.
+
+alpha-CROWN (both tools, all three of our variants' rows) runs on the first
+``--alpha-points`` points only: auto_LiRPA's costs ~30 s a query here.
 
 Radii per point: ``d``, the project attack's verified distance (default attack,
 cached in ``--cache``), and ``r_ours``, our alpha-CROWN certified radius by bisection of
 ``[0, d]`` with bounds only. Also the certified radius by bisection (``--bisect-steps``)
-for both tools. Soundness sanity: at ``d`` the attack's witness lies in the ball, so no
+of CROWN for both tools (``--their-bisect crown,alpha`` adds auto_LiRPA's alpha-CROWN). Soundness sanity: at ``d`` the attack's witness lies in the ball, so no
 lower bound may exceed its float32 margin for any class.
 
 Prints one table per norm; ``--out`` writes one JSON row per (norm, method).
@@ -170,6 +174,8 @@ def run_norm(norm: str, model, x, y, args, venv: Path) -> tuple[list[dict], dict
         th = run_worker(venv, src, dst)
     print(f"  auto_LiRPA {norm}: {time.perf_counter() - t_w:.0f} s", flush=True)
     logit_err = float(np.max(np.abs(th["logits"] - logits[idx])))
+    if logit_err > 1e-3 * (1 + np.max(np.abs(logits))):
+        raise SystemExit(f"the torch model's logits differ from ours by {logit_err:.3g}: the export is wrong")
     # the witnesses' float32 margins z_y - z_k (the model's own logits), every k != y
     wl = predict_logits(model, xadv[idx])
     wm = np.stack([wl[a, y[i]] - np.delete(wl[a], y[i]) for a, i in enumerate(idx)])  # (n, K)
@@ -269,14 +275,14 @@ def main(argv=None) -> int:
                                  f"distance {meta[norm]['median_attack_distance']:.4g}; auto_LiRPA shims: "
                                  f"{'; '.join(meta[norm]['info']['shims']) or 'none'}", ""]
         print("\n".join(lines[-len(r) - 6:]), flush=True)
-    print("\n".join(lines))
-    print(f"total {time.perf_counter() - t0:.0f} s; uptime: {os.popen('uptime').read().strip()}")
-    if args.out:
-        from robcurves.atomic import write_text
+        if args.out:  # after every norm: a cut-off run keeps what it measured
+            from robcurves.atomic import write_text
 
-        write_text(args.out, json.dumps({"rows": rows, "meta": meta, "versions": versions,
-                                         "args": {k: (str(v) if isinstance(v, Path) else v)
-                                                  for k, v in vars(args).items()}}, indent=1))
+            write_text(args.out, json.dumps({"rows": rows, "meta": meta, "versions": versions,
+                                             "args": {k: (str(v) if isinstance(v, Path) else v)
+                                                      for k, v in vars(args).items()}}, indent=1))
+    print("\n## all norms\n\n" + "\n".join(lines))
+    print(f"total {time.perf_counter() - t0:.0f} s; uptime: {os.popen('uptime').read().strip()}")
     return 0
 
 

@@ -11,9 +11,16 @@
 #
 # torch: the CPU build 2.13.0+cpu (no nvidia-* CUDA wheels). The venv takes ~1 GB.
 #
-# Usage: bash benchmarks/lirpa_venv.sh [VENV_DIR]   (default benchmarks/.venv-lirpa, git-ignored)
+# Usage: bash benchmarks/lirpa_venv.sh [--robcurves] [VENV_DIR]   (default benchmarks/.venv-lirpa, git-ignored)
+#
+# --robcurves: also install robcurves itself (editable) with its locked dependencies and test
+# extras (requirements.lock, so NumPy moves to the project's pin): a venv in which the
+# attack tests run under KERAS_BACKEND=torch next to TensorFlow and JAX
+# (tests/test_attack_backends.py compares the torch run with TensorFlow's and skips without it).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+with_robcurves=0
+if [ "${1:-}" = "--robcurves" ]; then with_robcurves=1; shift; fi
 venv="${1:-$here/.venv-lirpa}"
 python="${PYTHON:-python3.11}"
 command -v "$python" >/dev/null || python=python3
@@ -30,10 +37,8 @@ echo "*" > "$venv/.gitignore"  # keep the venv out of git whatever the top-level
     "tqdm==4.67.1" \
     "packaging==24.2"
 "$venv/bin/python" -m pip install --quiet --no-deps "auto-lirpa==0.3"
-"$venv/bin/python" - <<'PY'
-import sys
-sys.path.insert(0, "benchmarks") if False else None
-import numpy, torch
-print("torch", torch.__version__, "numpy", numpy.__version__)
-PY
+if [ "$with_robcurves" = 1 ]; then
+    "$venv/bin/python" -m pip install --quiet -c "$here/../requirements.lock" -e "$here/..[test]"
+fi
+"$venv/bin/python" -c "import numpy, torch; print('torch', torch.__version__, 'numpy', numpy.__version__)"
 du -sh "$venv" | cut -f1 | sed 's/^/venv size: /'
