@@ -23,7 +23,10 @@ bounds here. ``sparse_spec_alpha`` is switched off: with it on, the first alpha-
 call on this network fails in 0.3 at ``operators/activation.py`` ``assert
 self.alpha_lookup_idx[start_node.name] is None`` (slopes stored for the unstable
 neurons only, then asked for densely); off, the same slopes are stored densely (more
-memory, same bounds).
+memory, same bounds). ``sparse_features_alpha`` is off too: with it on, ℓ2 alpha-CROWN
+fails in ``activation.py`` ``reconstruct_full_alpha`` ("shape mismatch: value tensor of
+shape [100, 1, 32, 7, 7] cannot be broadcast to indexing result of shape
+[100, 1, 1424, 7, 7]").
 
 Precision: ``spec["dtype"]`` float32 (the library's default and how it is used; the
 default here) or float64 (``torch.set_default_dtype``: 0.3 makes some of its own
@@ -170,7 +173,7 @@ def margin_spec(y: int, n_classes: int) -> torch.Tensor:
 class Bounder:
     def __init__(self, model, x_example: torch.Tensor, iters: int):
         self.bm = BoundedModule(model, x_example, device="cpu", verbose=False,
-                                bound_opts={"sparse_spec_alpha": False})
+                                bound_opts={"sparse_spec_alpha": False, "sparse_features_alpha": False})
         self.iters = int(iters)
 
     def lower(self, x: torch.Tensor, y: int, norm: str, r: float, method: str, box=(0.0, 1.0)) -> np.ndarray:
