@@ -11,7 +11,7 @@ if _SRC.is_dir() and str(_SRC) not in sys.path:
 from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from robcurves import paths, targets
-from robcurves.config import ConfigError, validate_config, missing_model_files
+from robcurves.config import ATTACK_WIDE_KEYS, ConfigError, validate_config, missing_model_files
 
 try:
     _validated = validate_config(config, deep=workflow.is_main_process)
@@ -97,6 +97,5 @@ def _model_inputs(wildcards):
 
 def attack_params(norm):
     """The norm's attack settings over the attacks-wide ones (strength, backend, ...)."""
-    top = {k: config["attacks"][k] for k in ("strength", "backend", "deterministic", "masking_check")
-           if k in config["attacks"]}
+    top = {k: config["attacks"][k] for k in ATTACK_WIDE_KEYS if k in config["attacks"]}
     return {**top, **config["attacks"]["norms"][norm]}

@@ -126,3 +126,30 @@ def test_a_data_set_box_is_checked(default_config):
     bad["models"]["at"] = dict(default_config["models"]["digits_at_linf"])
     with pytest.raises(ConfigError, match=r"models\.at: training method 'at_linf' .* use method st"):
         validate_config(bad, deep=False)
+
+
+def test_stage_sections_take_the_schema_defaults():
+    """Stages called outside the workflow fill their sections from the schema (its one
+    home), and the attack job's settings equal what the workflow passes."""
+    import inspect
+
+    from robcurves.attacks import masking
+    from robcurves.config import attack_section, model_section, validate_config
+    from robcurves.stages import masking_options
+
+    cfg = validate_config({
+        "datasets": {"d": {"source": "sklearn_digits"}},
+        "models": {"m": {"dataset": "d", "source": "train"}},
+        "attacks": {"norms": {"linf": {}}, "strength": "fast"},
+        "figures": {},
+    }, deep=False)
+    workflow_attack = {**{k: cfg["attacks"][k] for k in ("strength", "backend", "deterministic", "masking_check")},
+                       **cfg["attacks"]["norms"]["linf"]}
+    assert attack_section({"strength": "fast"}) == workflow_attack
+    assert attack_section(workflow_attack) == workflow_attack
+    assert attack_section({"seed": 3, "masking_check": {"enabled": False}})["masking_check"] == \
+        {**cfg["attacks"]["masking_check"], "enabled": False}
+    assert model_section({"dataset": "d", "source": "train"}) == cfg["models"]["m"]
+    # the library's own keyword defaults say the same as the schema
+    sig = inspect.signature(masking.masking_check).parameters
+    assert masking_options({}) == {k: sig[k].default for k in ("sample", "min_ratio", "queries")}

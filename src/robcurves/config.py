@@ -8,6 +8,7 @@ arrived. Cross-references (a model's data set, a figure's models) are checked to
 from __future__ import annotations
 
 import copy
+import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,43 @@ def apply_defaults(instance: Any, schema: dict, root: dict) -> None:
     elif isinstance(instance, list) and isinstance(schema.get("items"), dict):
         for item in instance:
             apply_defaults(item, schema["items"], root)
+
+
+# The attacks-wide keys every norm's attack settings inherit (a norm's own section wins).
+ATTACK_WIDE_KEYS = ("strength", "backend", "deterministic", "masking_check")
+
+
+@functools.lru_cache(maxsize=1)
+def _default_schema() -> dict:
+    return load_schema()
+
+
+def with_defaults(instance: dict, pointer: str) -> dict:
+    """A copy of ``instance`` with the defaults that ``config/schema.yaml`` gives for the
+    object at JSON pointer ``pointer`` (e.g. ``"#/definitions/norm_attack"``) filled in.
+
+    The schema is the one home of every config default: stages called outside the workflow
+    (tests, notebooks) fill their sections here instead of restating the numbers.
+    """
+    root = _default_schema()
+    schema = _resolve({"$ref": pointer}, root)
+    out = copy.deepcopy(instance)
+    apply_defaults(out, schema, root)
+    return out
+
+
+def attack_section(attack: dict) -> dict:
+    """One norm's attack settings with every default filled in: the attacks-wide keys
+    (:data:`ATTACK_WIDE_KEYS`, from ``properties/attacks``) under the norm's own section
+    (``definitions/norm_attack``). This is what the workflow passes an attack job."""
+    wide = with_defaults({k: attack[k] for k in ATTACK_WIDE_KEYS if k in attack}, "#/properties/attacks")
+    own = with_defaults({k: v for k, v in attack.items() if k not in ATTACK_WIDE_KEYS}, "#/definitions/norm_attack")
+    return {**{k: wide[k] for k in ATTACK_WIDE_KEYS}, **own}
+
+
+def model_section(spec: dict) -> dict:
+    """A model's section (``models.<name>``) with the schema's defaults filled in."""
+    return with_defaults(spec, "#/properties/models/additionalProperties")
 
 
 def _resolve(schema: dict, root: dict) -> dict:

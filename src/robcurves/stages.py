@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from robcurves.config import attack_section, model_section, with_defaults
 from robcurves.curves import RobustnessCurve
 from robcurves.data import load_dataset
 from robcurves.norms import parse_norm
@@ -97,9 +98,10 @@ def build_model(spec: dict, name: str, out_path: str, train_path: str | None = N
     """
     from robcurves import models
 
+    spec = model_section(spec)
     test = load_dataset(test_path) if test_path else None
     if spec["source"] == "convert":
-        layout = spec.get("layout", "auto")
+        layout = spec["layout"]
         model = models.convert_mat(model_file, layout=layout,
                                    input_shape=test.input_shape if test is not None else None)
         sidecar = models.mat_sidecar(model_file, model, spec["dataset"], layout=layout, name=name)
@@ -107,7 +109,7 @@ def build_model(spec: dict, name: str, out_path: str, train_path: str | None = N
             sidecar["bounds"] = list(test.bounds)
     elif spec["source"] in ("keras", "onnx"):
         box = list(test.bounds) if test is not None else list(models.DEFAULT_BOUNDS)
-        model, made_by = models.read_model_file(model_file, spec["source"], spec.get("input_layout", "auto"),
+        model, made_by = models.read_model_file(model_file, spec["source"], spec["input_layout"],
                                                 bounds=box, log=log.warning)
         sidecar = {"name": name, "dataset": spec["dataset"], "bounds": box, "made_by": made_by}
         log.info("%s: read %s (SHA-256 %s): %s", name, made_by["source"], made_by["sha256"][:16],
@@ -116,22 +118,21 @@ def build_model(spec: dict, name: str, out_path: str, train_path: str | None = N
         from robcurves.training import train_model
 
         train = load_dataset(train_path)
-        if train.bounds != (0.0, 1.0) and spec.get("method", "st") != "st":
+        if train.bounds != (0.0, 1.0) and spec["method"] != "st":
             raise ValueError(f"training method {spec['method']!r} keeps its adversarial inputs in [0, 1], but "
                              f"{train_path} lies in {list(train.bounds)}; use method st")
-        model = models.build_model(spec.get("arch", "lenet_small"), train.input_shape, train.n_classes,
-                                   seed=spec.get("seed", 0))
+        model = models.build_model(spec["arch"], train.input_shape, train.n_classes, seed=spec["seed"])
         t0 = time.perf_counter()
         history = train_model(
-            model, train, spec.get("method", "st"), epochs=spec["epochs"], batch_size=spec["batch_size"],
-            learning_rate=spec["learning_rate"], seed=spec.get("seed", 0), eps=spec.get("eps"),
+            model, train, spec["method"], epochs=spec["epochs"], batch_size=spec["batch_size"],
+            learning_rate=spec["learning_rate"], seed=spec["seed"], eps=spec.get("eps"),
             log=log.info, **spec.get("options", {}),
         )
         sidecar = {
             "name": name,
             "dataset": train.name,
             "bounds": list(train.bounds),
-            "made_by": {"kind": "train", "arch": spec.get("arch", "lenet_small"), **history,
+            "made_by": {"kind": "train", "arch": spec["arch"], **history,
                         "wall_s": round(time.perf_counter() - t0, 2)},
         }
     if test is not None:
@@ -153,11 +154,12 @@ def weights_sha256(model) -> str:
 
 def resolved_methods(norm: str, attack: dict) -> list[dict[str, Any]]:
     """The attack methods a shard of ``norm`` runs: the config's, or the package's preset
-    (``attack["strength"]``, default ``"default"``), each with every option filled in (so
-    that a changed default changes the digest)."""
+    (``attack["strength"]``), each with every option filled in (so that a changed default
+    changes the digest)."""
     from robcurves import attacks
 
-    methods = attack.get("methods") or attacks.default_methods(norm, attack.get("strength", "default"))
+    attack = attack_section(attack)
+    methods = attack.get("methods") or attacks.default_methods(norm, attack["strength"])
     return [attacks.validate_method_config(norm, m) for m in methods]
 
 
@@ -171,7 +173,7 @@ def attack_settings(norm: str, attack: dict, n_points: int | None, model, model_
     """
     import robcurves
 
-    return {"norm": norm, "attack": attack, "n_points": n_points,
+    return {"norm": norm, "attack": attack_section(attack), "n_points": n_points,
             "methods": resolved_methods(norm, attack), "robcurves_version": robcurves.__version__,
             "bounds": list(model_bounds(model_sidecar)),
             "model": model_sidecar.get("name"), "model_weights_sha256": weights_sha256(model),
@@ -189,12 +191,10 @@ def expected_settings(norm: str, attack: dict, n_points: int | None, data_sha: s
 
 def masking_options(check: dict) -> dict:
     """The keyword arguments of :func:`robcurves.attacks.masking_check` from the config's
-    ``attacks.masking_check`` section (package defaults for keys it leaves out)."""
-    from robcurves.attacks import masking
-
-    return {"sample": float(check.get("sample", masking.DEFAULT_SAMPLE)),
-            "min_ratio": float(check.get("min_ratio", masking.DEFAULT_MIN_RATIO)),
-            "queries": int(check.get("queries", masking.DEFAULT_QUERIES))}
+    ``attacks.masking_check`` section (the schema's defaults for keys it leaves out)."""
+    check = with_defaults(check or {}, "#/properties/attacks/properties/masking_check")
+    return {"sample": float(check["sample"]), "min_ratio": float(check["min_ratio"]),
+            "queries": int(check["queries"])}
 
 
 def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shard: int, n_shards: int,
@@ -209,8 +209,9 @@ def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shar
     """
     from robcurves import backend
 
-    backend.select(attack.get("backend", "auto"))
-    backend.configure_devices(memory_growth=True, deterministic=bool(attack.get("deterministic", False)))
+    attack = attack_section(attack)
+    backend.select(attack["backend"])
+    backend.configure_devices(memory_growth=True, deterministic=bool(attack["deterministic"]))
     from robcurves import attacks
 
     norm = parse_norm(norm).name
@@ -219,20 +220,20 @@ def attack_shard(model_path: str, data_path: str, out_path: str, norm: str, shar
     idx = shard_indices(n, n_shards, shard)
     settings = attack_settings(norm, attack, n_points, model, sidecar, test.meta["sha256"])
     methods = settings["methods"]
-    strength = attack.get("strength", "default")
+    strength = attack["strength"]
     log.info("shard %d/%d: %d points, norm %s, box [%g, %g], backend %s, strength %s, methods %s", shard, n_shards,
              len(idx), norm, *bounds, backend.name(), "custom" if attack.get("methods") else strength,
              [m["name"] for m in methods])
     t0 = time.perf_counter()
     result = attacks.minimal_perturbations(
         model, test.x[idx], test.y[idx], norm, methods=methods,
-        batch_size=attack.get("batch_size", 500), seed=attack.get("seed", 0), bounds=bounds, progress=True,
+        batch_size=attack["batch_size"], seed=attack["seed"], bounds=bounds, progress=True,
         point_ids=idx,
     )
-    check = attack.get("masking_check", {}) or {}
-    if check.get("enabled", True) and len(idx):
+    check = attack["masking_check"]
+    if check["enabled"] and len(idx):
         report = attacks.masking_check(model, test.x[idx], test.y[idx], result, **masking_options(check),
-                                       seed=attack.get("seed", 0), point_ids=idx, bounds=bounds)
+                                       seed=attack["seed"], point_ids=idx, bounds=bounds)
         if report["beaten"]:
             log.warning("gradient masking suspected: the gradient-free search beat the gradient attacks on %d of %d "
                         "checked points (their distances now come from it)", report["beaten"], report["checked"])
@@ -317,7 +318,7 @@ def apply_warm_starts(model_path: str, test, indices: np.ndarray, norm: str, dis
     """
     from robcurves import backend
 
-    backend.select((attack or {}).get("backend", "auto"))
+    backend.select(attack_section(attack or {})["backend"])
     from robcurves import attacks, models
 
     norm = parse_norm(norm).name

@@ -4,7 +4,7 @@ from robcurves.joblog import log_to, snakemake_threads
 from robcurves import backend
 
 # The Keras backend is fixed when Keras is first imported: choose it before anything does.
-backend.select(snakemake.params.attack.get("backend", "auto"))
+backend.select(snakemake.params.attack["backend"])  # the workflow fills every default
 
 with log_to(snakemake.log[0]) as log:
     snakemake_threads(snakemake.threads)
