@@ -171,7 +171,15 @@ def run_norm(norm: str, model, x, y, args, venv: Path) -> tuple[list[dict], dict
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
         export_npz(src, model, x[idx], y[idx], norm, radii, dist[idx], args)
-        th = run_worker(venv, src, dst)
+        try:
+            th = run_worker(venv, src, dst)
+        except subprocess.CalledProcessError as e:
+            # keep our side (minutes of work): the worker's traceback is above
+            keep = Path(args.cache) / f"ours_{norm}_{len(x)}.npz"
+            keep.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(keep, idx=idx, radii=radii, **{f"lb_{m}": v for m, v in lb.items()},
+                     **{f"s_{m}": v for m, v in sec.items()}, **{f"rad_{m}": v for m, v in rad.items()})
+            raise SystemExit(f"auto_LiRPA worker failed ({norm}, exit {e.returncode}); our bounds kept in {keep}")
     print(f"  auto_LiRPA {norm}: {time.perf_counter() - t_w:.0f} s", flush=True)
     logit_err = float(np.max(np.abs(th["logits"] - logits[idx])))
     if logit_err > 1e-3 * (1 + np.max(np.abs(logits))):
