@@ -165,10 +165,12 @@ def _solve(args, model, x, y, norm, dist, xadv, idx, progress):
     if args.method == "bab":
         from robcurves.exact.bab import BabConfig, bab_brackets
 
-        cfg = BabConfig(time_limit=args.time_limit, rel_tol=args.rel_tol, strategy=args.strategy)
+        low = getattr(args, "low_start_value", None)
+        cfg = BabConfig(time_limit=args.time_limit, rel_tol=args.rel_tol, strategy=args.strategy,
+                        low_start=None if low is None else {norm: low})
         res = bab_brackets(model, x, y, norm, cfg, attack_distances=dist, x_adv=xadv, indices=idx,
                            progress=progress)
-        return res, "bab"
+        return res, "bab" if low is None else f"bab (low_start {low:g})"
     from robcurves.exact import ExactConfig, milp_brackets
 
     cfg = ExactConfig(time_limit=args.time_limit, tightening=args.tightening.split(","),
@@ -197,7 +199,9 @@ def run_case(case: str, norm: str, args) -> dict:
         from robcurves.exact import save_results
 
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
-        save_results(Path(args.out_dir) / f"{case.replace(' ', '_')}_{norm}_{args.method}_{args.first}.npz", res)
+        low = getattr(args, "low_start_value", None)
+        tag = args.method if low is None else f"{args.method}{low:g}"
+        save_results(Path(args.out_dir) / f"{case.replace(' ', '_')}_{norm}_{tag}_{args.first}.npz", res)
     return bench_row(res, case, norm, method, args.time_limit, t_attack)
 
 
@@ -263,6 +267,8 @@ def main(argv=None) -> int:
     p.add_argument("--fc1-eps", type=float, default=0.1, help="training radius of --fc1-training")
     p.add_argument("--thresholds", help="norm:eps,... : fixed thresholds instead of minimal distances")
     p.add_argument("--threshold-time", type=float, default=10.0, help="branch and bound seconds per open pair")
+    p.add_argument("--low-start", help="bab in l1/l2: comma-separated fractions of the attack's distance where "
+                                       "the bounds phase starts, one bab row each (default: search.LOW_START)")
     p.add_argument("--warmup", type=float, default=0.0,
                    help="seconds: solve the last point once, untimed, before the timed run (compiles the bounds)")
     p.add_argument("--cache", help="keep attack results here (shared by side-by-side runs)")
@@ -294,12 +300,15 @@ def main(argv=None) -> int:
             raise SystemExit(f"--method: bab, milp or bab,milp, got {args.method!r}")
         for case in args.cases.split(","):
             for norm in args.norms.split(","):
-                for method in methods:
+                lows = [None] if not args.low_start or norm == "linf" else [float(v) for v in args.low_start.split(",")]
+                runs = [(m, low) for m in methods for low in (lows if m == "bab" else [None])]
+                for method, low in runs:
                     if method == "milp" and norm == "l2" and len(methods) > 1:
                         continue
-                    print(f"== {case} {norm} {method}  ({time.strftime('%H:%M:%S')}, load "
-                          f"{os.getloadavg()[0]:.1f})", flush=True)
-                    rows.append(run_case(case, norm, argparse.Namespace(**{**vars(args), "method": method})))
+                    print(f"== {case} {norm} {method}{'' if low is None else f' low_start {low:g}'}  "
+                          f"({time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f})", flush=True)
+                    rows.append(run_case(case, norm, argparse.Namespace(**{**vars(args), "method": method,
+                                                                           "low_start_value": low})))
                     rows[-1]["load_1min"] = round(os.getloadavg()[0], 1)
                     print(HEADER)
                     print(fmt_row(rows[-1]), flush=True)

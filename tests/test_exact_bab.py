@@ -342,3 +342,22 @@ def test_a_time_out_gives_a_correct_bracket():
             assert tiny.upper[i] - tiny.lower[i] <= 0.001 * tiny.upper[i] * (1 + 1e-9)
         else:
             assert tiny.status[i] == "time_limit"
+
+
+def test_the_bounds_phase_starts_at_the_norms_fraction_of_the_top_radius():
+    """l1/l2 start the bounds phase at ``search.LOW_START[norm]`` x the top radius (the
+    attack's distance, here ``max_radius``), overridable per norm; linf starts at the top."""
+    from robcurves.exact.bab.search import LOW_START
+
+    m = _mlp(6, (10, 10), 3, seed=3)
+    x = np.random.default_rng(4).random((1, 1, 1, 6)).astype(np.float32)
+    y = _pred(m, x)
+
+    def first_radius(norm, **kw):
+        res = bab_brackets(m, x, y, norm, BabConfig(time_limit=2, max_radius=1.0, **kw))
+        return res.meta["info"][0]["queries"][0]["r"]
+
+    for norm in ("l1", "l2"):
+        assert first_radius(norm) == pytest.approx(LOW_START[norm])
+    assert first_radius("l1", low_start={"l1": 0.3}) == pytest.approx(0.3)
+    assert first_radius("linf") == pytest.approx(1.0 - 0.9 * 0.01)

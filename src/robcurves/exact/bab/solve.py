@@ -23,7 +23,7 @@ from robcurves.exact.bab import rounding
 from robcurves.exact.bab.bounds import BoundEngine
 from robcurves.exact.bab.domains import BabSettings
 from robcurves.exact.bab.network import bound_graph
-from robcurves.exact.bab.search import SearchSettings, WitnessChecker, minimal_distance
+from robcurves.exact.bab.search import LOW_START, SearchSettings, WitnessChecker, minimal_distance
 from robcurves.exact.records import BracketTally, ExactResult, ExactResults
 from robcurves.norms import parse_norm
 from robcurves.progress import Progress
@@ -40,9 +40,11 @@ class BabConfig:
     max_radius: float | None = None
     strategy: str = "top_down"
     bab: BabSettings = field(default_factory=BabSettings)
+    low_start: dict | None = None  # per norm name: overrides search.LOW_START (the bounds phase's start)
 
     def search(self) -> SearchSettings:
-        return SearchSettings(rel_tol=self.rel_tol, strategy=self.strategy, bab=self.bab)
+        extra = {} if self.low_start is None else {"low_start": {**LOW_START, **self.low_start}}
+        return SearchSettings(rel_tol=self.rel_tol, strategy=self.strategy, bab=self.bab, **extra)
 
 
 def logits_function(model) -> Callable[[np.ndarray], np.ndarray]:
