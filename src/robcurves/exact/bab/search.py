@@ -109,7 +109,8 @@ def _bab_done(queries: list) -> bool:
 
 #: where the bounds phase starts in l2 and l1, as a fraction of the attack's distance: the
 #: certified radius on MMR MNIST is 0.3-0.5x the attack's in l2 and 0.1-0.37x in l1 (a query
-#: above it costs seconds and proves nothing)
+#: above it costs seconds and proves nothing). l1 0.1: on 10 MMR points x 30 s, median
+#: lower/upper 0.301 against 0.250 at 0.25 and 0.253 at 0.05 (benchmarks/README.md)
 LOW_START = {"l2": 0.25, "l1": 0.1}
 
 
