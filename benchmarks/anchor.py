@@ -50,7 +50,7 @@ import numpy as np  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-METHODS = ("crown", "alpha", "alpha_all")
+BOUND_METHODS = ("crown", "alpha", "alpha_all")
 #: bounds within this of each other count as equal ("ours >= theirs - TOL"): the size of
 #: our float32 rounding term on this network's margins is ~1e-4 (see the README section)
 TOL = 1e-4
@@ -246,7 +246,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", type=int, default=20)
     ap.add_argument("--norms", default="linf,l2,l1")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(BOUND_METHODS))
     ap.add_argument("--alpha-points", type=int, default=8,
                     help="alpha-CROWN (both tools) on the first this many of the points only: it is costly")
     ap.add_argument("--their-bisect", default="crown", help="auto_LiRPA methods whose certified radius is bisected "
@@ -260,9 +260,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.methods = [m for m in args.methods.split(",") if m]
     args.their_bisect = [m for m in args.their_bisect.split(",") if m]
-    bad = [m for m in args.methods if m not in METHODS] + [m for m in args.their_bisect if m not in ("crown", "alpha")]
+    bad = [m for m in args.methods if m not in BOUND_METHODS] + [m for m in args.their_bisect if m not in ("crown", "alpha")]
     if bad or "alpha" not in args.methods:
-        raise SystemExit(f"--methods among {', '.join(METHODS)} with alpha; --their-bisect among crown, alpha: {bad}")
+        raise SystemExit(f"--methods among {', '.join(BOUND_METHODS)} with alpha; --their-bisect among crown, alpha: {bad}")
     import exact as bench_exact
     from robcurves.models import convert_mat
 

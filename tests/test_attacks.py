@@ -14,7 +14,7 @@ from scipy.optimize import brentq, linprog
 keras = pytest.importorskip("keras")
 
 from robcurves.attacks import (  # noqa: E402
-    METHODS,
+    ATTACK_METHODS,
     AttackResult,
     MinimalNormAttack,
     default_methods,
@@ -115,10 +115,10 @@ def _fast(method: str) -> dict:
 
 
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(ATTACK_METHODS))
 def test_affine_closed_form_within_one_percent(affine_case, norm, method):
     W, b, model, X, labels = affine_case
-    if parse_norm(norm).name not in METHODS[method].norms:
+    if parse_norm(norm).name not in ATTACK_METHODS[method].norms:
         pytest.skip(f"{method} does not support {norm}")
     x, y, exact = _pick_inactive(W, b, X, labels, norm)
     res = minimal_perturbations(model, x, y, norm, methods=[_fast(method)], progress=False)
@@ -131,9 +131,9 @@ def test_affine_closed_form_within_one_percent(affine_case, norm, method):
 
 
 @pytest.mark.parametrize("norm", NORMS)
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", sorted(ATTACK_METHODS))
 def test_affine_box_active_matches_lp(norm, method):
-    if parse_norm(norm).name not in METHODS[method].norms:
+    if parse_norm(norm).name not in ATTACK_METHODS[method].norms:
         pytest.skip(f"{method} does not support {norm}")
     rng = np.random.default_rng(1)
     shape, n_cls = (2, 2, 2), 3
@@ -178,7 +178,7 @@ class _ClaimsEverything(MinimalNormAttack):
 
 @pytest.fixture
 def fake_method(monkeypatch):
-    monkeypatch.setitem(METHODS, _ClaimsEverything.name, _ClaimsEverything)
+    monkeypatch.setitem(ATTACK_METHODS, _ClaimsEverything.name, _ClaimsEverything)
 
 
 def test_verification_rejects_unflipped_candidates(affine_case, fake_method):
@@ -227,7 +227,7 @@ class _OOMUnlessSmall(MinimalNormAttack):
 
 
 def test_batch_that_does_not_fit_is_split(affine_case, monkeypatch):
-    monkeypatch.setitem(METHODS, _OOMUnlessSmall.name, _OOMUnlessSmall)
+    monkeypatch.setitem(ATTACK_METHODS, _OOMUnlessSmall.name, _OOMUnlessSmall)
     _OOMUnlessSmall.sizes = []
     W, b, model, X, labels = affine_case
     x, y, _ = _pick_inactive(W, b, X, labels, "l2", n=7)

@@ -178,3 +178,18 @@ def test_old_names_are_modules_of_their_own_with_the_new_names():
     for name in ["STATS", "NORM_ORDER", "kept_distances", "distance_summary", "dimensionality", "table2_rows",
                  "table2_csv", "table2_markdown", "table2_latex", "write_table2", "plot_fig5", "load_results"]:
         assert hasattr(scale, name), name
+
+
+def test_registries_and_statuses_have_distinct_names():
+    """One name, one meaning: the attack, training and exact registries (and the attacks' and
+    the exact stage's statuses) are not all called METHODS / STATUSES / minimal_perturbations."""
+    attacks = importlib.import_module("robcurves.attacks")
+    training = importlib.import_module("robcurves.training")
+    exact = importlib.import_module("robcurves.exact")
+    bab = importlib.import_module("robcurves.exact.bab")
+    for mod in (attacks, training, exact, bab):
+        assert not hasattr(mod, "METHODS") and not hasattr(mod, "STATUSES"), mod.__name__
+    assert not hasattr(exact, "minimal_perturbations") and not hasattr(bab, "minimal_perturbations")
+    assert callable(attacks.minimal_perturbations)  # the public API keeps its name
+    assert {"fmn", "apgd"} <= set(attacks.ATTACK_METHODS) and "st" in training.TRAINING_METHODS
+    assert set(exact.STRATEGIES) and set(attacks.ATTACK_STATUSES) != set(exact.RECORD_STATUSES)

@@ -5,14 +5,13 @@ Public API::
     from robcurves.attacks import minimal_perturbations, AttackResult, verify_adversarial, ATTACK_METHODS
     res = minimal_perturbations(model, x, y, "l2", methods=[{"name": "fmn", "steps": 100}])
 
-Every method is a small class registered in :data:`ATTACK_METHODS` (``METHODS``: the old
-name); every candidate is re-verified on the model before it can count
-(:func:`verify_adversarial`). The code is
+Every method is a small class registered in :data:`ATTACK_METHODS`; every candidate is
+re-verified on the model before it can count (:func:`verify_adversarial`). The code is
 ``keras.ops`` plus :mod:`robcurves.backend`: TensorFlow (the default), JAX or PyTorch,
 whichever Keras runs on; importing this package imports no other backend.
 """
 
-from robcurves.attacks.base import ATTACK_METHODS, METHODS, MinimalNormAttack, validate_method_config
+from robcurves.attacks.base import ATTACK_METHODS, MinimalNormAttack, validate_method_config
 from robcurves.attacks.engine import STRENGTHS, Progress, default_methods, minimal_perturbations, shorten_witnesses
 from robcurves.attacks.masking import masking_check
 from robcurves.attacks.result import ATTACK_STATUSES, AttackResult, predict_logits, verify_adversarial
@@ -26,7 +25,6 @@ from robcurves.attacks import pgd as _pgd  # noqa: F401,E402
 __all__ = [
     "ATTACK_METHODS",
     "ATTACK_STATUSES",
-    "METHODS",
     "AttackResult",
     "MinimalNormAttack",
     "STRENGTHS",

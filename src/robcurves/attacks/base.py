@@ -24,8 +24,6 @@ from robcurves import backend as B
 from robcurves.norms import Norm, parse_norm
 
 ATTACK_METHODS: dict[str, type["MinimalNormAttack"]] = {}
-#: the old name of the attack registry (the same dict)
-METHODS = ATTACK_METHODS
 
 # The smallest batch a compiled function is called with (see Problem.rows).
 MIN_ROWS = 16

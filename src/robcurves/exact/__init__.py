@@ -7,7 +7,7 @@ Public API:
   returns upper bounds only; branch and bound: :func:`robcurves.exact.bab.bab_brackets`);
 - :func:`milp_bracket` - one point, given a network description and a :class:`Checker`;
 - :class:`ExactConfig` - the settings (the workflow's ``exact:`` config section); its ``method``
-  names one of the search strategies in :data:`STRATEGIES` (``METHODS``: the old name);
+  names one of the search strategies in :data:`STRATEGIES`;
 - :class:`InputDomain`, :func:`compute_bounds` - one point's domain and the bounds on every node;
 - :class:`ExactResult`, :class:`ExactResults` (statuses :data:`RECORD_STATUSES`),
   :func:`save_results`, :func:`load_results`,
@@ -31,11 +31,11 @@ from robcurves.exact.records import (
     RECORD_STATUSES, ExactResult, ExactResults, load_results, read_merged_json, save_results, write_merged_json,
 )
 from robcurves.exact.checker import Checker, keras_checker
-from robcurves.exact.solve import METHODS, ExactConfig, milp_bracket, milp_brackets
+from robcurves.exact.solve import ExactConfig, milp_bracket, milp_brackets
 from robcurves.exact.strategies import STRATEGIES
 
 __all__ = [
-    "Checker", "ExactConfig", "ExactResult", "ExactResults", "InputDomain", "METHODS", "RECORD_STATUSES",
+    "Checker", "ExactConfig", "ExactResult", "ExactResults", "InputDomain", "RECORD_STATUSES",
     "STRATEGIES", "TIGHTENING_METHODS", "compute_bounds", "keras_checker", "load_results", "milp_bracket",
     "milp_brackets", "read_merged_json", "save_results", "write_merged_json",
 ]

@@ -48,8 +48,7 @@ from robcurves.network import Network, from_keras
 from robcurves.norms import Norm, parse_norm
 from robcurves.progress import Progress
 
-METHODS = tuple(STRATEGIES)  # the old name of the strategies' registry (``ExactConfig.method``)
-__all__ = ["Checker", "ExactConfig", "METHODS", "keras_checker", "milp_bracket", "milp_brackets"]
+__all__ = ["Checker", "ExactConfig", "keras_checker", "milp_bracket", "milp_brackets"]
 
 
 @dataclass
@@ -85,7 +84,7 @@ class ExactConfig:
 
     def __post_init__(self) -> None:
         if self.method not in STRATEGIES:
-            raise ValueError(f"exact: method must be one of {METHODS}, got {self.method!r}")
+            raise ValueError(f"exact: method must be one of {tuple(STRATEGIES)}, got {self.method!r}")
         if not self.time_limit > 0:
             raise ValueError(f"exact: time_limit must be positive seconds, got {self.time_limit}")
         self.tightening = tuple(self.tightening)

@@ -60,13 +60,13 @@ from robcurves.training.forward import network_of  # noqa: E402
 from robcurves.training.ibp import interval_bounds, margin_upper_bounds  # noqa: E402
 from robcurves.training.loop import train_model  # noqa: E402
 from robcurves.training.methods import (  # noqa: E402
-    COMMON_DEFAULTS, METHODS, TRAINING_METHODS, Method, get_method, known_methods, method_defaults,
+    COMMON_DEFAULTS, TRAINING_METHODS, Method, get_method, known_methods, method_defaults,
     resolve_options,
 )
 from robcurves.training.pgd import pgd_attack  # noqa: E402
 
 __all__ = [
-    "COMMON_DEFAULTS", "METHODS", "TRAINING_METHODS", "Method", "get_method", "interval_bounds",
+    "COMMON_DEFAULTS", "TRAINING_METHODS", "Method", "get_method", "interval_bounds",
     "known_methods", "margin_upper_bounds", "method_defaults", "network_of", "pgd_attack",
     "resolve_options", "train_model",
 ]

@@ -81,7 +81,6 @@ def _methods() -> dict[str, Method]:
 
 
 TRAINING_METHODS: dict[str, Method] = _methods()
-METHODS = TRAINING_METHODS  # the old name (robcurves.training.METHODS)
 
 
 def known_methods() -> list[str]:
