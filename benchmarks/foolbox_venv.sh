@@ -11,13 +11,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 venv="${1:-$here/.venv-foolbox}"
-python="${PYTHON:-python3.11}"
-command -v "$python" >/dev/null || python=python3
-if [ ! -x "$venv/bin/python" ]; then
-    "$python" -m venv "$venv"
-fi
-echo "*" > "$venv/.gitignore"  # keep the venv out of git whatever the top-level ignores say
-"$venv/bin/python" -m pip install --quiet --upgrade pip
+# shellcheck source=benchmarks/venv_common.sh
+. "$here/venv_common.sh"
+make_venv "$venv"
 "$venv/bin/python" -m pip install --quiet \
     "numpy<2" \
     "tensorflow-cpu==2.16.2" \

@@ -9,7 +9,9 @@
 # benchmarks/lirpa_worker.py; nothing in site-packages is edited. The project's venv never
 # imports torch: benchmarks/anchor.py talks to the worker only through .npz files.
 #
-# torch: the CPU build 2.13.0+cpu (no nvidia-* CUDA wheels). The venv takes ~1 GB.
+# torch: the CPU build 2.13.0+cpu (no nvidia-* CUDA wheels; this machine serves it from its
+# local wheel folder /opt/wheels, pip's find-links; elsewhere add --index-url
+# https://download.pytorch.org/whl/cpu). The venv takes ~1 GB.
 #
 # Usage: bash benchmarks/lirpa_venv.sh [--robcurves] [VENV_DIR]   (default benchmarks/.venv-lirpa, git-ignored)
 #
@@ -22,13 +24,9 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 with_robcurves=0
 if [ "${1:-}" = "--robcurves" ]; then with_robcurves=1; shift; fi
 venv="${1:-$here/.venv-lirpa}"
-python="${PYTHON:-python3.11}"
-command -v "$python" >/dev/null || python=python3
-if [ ! -x "$venv/bin/python" ]; then
-    "$python" -m venv "$venv"
-fi
-echo "*" > "$venv/.gitignore"  # keep the venv out of git whatever the top-level ignores say
-"$venv/bin/python" -m pip install --quiet --upgrade pip
+# shellcheck source=benchmarks/venv_common.sh
+. "$here/venv_common.sh"
+make_venv "$venv"
 "$venv/bin/python" -m pip install --quiet \
     "torch==2.13.0+cpu" \
     "numpy==2.2.6" \
