@@ -165,12 +165,16 @@ def _solve(args, model, x, y, norm, dist, xadv, idx, progress):
     if args.method == "bab":
         from robcurves.exact.bab import BabConfig, bab_brackets
 
+        from robcurves.exact.bab import BabSettings
+
         low = getattr(args, "low_start_value", None)
+        it = getattr(args, "iters_int_value", None)
         cfg = BabConfig(time_limit=args.time_limit, rel_tol=args.rel_tol, strategy=args.strategy,
-                        low_start=None if low is None else {norm: low})
+                        low_start=None if low is None else {norm: low}, bab=BabSettings(iters_intermediate=it))
         res = bab_brackets(model, x, y, norm, cfg, attack_distances=dist, x_adv=xadv, indices=idx,
                            progress=progress)
-        return res, "bab" if low is None else f"bab (low_start {low:g})"
+        extra = ([] if low is None else [f"low_start {low:g}"]) + ([] if it is None else [f"iters_intermediate {it}"])
+        return res, "bab" if not extra else f"bab ({', '.join(extra)})"
     from robcurves.exact import ExactConfig, milp_brackets
 
     cfg = ExactConfig(time_limit=args.time_limit, tightening=args.tightening.split(","),
@@ -201,6 +205,8 @@ def run_case(case: str, norm: str, args) -> dict:
         Path(args.out_dir).mkdir(parents=True, exist_ok=True)
         low = getattr(args, "low_start_value", None)
         tag = args.method if low is None else f"{args.method}{low:g}"
+        it = getattr(args, "iters_int_value", None)
+        tag += "" if it is None else f"_it{it}"
         save_results(Path(args.out_dir) / f"{case.replace(' ', '_')}_{norm}_{tag}_{args.first}.npz", res)
     return bench_row(res, case, norm, method, args.time_limit, t_attack)
 
@@ -269,6 +275,8 @@ def main(argv=None) -> int:
     p.add_argument("--threshold-time", type=float, default=10.0, help="branch and bound seconds per open pair")
     p.add_argument("--low-start", help="bab in l1/l2: comma-separated fractions of the attack's distance where "
                                        "the bounds phase starts, one bab row each (default: search.LOW_START)")
+    p.add_argument("--iters-intermediate", help="bab: comma-separated alpha-CROWN steps for the root's "
+                   "intermediate bounds (0 = CROWN), one bab row per value (default: the norm's default)")
     p.add_argument("--warmup", type=float, default=0.0,
                    help="seconds: solve the last point once, untimed, before the timed run (compiles the bounds)")
     p.add_argument("--cache", help="keep attack results here (shared by side-by-side runs)")
@@ -301,14 +309,17 @@ def main(argv=None) -> int:
         for case in args.cases.split(","):
             for norm in args.norms.split(","):
                 lows = [None] if not args.low_start or norm == "linf" else [float(v) for v in args.low_start.split(",")]
-                runs = [(m, low) for m in methods for low in (lows if m == "bab" else [None])]
-                for method, low in runs:
+                its = [None] if not args.iters_intermediate else [int(v) for v in args.iters_intermediate.split(",")]
+                runs = [(m, low, it) for m in methods for low in (lows if m == "bab" else [None])
+                        for it in (its if m == "bab" else [None])]
+                for method, low, it in runs:
                     if method == "milp" and norm == "l2" and len(methods) > 1:
                         continue
-                    print(f"== {case} {norm} {method}{'' if low is None else f' low_start {low:g}'}  "
+                    print(f"== {case} {norm} {method}{'' if low is None else f' low_start {low:g}'}"
+                          f"{'' if it is None else f' iters_intermediate {it}'}  "
                           f"({time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f})", flush=True)
                     rows.append(run_case(case, norm, argparse.Namespace(**{**vars(args), "method": method,
-                                                                           "low_start_value": low})))
+                                                                           "low_start_value": low, "iters_int_value": it})))
                     rows[-1]["load_1min"] = round(os.getloadavg()[0], 1)
                     print(HEADER)
                     print(fmt_row(rows[-1]), flush=True)

@@ -546,16 +546,20 @@ class BoundEngine:
         return lb, al, be
 
     # ------------------------------------------------------------- root
-    def root_bounds(self, ball: InputBall, optimise_intermediate: int = 0) -> RootBounds:
+    def root_bounds(self, ball: InputBall, optimise_intermediate: int = 0, layers: Sequence[int] | None = None
+                    ) -> RootBounds:
         """Interval and CROWN bounds of every node over ``ball`` (the float32 model's values).
 
         Node by node: interval arithmetic widened by the node's float32 rounding bound;
-        at every ReLU input, CROWN (``optimise_intermediate`` > 0: that many alpha-CROWN
-        steps) for the units the interval leaves unstable, intersected with the interval.
+        at every ReLU input, CROWN for the units the interval leaves unstable, intersected
+        with the interval. ``optimise_intermediate`` > 0: then that many alpha-CROWN steps
+        for the units CROWN leaves unstable, in the ReLU layers ``layers`` (indices into
+        the ReLU layers, negative from the last; None: all; ``[-1]``: the last only).
         """
-        return self.root_bounds_batch([ball], optimise_intermediate)[0]
+        return self.root_bounds_batch([ball], optimise_intermediate, layers)[0]
 
-    def root_bounds_batch(self, balls: Sequence[InputBall], optimise_intermediate: int = 0) -> list[RootBounds]:
+    def root_bounds_batch(self, balls: Sequence[InputBall], optimise_intermediate: int = 0,
+                          layers: Sequence[int] | None = None) -> list[RootBounds]:
         """:meth:`root_bounds` of many points at once (their CROWN rows share batches)."""
         t0 = time.perf_counter()
         g = self.g
@@ -564,6 +568,9 @@ class BoundEngine:
         roots = [RootBounds(b, [np.zeros(m) for m in sizes], [np.zeros(m) for m in sizes], [b.lo.copy()],
                             [b.hi.copy()]) for b in balls]
         pre_of = {p: k for k, p in enumerate(g.pre)}
+        nrelu = len(g.pre)
+        opt_layers = set(range(nrelu)) if layers is None else {int(k) % nrelu for k in layers} if nrelu else set()
+        stats = {"crown_rows": 0, "alpha_rows": 0}
         for i, nd in enumerate(g.nodes[1:], start=1):
             los = [np.stack([r.node_lo[j] for r in roots]) for j in nd.inputs]
             his = [np.stack([r.node_hi[j] for r in roots]) for j in nd.inputs]
@@ -588,7 +595,13 @@ class BoundEngine:
             if i in pre_of:
                 direct = nd.kind in ("dense", "conv2d") and nd.inputs[0] == 0
                 if not (direct and self.norm.is_box):
-                    lo, hi = self._crown_rows_batch(roots, i, lo, hi, optimise_intermediate)
+                    stats["crown_rows"] += int(np.sum((lo < 0) & (hi > 0)))
+                    lo, hi = self._crown_rows_batch(roots, i, lo, hi, 0)
+                    # alpha only where CROWN leaves the unit unstable (elsewhere its relaxation
+                    # is exact already); on an affine map of the input CROWN is exact.
+                    if optimise_intermediate > 0 and pre_of[i] in opt_layers and not direct:
+                        stats["alpha_rows"] += int(np.sum((lo < 0) & (hi > 0)))
+                        lo, hi = self._crown_rows_batch(roots, i, lo, hi, optimise_intermediate)
                 for r, a, b_ in zip(roots, lo, hi):
                     r.lower[pre_of[i]] = a
                     r.upper[pre_of[i]] = b_
@@ -598,10 +611,12 @@ class BoundEngine:
         for r in roots:
             r._t = {}
             r.seconds = (time.perf_counter() - t0) / P
+            r.info.update({"iters_intermediate": int(optimise_intermediate), **{k: v / P for k, v in stats.items()}})
         return roots
 
     def _crown_rows_batch(self, roots: list[RootBounds], node: int, lo: np.ndarray, hi: np.ndarray, iters: int):
-        """CROWN bounds of the units of ``node`` that ``lo``/``hi`` ((P, n)) leave unstable, per point.
+        """CROWN bounds (``iters`` > 0: alpha-CROWN, that many ascent steps) of the units of
+        ``node`` that ``lo``/``hi`` ((P, n)) leave unstable, per point, intersected with them.
 
         Only the ReLUs and nodes before ``node`` are read; the others are placeholders.
         """
@@ -623,7 +638,8 @@ class BoundEngine:
             C[m + np.arange(m), uu] = -1.0
             group = RootGroup(pad, np.concatenate([pp, pp]))
             if iters > 0:
-                lb, _, _ = self.optimise(group, node, C, iters=iters)
+                # stop_at 0: a row whose bound passed 0 made its unit stable; more is worth nothing
+                lb, _, _ = self.optimise(group, node, C, iters=iters, stop_at=0.0)
             else:
                 lb = self.bound(group, node, C)
             lo[pp, uu] = np.maximum(lo[pp, uu], lb[:m])

@@ -29,6 +29,11 @@ from robcurves.exact.bab.bounds import BoundEngine, RootBounds
 from robcurves.exact.bab.branching import babsr_scores, top_candidates
 
 
+#: alpha-CROWN steps for the root's intermediate bounds per norm (BabSettings.iters_intermediate
+#: None); chosen by measurement, benchmarks/README.md "Exact stage 5"
+ITERS_INTERMEDIATE = {"linf": 0, "l2": 0, "l1": 0}
+
+
 @dataclass
 class BabSettings:
     """Knobs of the branch and bound (defaults chosen by measurement, see benchmarks/README.md).
@@ -38,7 +43,10 @@ class BabSettings:
     ``fsb``: at least this many candidates per domain for filtered smart branching (1 =
     BaBSR alone); more when few domains are split at once, up to ``fsb_rows`` estimated
     children per round (at the root every unstable neuron is tried);
-    ``max_domains``: the store's capacity (beyond it the query gives up: ``unknown``).
+    ``max_domains``: the store's capacity (beyond it the query gives up: ``unknown``);
+    ``iters_intermediate``: alpha-CROWN steps for the root's intermediate ReLU bounds (the
+    units CROWN leaves unstable, in the ReLU layers ``layers_intermediate``, None: all); 0:
+    CROWN only; None: the norm's default, :data:`ITERS_INTERMEDIATE`.
     """
 
     batch: int = 64
@@ -54,6 +62,13 @@ class BabSettings:
     refine_chunk: int = 1024
     iters_leaf: int = 300  # ascent steps for a subdomain without a neuron left to split (a linear region)
     lr_leaf: float = 0.5
+    iters_intermediate: int | None = None
+    layers_intermediate: tuple[int, ...] | None = None
+
+    def root_options(self, norm: str) -> dict:
+        """Keyword arguments of :meth:`BoundEngine.root_bounds` for a root in ``norm``."""
+        it = ITERS_INTERMEDIATE.get(norm, 0) if self.iters_intermediate is None else int(self.iters_intermediate)
+        return {"optimise_intermediate": it, "layers": self.layers_intermediate}
 
 
 @dataclass

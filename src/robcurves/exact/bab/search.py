@@ -177,12 +177,13 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
             return "robust"
         tq = time.perf_counter()
         ball = InputBall.make(x0, norm, r, engine.g.bounds)
-        root = engine.root_bounds(ball)
+        root = engine.root_bounds(ball, **cfg.bab.root_options(norm.name))
         q = Query(engine, root, y, checker.logits_fn, checker.input_shape, cfg.bab)
         init = carry[1] if (bab and carry is not None and carry[0] > r) else None
         res = q.run(todo, min(deadline, tq + budget), init=init, branch=bab)
         rec = {"r": r, "bab": bab, "U": q.U, "rounds": res.rounds, "domains": res.domains,
-               "s": round(time.perf_counter() - tq, 3), "imported": res.info.get("imported")}
+               "s": round(time.perf_counter() - tq, 3), "root_s": round(root.seconds, 3),
+               "imported": res.info.get("imported")}
         if res.info.get("root_lb"):
             rec["root_lb"] = min(res.info["root_lb"].values())
         if res.info.get("lp_leaves"):
