@@ -361,3 +361,51 @@ def test_the_bounds_phase_starts_at_the_norms_fraction_of_the_top_radius():
         assert first_radius(norm) == pytest.approx(LOW_START[norm])
     assert first_radius("l1", low_start={"l1": 0.3}) == pytest.approx(0.3)
     assert first_radius("linf") == pytest.approx(1.0 - 0.9 * 0.01)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+def test_alpha_crown_intermediate_bounds_are_tighter_and_hold_for_sampled_float32_points(norm):
+    """``root_bounds(ball, k)``: alpha-CROWN for the units CROWN leaves unstable; the bounds
+    are tighter in the deeper layers (inside CROWN's where the layers below are the same:
+    deeper, CROWN's default slopes on tighter inputs can lose on a unit), and contain the
+    float32 model's pre-activations at sampled points of the ball."""
+    m = random_relu_mlp(8, (16, 16, 16), 3, seed=1)
+    eng = BoundEngine(m, norm)
+    rng = np.random.default_rng(1)
+    r = {"linf": 0.15, "l2": 0.6, "l1": 1.2}[norm]
+    x0 = rng.random(8)
+    ball = InputBall.make(x0, norm, r)
+    crown, alpha = eng.root_bounds(ball), eng.root_bounds(ball, 20)
+    assert alpha.info["alpha_rows"] > 0
+    for k in range(2):
+        assert np.all(alpha.lower[k] >= crown.lower[k]) and np.all(alpha.upper[k] <= crown.upper[k])
+    for k in (1, 2):  # the first layer is an affine map of the input: CROWN is exact there
+        assert np.sum(alpha.upper[k] - alpha.lower[k]) < 0.97 * np.sum(crown.upper[k] - crown.lower[k])
+    pts = _sample_ball(rng, x0, norm, r, 3000)
+    pre = _preactivations(m, pts.reshape(-1, 1, 1, 8))
+    for k, (lo, hi) in enumerate(zip(alpha.lower, alpha.upper)):
+        assert np.all(pre[k] >= lo) and np.all(pre[k] <= hi)
+    last = eng.root_bounds(ball, 20, layers=[-1])  # only the last ReLU layer optimised
+    np.testing.assert_array_equal(last.lower[1], crown.lower[1])
+    assert np.sum(last.upper[2] - last.lower[2]) < np.sum(crown.upper[2] - crown.lower[2])
+
+
+def test_the_search_roots_use_the_iters_intermediate_knob():
+    """``BabSettings.iters_intermediate`` reaches every root of the radius search (default:
+    the norm's entry of ``domains.ITERS_INTERMEDIATE``), and tightens the root's margin bound."""
+    from robcurves.exact.bab.domains import ITERS_INTERMEDIATE
+
+    m = random_relu_mlp(8, (16, 16, 16), 3, seed=1)
+    x = np.random.default_rng(1).random((1, 1, 1, 8)).astype(np.float32)
+    y = _pred(m, x)
+
+    def queries(norm, it):
+        cfg = BabConfig(time_limit=3, max_radius=0.15, bab=BabSettings(iters_intermediate=it))
+        res = bab_brackets(m, x, y, norm, cfg)
+        return res.meta["info"][0]["queries"]
+
+    for norm in ("linf", "l1"):
+        assert queries(norm, None)[0]["root_iters"] == ITERS_INTERMEDIATE[norm]
+    on, off = queries("linf", 20), queries("linf", 0)
+    assert all(q["root_iters"] == 20 for q in on) and all(q["root_iters"] == 0 for q in off)
+    assert on[0]["r"] == off[0]["r"] and on[0]["root_lb"] > off[0]["root_lb"] + 1e-3

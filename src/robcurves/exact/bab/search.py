@@ -183,6 +183,7 @@ def minimal_distance(engine: BoundEngine, checker: WitnessChecker, x0: np.ndarra
         res = q.run(todo, min(deadline, tq + budget), init=init, branch=bab)
         rec = {"r": r, "bab": bab, "U": q.U, "rounds": res.rounds, "domains": res.domains,
                "s": round(time.perf_counter() - tq, 3), "root_s": round(root.seconds, 3),
+               "root_iters": root.info.get("iters_intermediate", 0),
                "imported": res.info.get("imported")}
         if res.info.get("root_lb"):
             rec["root_lb"] = min(res.info["root_lb"].values())
