@@ -318,8 +318,8 @@ def main(argv=None) -> int:
                     print(f"== {case} {norm} {method}{'' if low is None else f' low_start {low:g}'}"
                           f"{'' if it is None else f' iters_intermediate {it}'}  "
                           f"({time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f})", flush=True)
-                    rows.append(run_case(case, norm, argparse.Namespace(**{**vars(args), "method": method,
-                                                                           "low_start_value": low, "iters_int_value": it})))
+                    row_args = {**vars(args), "method": method, "low_start_value": low, "iters_int_value": it}
+                    rows.append(run_case(case, norm, argparse.Namespace(**row_args)))
                     rows[-1]["load_1min"] = round(os.getloadavg()[0], 1)
                     print(HEADER)
                     print(fmt_row(rows[-1]), flush=True)

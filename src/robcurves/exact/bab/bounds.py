@@ -546,20 +546,21 @@ class BoundEngine:
         return lb, al, be
 
     # ------------------------------------------------------------- root
-    def root_bounds(self, ball: InputBall, optimise_intermediate: int = 0, layers: Sequence[int] | None = None
-                    ) -> RootBounds:
+    def root_bounds(self, ball: InputBall, optimise_intermediate: int = 0, layers: Sequence[int] | None = None,
+                    deadline: float | None = None) -> RootBounds:
         """Interval and CROWN bounds of every node over ``ball`` (the float32 model's values).
 
         Node by node: interval arithmetic widened by the node's float32 rounding bound;
         at every ReLU input, CROWN for the units the interval leaves unstable, intersected
         with the interval. ``optimise_intermediate`` > 0: then that many alpha-CROWN steps
         for the units CROWN leaves unstable, in the ReLU layers ``layers`` (indices into
-        the ReLU layers, negative from the last; None: all; ``[-1]``: the last only).
+        the ReLU layers, negative from the last; None: all; ``[-1]``: the last only), while
+        ``time.perf_counter()`` is before ``deadline`` (after it, CROWN: as sound, looser).
         """
-        return self.root_bounds_batch([ball], optimise_intermediate, layers)[0]
+        return self.root_bounds_batch([ball], optimise_intermediate, layers, deadline)[0]
 
     def root_bounds_batch(self, balls: Sequence[InputBall], optimise_intermediate: int = 0,
-                          layers: Sequence[int] | None = None) -> list[RootBounds]:
+                          layers: Sequence[int] | None = None, deadline: float | None = None) -> list[RootBounds]:
         """:meth:`root_bounds` of many points at once (their CROWN rows share batches)."""
         t0 = time.perf_counter()
         g = self.g
@@ -601,7 +602,7 @@ class BoundEngine:
                     # is exact already); on an affine map of the input CROWN is exact.
                     if optimise_intermediate > 0 and pre_of[i] in opt_layers and not direct:
                         stats["alpha_rows"] += int(np.sum((lo < 0) & (hi > 0)))
-                        lo, hi = self._crown_rows_batch(roots, i, lo, hi, optimise_intermediate)
+                        lo, hi = self._crown_rows_batch(roots, i, lo, hi, optimise_intermediate, deadline)
                 for r, a, b_ in zip(roots, lo, hi):
                     r.lower[pre_of[i]] = a
                     r.upper[pre_of[i]] = b_
@@ -614,9 +615,11 @@ class BoundEngine:
             r.info.update({"iters_intermediate": int(optimise_intermediate), **{k: v / P for k, v in stats.items()}})
         return roots
 
-    def _crown_rows_batch(self, roots: list[RootBounds], node: int, lo: np.ndarray, hi: np.ndarray, iters: int):
+    def _crown_rows_batch(self, roots: list[RootBounds], node: int, lo: np.ndarray, hi: np.ndarray, iters: int,
+                          deadline: float | None = None):
         """CROWN bounds (``iters`` > 0: alpha-CROWN, that many ascent steps) of the units of
         ``node`` that ``lo``/``hi`` ((P, n)) leave unstable, per point, intersected with them.
+        Past ``deadline`` the remaining chunks keep ``lo``/``hi``.
 
         Only the ReLUs and nodes before ``node`` are read; the others are placeholders.
         """
@@ -631,6 +634,8 @@ class BoundEngine:
                for r in roots]
         half = self.chunk // 2
         for i in range(0, len(pts), half):
+            if deadline is not None and time.perf_counter() >= deadline:
+                break
             pp, uu = pts[i:i + half], units[i:i + half]
             m = len(pp)
             C = np.zeros((2 * m, n))
