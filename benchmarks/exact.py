@@ -5,7 +5,10 @@ Cases (``--cases``, comma-separated):
 - ``mmr``: the MMR-Universal MNIST network of ``../shared/reference/`` (Croce & Hein 2020)
   on the first ``--points`` MNIST test points;
 - ``fc1``: a one-hidden-layer ReLU network (1,024 units) trained here on the first 5,000
-  MNIST test images, evaluated on the next ``--points`` (indices 5000, 5001, ...);
+  MNIST test images, evaluated on the next ``--points`` (indices 5000, 5001, ...); by
+  default with MMR + AT linf at eps 0.1 and ``--fc1-recipe croce``, the hyperparameters of
+  the fc1 that Croce et al. verified with MIPVerify (lambda 1, gamma_rb = gamma_db = eps,
+  PGD-40, batch 128; they trained 100 epochs on the 60,000 MNIST training images);
 - ``fc1-digits``: the same architecture trained on the default data (scikit-learn digits),
   evaluated on the first ``--points`` digits test points.
 
@@ -54,11 +57,27 @@ def mnist_test() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+#: How fc1 is trained with an MMR method (``--fc1-recipe``): batch size and the
+#: robcurves.training options, as functions of the training radius eps (linf).
+FC1_RECIPES = {
+    # The fc1 that Croce et al. verified with MIPVerify and that Risse et al.'s exact
+    # experiment uses: "mmr+at/... dataset=mnist nn_type=fc1 p_norm=inf lmbd=1.0
+    # gamma_rb=0.1 gamma_db=0.1 ae_frac=0.5 epoch=100" (their file names are the training
+    # hyperparameters), trained by their train.py: batch 128, Adam 1e-3, PGD 40 iterations of
+    # step 2 eps / 40 on half of each batch (MNIST), n_rb 10% -> 2%, lr / 10 for the last 10%.
+    "croce": lambda eps: (128, {"lmbd": 1.0, "gamma_rb": eps, "gamma_db": eps, "pgd_steps": 40}),
+    # The first sessions' fc1 (benchmarks/README.md, exact stage 3): robcurves.training's
+    # defaults, i.e. Croce et al.'s recipe for their MNIST *CNN* (lambda 0.5, gamma 2 eps),
+    # PGD 10 steps, batch 64.
+    "v1": lambda eps: (64, {}),
+}
+
+
 def train_fc1(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int, seed: int = 0,
-              training: str = "plain", eps: float = 0.1):
-    """fc1 (1,024 hidden units). ``training``: ``plain`` (Keras fit, cross-entropy) or a
-    method of :mod:`robcurves.training` (e.g. ``mmr_at_linf``, as Croce et al. trained the
-    fc1 networks they verified with MIPVerify) at radius ``eps``."""
+              training: str = "plain", eps: float = 0.1, recipe: str = "croce"):
+    """fc1 (1,024 hidden units). ``training``: ``plain`` (Keras fit, cross-entropy, batch 64)
+    or a method of :mod:`robcurves.training` (e.g. ``mmr_at_linf``) at radius ``eps`` (in the
+    method's norm), with the batch size and options of ``recipe`` (:data:`FC1_RECIPES`)."""
     import keras
 
     from robcurves.data import Dataset
@@ -72,12 +91,27 @@ def train_fc1(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int, seed: i
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
         m.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
     else:
+        if training == "st":
+            batch, opts = 64, {}
+        else:
+            batch, opts = FC1_RECIPES[recipe](float(eps))
+            if not training.startswith("mmr_at"):  # AT takes no MMR options
+                opts = {k: v for k, v in opts.items() if k in ("pgd_steps",)}
         rec = train_model(m, Dataset(x, y, "bench", "train", [str(c) for c in range(n_classes)], "benchmark"), training,
-                          epochs=epochs, batch_size=64, learning_rate=1e-3, seed=seed,
-                          eps=None if training == "st" else eps)
-        print(f"  fc1 {training} eps {eps}: train accuracy {rec['train_accuracy']:.4f} in {rec['time_s']:.0f} s",
-              flush=True)
+                          epochs=epochs, batch_size=batch, learning_rate=1e-3, seed=seed,
+                          eps=None if training == "st" else eps, log=lambda s: print(f"  {s}", flush=True), **opts)
+        print(f"  fc1 {training} eps {eps} recipe {recipe} (batch {batch}, {opts}): train accuracy "
+              f"{rec['train_accuracy']:.4f} in {rec['time_s']:.0f} s", flush=True)
     return m
+
+
+def _fc1_tag(args) -> str:
+    """The trained model's name: training, eps, epochs and (for MMR/AT) the recipe; the
+    first sessions' ``v1`` model keeps its old name."""
+    tag = f"{args.fc1_training}_{args.fc1_eps}_{args.epochs}"
+    if args.fc1_training not in ("plain", "st") and args.fc1_recipe != "v1":
+        tag += f"_{args.fc1_recipe}"
+    return tag
 
 
 def _fc1_cached(x, y, args, tag: str):
@@ -88,12 +122,12 @@ def _fc1_cached(x, y, args, tag: str):
     from robcurves.atomic import atomic_path
 
     cache = Path(args.model_cache)
-    path = cache / f"fc1_{tag}_{args.fc1_training}_{args.fc1_eps}_{args.epochs}.keras"
+    path = cache / f"fc1_{tag}_{_fc1_tag(args)}.keras"
     if path.exists():
         print(f"  fc1: loading {path}", flush=True)
         return keras.models.load_model(path)
     t0 = time.perf_counter()
-    m = train_fc1(x, y, 10, args.epochs, training=args.fc1_training, eps=args.fc1_eps)
+    m = train_fc1(x, y, 10, args.epochs, training=args.fc1_training, eps=args.fc1_eps, recipe=args.fc1_recipe)
     print(f"  fc1: trained in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
@@ -125,7 +159,8 @@ def attack_results(case: str, norm: str, model, x, y, args):
     """The default attack's (distances, x_adv), from ``--cache`` when it is there."""
     from robcurves import attacks
 
-    path = Path(args.cache) / f"attack_{case}_{args.fc1_training if case.startswith('fc1') else ''}_{norm}_" \
+    # fc1: one cache entry per trained model (training, eps, epochs, recipe)
+    path = Path(args.cache) / f"attack_{case}_{_fc1_tag(args) if case.startswith('fc1') else ''}_{norm}_" \
                               f"{args.first}_{len(x)}.npz" if args.cache else None
     if path is not None and path.exists():
         with np.load(path) as f:
@@ -194,7 +229,7 @@ def run_case(case: str, norm: str, args) -> dict:
         print(f"  warm-up (point {idx[-1]}, {args.warmup:g} s limit): {time.perf_counter() - t0:.1f} s", flush=True)
     res, method = _solve(args, model, x, y, norm, dist, xadv, idx, progress)
     if case.startswith("fc1"):
-        case = f"{case} ({args.fc1_training})"
+        case = f"{case} ({_fc1_tag(args)})"
     if args.out_dir:
         from robcurves.exact import save_results
 
@@ -265,6 +300,10 @@ def main(argv=None) -> int:
     p.add_argument("--fc1-training", default="mmr_at_linf",
                    help="plain, or a robcurves.training method such as mmr_at_linf (Croce et al.'s fc1 models)")
     p.add_argument("--fc1-eps", type=float, default=0.1, help="training radius of --fc1-training")
+    p.add_argument("--fc1-recipe", default="croce", choices=sorted(FC1_RECIPES),
+                   help="batch size and MMR/AT options of --fc1-training: croce (the fc1 Croce et al. verified: "
+                        "lambda 1, gamma eps, PGD-40, batch 128) or v1 (the first sessions': the training defaults, "
+                        "batch 64)")
     p.add_argument("--thresholds", help="norm:eps,... : fixed thresholds instead of minimal distances")
     p.add_argument("--threshold-time", type=float, default=10.0, help="branch and bound seconds per open pair")
     p.add_argument("--low-start", help="bab in l1/l2: comma-separated fractions of the attack's distance where "
