@@ -135,6 +135,26 @@ def _fc1_cached(x, y, args, tag: str):
     return m
 
 
+def fc1_report(model, x, y, dist, held_out) -> dict:
+    """What makes an fc1 hard to verify in linf: clean accuracy on ``held_out`` (x, y) and,
+    per point, the number of hidden ReLUs that are unstable (pre-activation range over the
+    ball of radius ``dist`` (linf) in [0, 1] contains 0) at 0.5x and 1x the attack's distance.
+    One hidden layer: the range of each pre-activation over a box is exact (interval)."""
+    w, b = model.get_layer("fc1").get_weights()
+    xf = x.reshape(len(x), -1).astype(np.float64)
+    wp, wn = np.maximum(w, 0), np.minimum(w, 0)
+    out = {}
+    for frac in (0.5, 1.0):
+        r = frac * np.where(np.isfinite(dist), dist, 0.0)[:, None]
+        lo, hi = np.clip(xf - r, 0, 1), np.clip(xf + r, 0, 1)
+        zlo, zhi = lo @ wp + hi @ wn + b, hi @ wp + lo @ wn + b
+        out[f"unstable_at_{frac:g}x"] = [int(v) for v in ((zlo < 0) & (zhi > 0)).sum(axis=1)]
+    xh, yh = held_out
+    pred = np.concatenate([model(xh[i:i + 1000], training=False).numpy().argmax(1) for i in range(0, len(xh), 1000)])
+    return {"held_out_accuracy": float(np.mean(pred == yh)), "n_held_out": int(len(yh)),
+            "attack_linf": [round(float(v), 5) for v in dist], **out}
+
+
 def case_data(case: str, n: int, args, first: int = 0):
     if case == "mmr":
         from robcurves.models import convert_mat
@@ -219,6 +239,10 @@ def run_case(case: str, norm: str, args) -> dict:
     """One (case, norm, method) row; ``args.method`` is one method."""
     model, x, y, idx = case_data(case, args.points, args, args.first)
     dist, xadv, t_attack = attack_results(case, norm, model, x, y, args)
+    if case == "fc1" and norm == "linf" and args.method == args.methods[0]:
+        xa, ya = mnist_test()
+        rep = fc1_report(model, x, y, dist, (xa[5000:], ya[5000:]))
+        print(f"  fc1 report: {json.dumps(rep)}", flush=True)
     progress = (lambda s: print(f"  {case} {args.method} {s}", flush=True))
     if args.warmup > 0:
         # Compile the bound functions once, untimed (the workflow pays it once per shard);
@@ -347,6 +371,7 @@ def main(argv=None) -> int:
                     print(f"== {case} {norm} {method}{'' if low is None else f' low_start {low:g}'}  "
                           f"({time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f})", flush=True)
                     rows.append(run_case(case, norm, argparse.Namespace(**{**vars(args), "method": method,
+                                                                           "methods": methods,
                                                                            "low_start_value": low})))
                     rows[-1]["load_1min"] = round(os.getloadavg()[0], 1)
                     print(HEADER)
