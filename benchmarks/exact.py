@@ -320,7 +320,8 @@ def main(argv=None) -> int:
     p.add_argument("--milp-strategy", default="auto", choices=["minimize", "bisect", "auto"])
     p.add_argument("--tightening", default="interval,symbolic")
     p.add_argument("--heuristics", action="store_true", help="milp: switch HiGHS's primal heuristics on")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs of the fc1 networks")
+    p.add_argument("--epochs", type=int, default=12,
+                   help="training epochs of the fc1 networks (12: the croce model of benchmarks/README.md, exact stage 5)")
     p.add_argument("--fc1-training", default="mmr_at_linf",
                    help="plain, or a robcurves.training method such as mmr_at_linf (Croce et al.'s fc1 models)")
     p.add_argument("--fc1-eps", type=float, default=0.1, help="training radius of --fc1-training")
