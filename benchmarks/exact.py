@@ -5,7 +5,10 @@ Cases (``--cases``, comma-separated):
 - ``mmr``: the MMR-Universal MNIST network of ``../shared/reference/`` (Croce & Hein 2020)
   on the first ``--points`` MNIST test points;
 - ``fc1``: a one-hidden-layer ReLU network (1,024 units) trained here on the first 5,000
-  MNIST test images, evaluated on the next ``--points`` (indices 5000, 5001, ...);
+  MNIST test images, evaluated on the next ``--points`` (indices 5000, 5001, ...); by
+  default with MMR + AT linf at eps 0.1 and ``--fc1-recipe croce``, the hyperparameters of
+  the fc1 that Croce et al. verified with MIPVerify (lambda 1, gamma_rb = gamma_db = eps,
+  PGD-40, batch 128; they trained 100 epochs on the 60,000 MNIST training images);
 - ``fc1-digits``: the same architecture trained on the default data (scikit-learn digits),
   evaluated on the first ``--points`` digits test points.
 
@@ -54,11 +57,27 @@ def mnist_test() -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
+#: How fc1 is trained with an MMR method (``--fc1-recipe``): batch size and the
+#: robcurves.training options, as functions of the training radius eps (linf).
+FC1_RECIPES = {
+    # The fc1 that Croce et al. verified with MIPVerify and that Risse et al.'s exact
+    # experiment uses: "mmr+at/... dataset=mnist nn_type=fc1 p_norm=inf lmbd=1.0
+    # gamma_rb=0.1 gamma_db=0.1 ae_frac=0.5 epoch=100" (their file names are the training
+    # hyperparameters), trained by their train.py: batch 128, Adam 1e-3, PGD 40 iterations of
+    # step 2 eps / 40 on half of each batch (MNIST), n_rb 10% -> 2%, lr / 10 for the last 10%.
+    "croce": lambda eps: (128, {"lmbd": 1.0, "gamma_rb": eps, "gamma_db": eps, "pgd_steps": 40}),
+    # The first sessions' fc1 (benchmarks/README.md, exact stage 3): robcurves.training's
+    # defaults, i.e. Croce et al.'s recipe for their MNIST *CNN* (lambda 0.5, gamma 2 eps),
+    # PGD 10 steps, batch 64.
+    "v1": lambda eps: (64, {}),
+}
+
+
 def train_fc1(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int, seed: int = 0,
-              training: str = "plain", eps: float = 0.1):
-    """fc1 (1,024 hidden units). ``training``: ``plain`` (Keras fit, cross-entropy) or a
-    method of :mod:`robcurves.training` (e.g. ``mmr_at_linf``, as Croce et al. trained the
-    fc1 networks they verified with MIPVerify) at radius ``eps``."""
+              training: str = "plain", eps: float = 0.1, recipe: str = "croce"):
+    """fc1 (1,024 hidden units). ``training``: ``plain`` (Keras fit, cross-entropy, batch 64)
+    or a method of :mod:`robcurves.training` (e.g. ``mmr_at_linf``) at radius ``eps`` (in the
+    method's norm), with the batch size and options of ``recipe`` (:data:`FC1_RECIPES`)."""
     import keras
 
     from robcurves.data import Dataset
@@ -72,12 +91,27 @@ def train_fc1(x: np.ndarray, y: np.ndarray, n_classes: int, epochs: int, seed: i
                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
         m.fit(x, y, batch_size=64, epochs=epochs, verbose=0, shuffle=True)
     else:
+        if training == "st":
+            batch, opts = 64, {}
+        else:
+            batch, opts = FC1_RECIPES[recipe](float(eps))
+            if not training.startswith("mmr_at"):  # AT takes no MMR options
+                opts = {k: v for k, v in opts.items() if k in ("pgd_steps",)}
         rec = train_model(m, Dataset(x, y, "bench", "train", [str(c) for c in range(n_classes)], "benchmark"), training,
-                          epochs=epochs, batch_size=64, learning_rate=1e-3, seed=seed,
-                          eps=None if training == "st" else eps)
-        print(f"  fc1 {training} eps {eps}: train accuracy {rec['train_accuracy']:.4f} in {rec['time_s']:.0f} s",
-              flush=True)
+                          epochs=epochs, batch_size=batch, learning_rate=1e-3, seed=seed,
+                          eps=None if training == "st" else eps, log=lambda s: print(f"  {s}", flush=True), **opts)
+        print(f"  fc1 {training} eps {eps} recipe {recipe} (batch {batch}, {opts}): train accuracy "
+              f"{rec['train_accuracy']:.4f} in {rec['time_s']:.0f} s", flush=True)
     return m
+
+
+def _fc1_tag(args) -> str:
+    """The trained model's name: training, eps, epochs and (for MMR/AT) the recipe; the
+    first sessions' ``v1`` model keeps its old name."""
+    tag = f"{args.fc1_training}_{args.fc1_eps}_{args.epochs}"
+    if args.fc1_training not in ("plain", "st") and args.fc1_recipe != "v1":
+        tag += f"_{args.fc1_recipe}"
+    return tag
 
 
 def _fc1_cached(x, y, args, tag: str):
@@ -88,17 +122,37 @@ def _fc1_cached(x, y, args, tag: str):
     from robcurves.atomic import atomic_path
 
     cache = Path(args.model_cache)
-    path = cache / f"fc1_{tag}_{args.fc1_training}_{args.fc1_eps}_{args.epochs}.keras"
+    path = cache / f"fc1_{tag}_{_fc1_tag(args)}.keras"
     if path.exists():
         print(f"  fc1: loading {path}", flush=True)
         return keras.models.load_model(path)
     t0 = time.perf_counter()
-    m = train_fc1(x, y, 10, args.epochs, training=args.fc1_training, eps=args.fc1_eps)
+    m = train_fc1(x, y, 10, args.epochs, training=args.fc1_training, eps=args.fc1_eps, recipe=args.fc1_recipe)
     print(f"  fc1: trained in {time.perf_counter() - t0:.0f} s -> {path}", flush=True)
     cache.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         m.save(tmp)
     return m
+
+
+def fc1_report(model, x, y, dist, held_out) -> dict:
+    """What makes an fc1 hard to verify in linf: clean accuracy on ``held_out`` (x, y) and,
+    per point, the number of hidden ReLUs that are unstable (pre-activation range over the
+    ball of radius ``dist`` (linf) in [0, 1] contains 0) at 0.5x and 1x the attack's distance.
+    One hidden layer: the range of each pre-activation over a box is exact (interval)."""
+    w, b = model.get_layer("fc1").get_weights()
+    xf = x.reshape(len(x), -1).astype(np.float64)
+    wp, wn = np.maximum(w, 0), np.minimum(w, 0)
+    out = {}
+    for frac in (0.5, 1.0):
+        r = frac * np.where(np.isfinite(dist), dist, 0.0)[:, None]
+        lo, hi = np.clip(xf - r, 0, 1), np.clip(xf + r, 0, 1)
+        zlo, zhi = lo @ wp + hi @ wn + b, hi @ wp + lo @ wn + b
+        out[f"unstable_at_{frac:g}x"] = [int(v) for v in ((zlo < 0) & (zhi > 0)).sum(axis=1)]
+    xh, yh = held_out
+    pred = np.concatenate([model(xh[i:i + 1000], training=False).numpy().argmax(1) for i in range(0, len(xh), 1000)])
+    return {"held_out_accuracy": float(np.mean(pred == yh)), "n_held_out": int(len(yh)),
+            "attack_linf": [round(float(v), 5) for v in dist], **out}
 
 
 def case_data(case: str, n: int, args, first: int = 0):
@@ -125,7 +179,8 @@ def attack_results(case: str, norm: str, model, x, y, args):
     """The default attack's (distances, x_adv), from ``--cache`` when it is there."""
     from robcurves import attacks
 
-    path = Path(args.cache) / f"attack_{case}_{args.fc1_training if case.startswith('fc1') else ''}_{norm}_" \
+    # fc1: one cache entry per trained model (training, eps, epochs, recipe)
+    path = Path(args.cache) / f"attack_{case}_{_fc1_tag(args) if case.startswith('fc1') else ''}_{norm}_" \
                               f"{args.first}_{len(x)}.npz" if args.cache else None
     if path is not None and path.exists():
         with np.load(path) as f:
@@ -188,6 +243,10 @@ def run_case(case: str, norm: str, args) -> dict:
     """One (case, norm, method) row; ``args.method`` is one method."""
     model, x, y, idx = case_data(case, args.points, args, args.first)
     dist, xadv, t_attack = attack_results(case, norm, model, x, y, args)
+    if case == "fc1" and norm == "linf" and args.method == args.methods[0]:
+        xa, ya = mnist_test()
+        rep = fc1_report(model, x, y, dist, (xa[5000:], ya[5000:]))
+        print(f"  fc1 report: {json.dumps(rep)}", flush=True)
     progress = (lambda s: print(f"  {case} {args.method} {s}", flush=True))
     if args.warmup > 0:
         # Compile the bound functions once, untimed (the workflow pays it once per shard);
@@ -198,7 +257,7 @@ def run_case(case: str, norm: str, args) -> dict:
         print(f"  warm-up (point {idx[-1]}, {args.warmup:g} s limit): {time.perf_counter() - t0:.1f} s", flush=True)
     res, method = _solve(args, model, x, y, norm, dist, xadv, idx, progress)
     if case.startswith("fc1"):
-        case = f"{case} ({args.fc1_training})"
+        case = f"{case} ({_fc1_tag(args)})"
     if args.out_dir:
         from robcurves.exact import save_results
 
@@ -267,10 +326,15 @@ def main(argv=None) -> int:
     p.add_argument("--milp-strategy", default="auto", choices=["minimize", "bisect", "auto"])
     p.add_argument("--tightening", default="interval,symbolic")
     p.add_argument("--heuristics", action="store_true", help="milp: switch HiGHS's primal heuristics on")
-    p.add_argument("--epochs", type=int, default=10, help="training epochs of the fc1 networks")
+    p.add_argument("--epochs", type=int, default=12,
+                   help="training epochs of the fc1 networks (12: the croce model of benchmarks/README.md, exact stage 5)")
     p.add_argument("--fc1-training", default="mmr_at_linf",
                    help="plain, or a robcurves.training method such as mmr_at_linf (Croce et al.'s fc1 models)")
     p.add_argument("--fc1-eps", type=float, default=0.1, help="training radius of --fc1-training")
+    p.add_argument("--fc1-recipe", default="croce", choices=sorted(FC1_RECIPES),
+                   help="batch size and MMR/AT options of --fc1-training: croce (the fc1 Croce et al. verified: "
+                        "lambda 1, gamma eps, PGD-40, batch 128) or v1 (the first sessions': the training defaults, "
+                        "batch 64)")
     p.add_argument("--thresholds", help="norm:eps,... : fixed thresholds instead of minimal distances")
     p.add_argument("--threshold-time", type=float, default=10.0, help="branch and bound seconds per open pair")
     p.add_argument("--low-start", help="bab in l1/l2: comma-separated fractions of the attack's distance where "
@@ -318,7 +382,8 @@ def main(argv=None) -> int:
                     print(f"== {case} {norm} {method}{'' if low is None else f' low_start {low:g}'}"
                           f"{'' if it is None else f' iters_intermediate {it}'}  "
                           f"({time.strftime('%H:%M:%S')}, load {os.getloadavg()[0]:.1f})", flush=True)
-                    row_args = {**vars(args), "method": method, "low_start_value": low, "iters_int_value": it}
+                    row_args = {**vars(args), "method": method, "methods": methods, "low_start_value": low,
+                                "iters_int_value": it}
                     rows.append(run_case(case, norm, argparse.Namespace(**row_args)))
                     rows[-1]["load_1min"] = round(os.getloadavg()[0], 1)
                     print(HEADER)

@@ -290,6 +290,71 @@ def test_fixed_thresholds_agree_with_the_grid_and_bracket_the_robust_error(norm)
     assert lo == res.robust_error_interval()[1][0] and lo <= hi
 
 
+def _conv_first_net(seed: int, box=(0.0, 1.0)):
+    """conv 3x3 on a 10x10 input (each unit reads 9 of 100 coordinates) -> relu -> dense -> relu -> dense."""
+    from robcurves.network import Conv2D, Dense, Flatten, Network, ReLU
+
+    rng = np.random.default_rng(seed)
+    k = lambda *s: rng.normal(size=s).astype(np.float32) * 0.5  # noqa: E731
+    c1 = Conv2D((10, 10, 1), k(3, 3, 1, 3), k(3), (1, 1), "same", name="c1")
+    r1 = ReLU(c1.out_shape, name="r1")
+    fl = Flatten(r1.out_shape)
+    d1 = Dense(fl.out_shape, k(fl.out_shape[0], 12) * 0.3, k(12), name="d1")
+    r2 = ReLU(d1.out_shape, name="r2")
+    d2 = Dense(r2.out_shape, k(12, 3), k(3), name="logits")
+    return Network((10, 10, 1), [(c1, [0]), (r1, [1]), (fl, [2]), (d1, [3]), (r2, [4]), (d2, [5])], bounds=box)
+
+
+@pytest.mark.parametrize("norm", NORMS)
+@pytest.mark.parametrize("box", [(0.0, 1.0), (-1.0, 1.0)])
+def test_direct_layer_rows_on_the_kernel_support_equal_the_full_crown_rows(norm, box):
+    """The root's first-layer rows computed on the few input coordinates each unit reads
+    (``_direct_rows``) give the full CROWN rows' bounds, rounding terms included (an input box
+    of both signs exercises the ``(1 - m) mags`` term)."""
+    net = _conv_first_net(4, box)
+    eng = BoundEngine(net, norm)
+    assert eng._direct_support(1) is not None and eng._direct_support(1)[0].shape[1] == 9
+    rng = np.random.default_rng(2)
+    r = {"linf": 0.1, "l2": 0.5, "l1": 1.5}[norm]
+    balls = [InputBall.make(rng.uniform(*box, size=100) * (rng.random(100) < 0.6), norm, r, box) for _ in range(5)]
+    lo = np.full((5, 300), -1e3)
+    hi = np.full((5, 300), 1e3)
+    roots = eng.root_bounds_batch(balls)
+    pts, units = np.nonzero(np.ones((5, 300), bool))
+    fast = eng._direct_rows(roots, 1, lo, hi, pts, units)
+    eng._fns[("direct", 1)] = None  # the full rows through the generic pass
+    slow = eng._crown_rows_batch(roots, 1, lo, hi, 0)
+    for f, s in zip(fast, slow):
+        np.testing.assert_allclose(f, s, rtol=1e-12, atol=1e-12)
+
+
+def test_thresholds_crown_first_decides_as_alpha_on_every_row(monkeypatch):
+    """Root proofs with CROWN first (alpha only for the points CROWN leaves open) are exactly
+    the proofs of alpha on every row (the slow path), and CROWN alone does decide some."""
+    from robcurves.exact.bab import bounds as bounds_mod
+    from robcurves.exact.bab.thresholds import robust_at_thresholds
+
+    m = _mlp(4, (16, 16), 3, seed=11)
+    rng = np.random.default_rng(5)
+    x = rng.random((24, 1, 1, 4)).astype(np.float32)
+    y = _pred(m, x)
+    eps = [0.02, 0.05, 0.08, 0.12]
+    fast = robust_at_thresholds(m, x, y, "linf", eps, time_limit=0.0)
+    plain = bounds_mod.BoundEngine.bound
+
+    def no_crown(self, root, start, C, *a, **k):  # the margin rows never decided by CROWN alone
+        lb = plain(self, root, start, C, *a, **k)
+        return np.full_like(lb, -np.inf) if start == self.output and not k.get("full") else lb
+
+    monkeypatch.setattr(bounds_mod.BoundEngine, "bound", no_crown)
+    slow = robust_at_thresholds(m, x, y, "linf", eps, time_limit=0.0)
+    assert slow.info["stats"]["root_crown_proven"] == [0] * len(eps)
+    assert sum(fast.info["stats"]["root_crown_proven"]) > 0
+    np.testing.assert_array_equal(fast.status, slow.status)
+    # alpha matters here: some point is proven by alpha but not by CROWN
+    assert sum(fast.info["stats"]["root_proven"]) > sum(fast.info["stats"]["root_crown_proven"])
+
+
 def test_table1_certified_interval_from_exact_brackets():
     from robcurves.tables import RobustErrorRow, add_certified_columns, certified_robust_error
 

@@ -133,6 +133,8 @@ class BoundEngine:
         longest = sum(nd.n for nd in self.g.nodes) * 2 + 4 * self.g.n_inputs + 64
         self.slack64 = rounding.float64_slack(len(self.g.nodes), longest)
         self._fns: dict = {}
+        # The nodes whose sign masks and magnitudes the pass reads: inputs of affine and add nodes.
+        self._mask_read = {i for nd in self.g.nodes if nd.kind in ("dense", "conv2d", "add") for i in nd.inputs}
         # Constants are made eagerly: a tensor first made inside a traced function cannot
         # be reused by the next trace.
         self._Mt = [tensor(m[None]) for m in self.M]
@@ -415,8 +417,17 @@ class BoundEngine:
             parts = [self._root_arrays(r) for r in root.roots]
             rp = root.row_point
             ball = tuple(tensor(np.concatenate([p[0][j] for p in parts])[rp]) for j in range(4))
-            masks = [tensor(np.concatenate([p[1][i] for p in parts])[rp]) for i in range(len(self.g.nodes))]
-            mags = [tensor(np.concatenate([p[2][i] for p in parts])[rp]) for i in range(len(self.g.nodes))]
+            masks, mags = [], []
+            for i, nd in enumerate(self.g.nodes):
+                mk = np.concatenate([p[1][i] for p in parts])
+                if i not in self._mask_read or mk.all():
+                    # Never read, or non-negative at every point: its rounding term ``(1 - m) mags``
+                    # vanishes, so one broadcast row serves all (no per-row copies to convert).
+                    masks.append(tensor(np.ones((1, *nd.shape))))
+                    mags.append(tensor(np.zeros((1, *nd.shape))))
+                else:
+                    masks.append(tensor(mk[rp]))
+                    mags.append(tensor(np.concatenate([p[2][i] for p in parts])[rp]))
             return {"ball": ball, "masks": masks, "mags": mags}
         if not root._t:
             (x0, dlo, dhi, rad), masks, mags = self._root_arrays(root)
@@ -484,6 +495,10 @@ class BoundEngine:
         out_l, out_u = [], []
         for lo, hi, s in zip(lows, ups, signs):
             s = np.asarray(s)
+            if not s.any():  # no split in this layer (the root's rows): nothing to copy
+                out_l.append(lo)
+                out_u.append(hi)
+                continue
             out_l.append(np.where(s > 0, np.maximum(lo, 0.0), lo))
             out_u.append(np.where(s < 0, np.minimum(hi, 0.0), hi))
         return out_l, out_u
@@ -627,6 +642,8 @@ class BoundEngine:
         pts, units = np.nonzero((lo < 0) & (hi > 0))
         if len(pts) == 0:
             return lo, hi
+        if self._direct_support(node) is not None:
+            return self._direct_rows(roots, node, lo, hi, pts, units)
         lo, hi = lo.copy(), hi.copy()
         pad = [RootBounds(r.ball, r.lower, r.upper,
                           list(r.node_lo) + [np.zeros(nd.n) for nd in self.g.nodes[len(r.node_lo):]],
@@ -649,6 +666,76 @@ class BoundEngine:
                 lb = self.bound(group, node, C)
             lo[pp, uu] = np.maximum(lo[pp, uu], lb[:m])
             hi[pp, uu] = np.minimum(hi[pp, uu], -lb[m:])
+        return lo, hi
+
+    def _direct_support(self, node: int):
+        """For an affine node read straight from the input whose rows touch few input
+        coordinates (a convolution: its kernel), ``(idx, w, a)``: per unit the indices of
+        those coordinates (K of them, padded with weight 0), ``W^T e_u`` and ``|W|^T e_u``
+        there; else None. Cached."""
+        key = ("direct", node)
+        if key in self._fns:
+            return self._fns[key]
+        nd = self.g.nodes[node]
+        out = None
+        if nd.kind in ("dense", "conv2d") and nd.inputs[0] == 0:
+            n, n_in = nd.n, self.g.n_inputs
+            w = np.zeros((n, n_in))
+            a = np.zeros((n, n_in))
+            for s in range(0, n, 512):  # the transposes of one-hot rows, in slices
+                e = np.zeros((min(512, n - s), n))
+                e[np.arange(len(e)), s + np.arange(len(e))] = 1.0
+                e = tensor(e.reshape(-1, *nd.shape))
+                w[s:s + len(e)] = numpy(self.g.transpose(node, e)).reshape(len(e), -1)
+                a[s:s + len(e)] = numpy(self.g.transpose(node, e, absolute=True)).reshape(len(e), -1)
+            nz = (w != 0) | (a != 0)
+            K = max(int(nz.sum(axis=1).max()), 1)
+            if K <= n_in // 4:
+                # Stable order: the support's coordinates keep their input order (padding last).
+                idx = np.argsort(~nz, axis=1, kind="stable")[:, :K]
+                keep = np.take_along_axis(nz, idx, axis=1)
+                out = (idx, np.where(keep, np.take_along_axis(w, idx, axis=1), 0.0),
+                       np.where(keep, np.take_along_axis(a, idx, axis=1), 0.0))
+        self._fns[key] = out
+        return out
+
+    def _direct_rows(self, roots: list[RootBounds], node: int, lo: np.ndarray, hi: np.ndarray, pts, units):
+        """The CROWN rows of :meth:`_crown_rows_batch` for an affine node on the input, on the
+        few input coordinates each unit reads (``_direct_support``) instead of all of them.
+
+        The same bound as the full row, term by term: the exact minimum of
+        ``(+-w_u - gamma |w_u| m) . x`` over the ball and box (coordinates outside the support
+        have coefficient 0 and add nothing to any of the closed forms), the bias, the float32
+        rounding of the bias and of inputs of unknown sign (``m = 0``), and the float64 slack
+        ``slack64 M_u``. CROWN is exact on an affine map of the input, so alpha is not needed.
+        """
+        nd = self.g.nodes[node]
+        idx, w, a = self._direct_support(node)
+        lo, hi = lo.copy(), hi.copy()
+        x0 = np.stack([r.ball.x0 for r in roots])
+        dlo = np.stack([r.ball.dlo for r in roots])
+        dhi = np.stack([r.ball.dhi for r in roots])
+        rad = np.array([r.ball.radius for r in roots])
+        m_in = np.stack([(r.node_lo[0] >= 0).astype(np.float64) for r in roots])
+        mag_in = np.stack([np.maximum(np.abs(r.node_lo[0]), np.abs(r.node_hi[0])) for r in roots])
+        bias = nd.bias if nd.bias is not None else np.zeros(nd.n)
+        step = 1 << 15
+        for s0 in range(0, len(pts), step):
+            pp, uu = pts[s0:s0 + step], units[s0:s0 + step]
+            ix = idx[uu]
+            g_x0, g_lo, g_hi = (np.take_along_axis(v[pp], ix, axis=1) for v in (x0, dlo, dhi))
+            g_m = np.take_along_axis(m_in[pp], ix, axis=1)
+            g_mag = np.take_along_axis(mag_in[pp], ix, axis=1)
+            r_ = nd.gamma * a[uu]
+            err = nd.gamma * np.abs(bias[uu]) + np.sum(r_ * (1.0 - g_m) * g_mag, axis=1)
+            slack = self.slack64 * self.M[node][uu]
+            both = []
+            for sgn in (1.0, -1.0):
+                lam = sgn * w[uu] - r_ * g_m
+                val, _ = linear_lower(tensor(lam), tensor(g_x0), tensor(g_lo), tensor(g_hi), tensor(rad[pp]), self.p)
+                both.append(numpy(val) + sgn * bias[uu] - err * (1.0 + 1e-9) - slack)
+            lo[pp, uu] = np.maximum(lo[pp, uu], both[0])
+            hi[pp, uu] = np.minimum(hi[pp, uu], -both[1])
         return lo, hi
 
     def margin_rows(self, y: int, classes: Sequence[int]) -> np.ndarray:

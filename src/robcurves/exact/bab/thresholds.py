@@ -13,8 +13,9 @@ For each point and each threshold ``eps`` (in one norm) the answer is
 The robust error ``R(eps)`` then lies in ``[#not_robust, n - #robust] / n``: a certified
 interval (it covers what the attack curve can only bound from below).
 
-Cheap first, for all points together: the attack's witnesses, then alpha-CROWN at the
-root for every (point, class) row in shared batches (:meth:`BoundEngine.root_bounds_batch`),
+Cheap first, for all points together: the attack's witnesses, then CROWN at the root for
+every (point, class) row in shared batches (:meth:`BoundEngine.root_bounds_batch`), then
+alpha-CROWN for the rows of the points CROWN leaves open,
 then branch and bound (:class:`robcurves.exact.bab.domains.Query`) only for the pairs left,
 each with ``time_limit`` seconds.
 """
@@ -122,12 +123,13 @@ def robust_at_thresholds(model, x: np.ndarray, y: np.ndarray, norm, eps: Sequenc
             status[count_le(upper, e), j] = "not_robust"
 
     settle_witnesses()
-    stats = {"root_proven": [0] * m, "bab_proven": [0] * m, "bab_witness": [0] * m}
+    stats = {"root_proven": [0] * m, "root_crown_proven": [0] * m, "bab_proven": [0] * m, "bab_witness": [0] * m}
     for j in range(m - 1, -1, -1):  # largest threshold first: a proof there holds below it
         e32 = float(np.float32(eps[j]))
         r = rounding.radius_for_threshold(e32, norm.name, graph.n_inputs)
         todo = np.flatnonzero(status[:, j] == "unknown")
-        # Root: alpha-CROWN for every (point, class) row, in shared batches.
+        kept = {}  # root bounds of the points the root leaves open, by point
+        # Root: CROWN, then alpha-CROWN where CROWN leaves a point open, rows in shared batches.
         for s in range(0, len(todo), batch):
             pts = todo[s:s + batch]
             t0 = time.perf_counter()
@@ -142,13 +144,27 @@ def robust_at_thresholds(model, x: np.ndarray, y: np.ndarray, norm, eps: Sequenc
             C = np.zeros((len(rows_p), graph.n_classes))
             C[np.arange(len(rows_p)), y[pts][rows_p]] = 1.0
             C[np.arange(len(rows_p)), rows_c] -= 1.0
-            lb, _, _, xs, _ = engine.optimise(RootGroup(roots, rows_p), engine.output, C, iters=20, stop_at=0.0,
-                                              full=True)
-            proven = np.array([np.all(lb[rows_p == a] > 0) for a in range(len(pts))])
+            # CROWN first: alpha's ascent starts from CROWN's slopes and keeps the best iterate,
+            # so a point CROWN proves alpha proves too; alpha only runs for the others.
+            lb0 = engine.bound(RootGroup(roots, rows_p), engine.output, C)
+            crown = np.array([np.all(lb0[rows_p == a] > 0) for a in range(len(pts))])
+            proven = crown.copy()
+            open_rows = np.flatnonzero(~proven[rows_p])
+            xs = np.zeros((len(rows_p), graph.n_inputs))
+            if len(open_rows):
+                open_pts = np.flatnonzero(~proven)
+                sub = RootGroup([roots[a] for a in open_pts], np.searchsorted(open_pts, rows_p[open_rows]))
+                lb, _, _, xs_o, _ = engine.optimise(sub, engine.output, C[open_rows], iters=20, stop_at=0.0, full=True)
+                xs[open_rows] = xs_o
+                for a in open_pts:
+                    proven[a] = np.all(lb[rows_p[open_rows] == a] > 0)
+            stats["root_crown_proven"][j] += int(crown.sum())
             for a, i in enumerate(pts):
                 if proven[a]:
                     status[i, : j + 1] = "robust"
                     stats["root_proven"][j] += 1
+                else:
+                    kept[i] = roots[a]  # branch and bound starts from these bounds
             # The bound minimisers are attack candidates.
             for a, i in enumerate(pts):
                 if proven[a]:
@@ -162,7 +178,7 @@ def robust_at_thresholds(model, x: np.ndarray, y: np.ndarray, norm, eps: Sequenc
         # Branch and bound for what is left.
         for i in np.flatnonzero(status[:, j] == "unknown"):
             t0 = time.perf_counter()
-            root = engine.root_bounds(InputBall.make(x[i].reshape(-1), norm, r, graph.bounds))
+            root = kept.pop(i, None) or engine.root_bounds(InputBall.make(x[i].reshape(-1), norm, r, graph.bounds))
             q = Query(engine, root, int(y[i]), logits_fn, x.shape[1:], settings or BabSettings())
             res = q.run([k for k in range(graph.n_classes) if k != y[i]], time.perf_counter() + time_limit)
             if res.robust:
