@@ -32,7 +32,8 @@ from robcurves.exact.bab.branching import babsr_scores, top_candidates
 #: alpha-CROWN steps for the root's intermediate bounds per norm (BabSettings.iters_intermediate
 #: None); chosen by measurement, benchmarks/README.md "Exact stage 5" (MMR MNIST, 10 points x 60 s,
 #: on/off per point): l2 20 (median lower/upper 0.396 vs 0.383, >= on 8/10); linf 0 (0.983 vs
-#: 0.982, per point 0.996-1.007: no gain worth the 2-3x root cost)
+#: 0.982, per point 0.996-1.007: no gain worth the 2-3x root cost); l1 0 (0.291 vs 0.329, >= on
+#: 3/10: the slower roots cost the bounds phase more proofs than the tighter bounds win)
 ITERS_INTERMEDIATE = {"linf": 0, "l2": 20, "l1": 0}
 
 
