@@ -429,31 +429,30 @@ def test_the_bounds_phase_starts_at_the_norms_fraction_of_the_top_radius():
 
 
 def test_branch_and_bound_stays_within_reach_of_where_the_bounds_failed():
-    """l1 (l2 takes the same path): with a witness far above the certified radius (the attack's
-    distance is 2-4x it on MMR MNIST), no branch-and-bound query goes more than ``reach``
-    above the larger of the smallest radius where the bounds alone failed and the largest
-    radius proven so far: no ``top`` query at the witness's distance, no bisection up there."""
+    """l2: with a witness far above the certified radius (the attack's distance is 2-4x it on
+    MMR MNIST), no branch-and-bound query goes more than ``reach`` above the larger of the
+    smallest radius where the bounds alone failed and the largest radius proven so far: no
+    ``top`` query at the witness's distance, no bisection up there."""
     from robcurves.exact.bab.search import SearchSettings
 
     m = _mlp(6, (10, 10), 3, seed=3)
     x = np.random.default_rng(4).random((1, 1, 1, 6)).astype(np.float32)
     y = _pred(m, x)
     # the witness: the box point of another class whose segment from x crosses the decision
-    # boundary furthest away (l1 ~2.8 here; the certified radius is ~0.54)
+    # boundary furthest away (far above the certified radius)
     f = _logits(m)
     cand = np.random.default_rng(0).random((4000, 1, 1, 6)).astype(np.float32)
     cand = cand[np.argmax(f(cand), axis=1) != y[0]][:400]
     ts = np.linspace(0, 1, 201)[1:, None, None, None]
     cross = [float(ts[np.argmax(np.argmax(f((x[0] + ts * (w - x[0])).astype(np.float32)), axis=1) != y[0])][0, 0, 0]
-             * np.abs(w - x[0]).sum()) for w in cand]
+             * np.sqrt(np.sum((w - x[0]) ** 2))) for w in cand]
     w = cand[int(np.argmax(cross))][None]
-    assert max(cross) > 2.0
-    res = bab_brackets(m, x, y, "l1", BabConfig(time_limit=15), attack_distances=np.abs(w - x).sum(axis=(1, 2, 3)),
-                       x_adv=w)
+    res = bab_brackets(m, x, y, "l2", BabConfig(time_limit=15),
+                       attack_distances=np.sqrt(np.sum((w - x) ** 2, axis=(1, 2, 3))), x_adv=w)
     qs = res.meta["info"][0]["queries"]
     failed = [q["r"] for q in qs if not q["bab"] and q["outcome"] == "unknown"]
     assert failed and any(q["bab"] for q in qs)
-    reach, proven = SearchSettings().reach, 0.0
+    reach, proven = SearchSettings().reach["l2"], 0.0
     for q in qs:
         if q["bab"]:
             assert q["r"] <= (1 + reach) * max(min(failed), proven) * (1 + 1e-9), (q, min(failed), proven)
