@@ -24,10 +24,10 @@ The search (``strategy``):
    larger of the smallest radius where the bounds alone failed and the largest proven one (a
    query at the attack's distance cost 9-24 s of a 60 s budget on MMR MNIST and neither
    proved anything nor found a closer witness; in l1 it finds closer witnesses: kept).
-3. Then bisection of the open bracket (l2: capped as in 2.) with branch-and-bound queries, each given half of
-   the time left. A query that runs out of time below a failed one starts from that
-   query's open subdomains: everything it proved at the larger radius holds at the
-   smaller one (per subdomain and per class).
+3. Then bisection of the open bracket (l2: capped as in 2.) with branch-and-bound
+   queries, each given half of the time left. A query that runs out of time below a
+   failed one starts from that query's open subdomains: everything it proved at the
+   larger radius holds at the smaller one (per subdomain and per class).
 
 A query's per-domain attack may find a witness inside the ball: the upper bound then
 drops to it (after a line search towards ``x0``) and the search goes on below it.
